@@ -1,0 +1,12 @@
+//! Cgroup hierarchy detection, the limits model and job cgroups (v1 and v2).
+
+pub mod fs;
+pub mod hierarchy;
+pub mod job;
+pub mod limits;
+pub mod names;
+
+pub use hierarchy::{Controller, Hierarchy};
+pub use job::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage};
+pub use limits::{Limits, Version};
+pub use names::{CgroupRoot, JobId};

@@ -1,0 +1,150 @@
+//! Validated names: the cgroup root and job ids. Both end up as path
+//! components under `/sys/fs/cgroup`, so nothing that could climb out of it
+//! (`..`, `/`, NUL) gets through.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use super::hierarchy::Mount;
+
+/// `--cgroup-root`: absolute inside each hierarchy, or relative to the
+/// cgroup ffrtmp itself runs in (per hierarchy on v1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupRoot {
+    Absolute(PathBuf),
+    Relative(PathBuf),
+}
+
+pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
+
+impl CgroupRoot {
+    pub fn parse(s: &str) -> Result<CgroupRoot, String> {
+        const EXPECTED: &str = "expected a cgroup path such as /ffrtmp (absolute) or ffrtmp-jobs (relative to ffrtmp's own cgroup), without . or .. components";
+        let path = Path::new(s);
+        let mut parts = PathBuf::new();
+        for component in path.components() {
+            match component {
+                Component::RootDir => {}
+                Component::Normal(name) => {
+                    if !is_valid_name(name.to_str().ok_or(EXPECTED)?) {
+                        return Err(EXPECTED.into());
+                    }
+                    parts.push(name)
+                }
+                _ => return Err(EXPECTED.into()),
+            }
+        }
+        // `/` alone would put jobs (and garbage collection) at the top of the
+        // hierarchy, next to the system's own cgroups.
+        if parts.as_os_str().is_empty() || s.contains("//") || s.contains("/./") {
+            return Err(EXPECTED.into());
+        }
+        Ok(if path.has_root() {
+            CgroupRoot::Absolute(Path::new("/").join(parts))
+        } else {
+            CgroupRoot::Relative(parts)
+        })
+    }
+
+    /// The root's cgroup path inside one hierarchy (absolute, from its mount).
+    pub fn resolve(&self, mount: &Mount) -> PathBuf {
+        match self {
+            CgroupRoot::Absolute(p) => p.clone(),
+            CgroupRoot::Relative(p) => mount.own_cgroup.join(p),
+        }
+    }
+}
+
+impl Default for CgroupRoot {
+    fn default() -> Self {
+        CgroupRoot::Absolute(DEFAULT_CGROUP_ROOT.into())
+    }
+}
+
+impl fmt::Display for CgroupRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CgroupRoot::Absolute(p) | CgroupRoot::Relative(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Characters a cgroup directory name of ours may contain.
+fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A job id: `[A-Za-z0-9._-]`, 1–128 characters, not `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn parse(s: &str) -> Result<JobId, String> {
+        if is_valid_name(s) {
+            Ok(JobId(s.to_owned()))
+        } else {
+            Err("expected 1-128 characters from [A-Za-z0-9._-], not \".\" or \"..\"".into())
+        }
+    }
+
+    /// `unnamed-<pid>`, the original tool's default.
+    pub fn unnamed(pid: u32) -> JobId {
+        JobId(format!("unnamed-{pid}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids() {
+        for good in ["a", "job-001", "x.y_z", "A9", &"a".repeat(128), "..a", "a.."] {
+            assert!(JobId::parse(good).is_ok(), "{good:?} refused");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a b", "é", &"a".repeat(129), "a\0b", "/abs"] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cgroup_roots() {
+        assert_eq!(CgroupRoot::parse("/ffrtmp").unwrap(), CgroupRoot::Absolute("/ffrtmp".into()));
+        assert_eq!(CgroupRoot::parse("/a/b/").unwrap(), CgroupRoot::Absolute("/a/b".into()));
+        assert_eq!(CgroupRoot::parse("jobs").unwrap(), CgroupRoot::Relative("jobs".into()));
+        assert_eq!(CgroupRoot::parse("t/jobs").unwrap(), CgroupRoot::Relative("t/jobs".into()));
+        for bad in ["", "/", "..", "/a/../b", "./a", "a//b", "a b", "/a/./b"] {
+            assert!(CgroupRoot::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn relative_roots_resolve_per_hierarchy() {
+        let root = CgroupRoot::parse("jobs").unwrap();
+        let memory = Mount {
+            mount_point: "/sys/fs/cgroup/memory".into(),
+            own_cgroup: "/process_api/abc".into(),
+        };
+        let cpu = Mount {
+            mount_point: "/sys/fs/cgroup/cpu".into(),
+            own_cgroup: "/".into(),
+        };
+        assert_eq!(root.resolve(&memory), Path::new("/process_api/abc/jobs"));
+        assert_eq!(root.resolve(&cpu), Path::new("/jobs"));
+        assert_eq!(CgroupRoot::default().resolve(&memory), Path::new("/ffrtmp"));
+    }
+}
