@@ -5,3 +5,4 @@
 
 pub mod cgroup;
 pub mod cli;
+pub mod process;

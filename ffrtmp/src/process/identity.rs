@@ -1,0 +1,274 @@
+//! `/proc/<pid>` readers and process identity.
+//!
+//! A pid number alone can be reused; `(pid, start_time)` cannot (start time
+//! is in clock ticks since boot, field 22 of `/proc/<pid>/stat`).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use procfs::FromRead;
+use procfs::process::{Stat, Status};
+
+/// `PF_KTHREAD` from `include/linux/sched.h`: the task is a kernel thread.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// A process identity that survives PID reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.pid, self.start_time)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("no such process: {pid}")]
+    NotFound { pid: u32 },
+    #[error("permission denied for pid {pid}: {reason}")]
+    PermissionDenied { pid: u32, reason: String },
+    #[error("pid {pid} is a zombie (it has exited and waits for its parent to reap it); there is nothing left to govern")]
+    Zombie { pid: u32 },
+    #[error("pid {pid} ({comm}) is a kernel thread; kernel threads cannot be governed")]
+    KernelThread { pid: u32, comm: String },
+    #[error("pid {pid} is this ffrtmp process itself")]
+    Myself { pid: u32 },
+    #[error("pid {pid} changed identity while attaching (it exited and the number was reused)")]
+    Replaced { pid: u32 },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parsing {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+/// What we need to know about a process from `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub id: ProcessId,
+    pub comm: String,
+    /// Single-letter state (R, S, D, Z, T, …).
+    pub state: char,
+    pub ppid: u32,
+    pub flags: u32,
+    /// The wait(2)-style status, present once the process is a zombie (3.5+).
+    pub exit_status: Option<i32>,
+}
+
+impl ProcessInfo {
+    /// Parse the content of `/proc/<pid>/stat`. The comm field may contain
+    /// spaces and `)`; the parser splits at the last `)`.
+    pub fn parse_stat(content: &[u8], path: &Path) -> Result<ProcessInfo, ProcError> {
+        let stat = Stat::from_read(content).map_err(|e| ProcError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let pid = u32::try_from(stat.pid).map_err(|_| ProcError::Parse {
+            path: path.to_owned(),
+            message: format!("negative pid {}", stat.pid),
+        })?;
+        Ok(ProcessInfo {
+            id: ProcessId {
+                pid,
+                start_time: stat.starttime,
+            },
+            comm: stat.comm,
+            state: stat.state,
+            ppid: u32::try_from(stat.ppid).unwrap_or(0),
+            flags: stat.flags,
+            exit_status: stat.exit_code,
+        })
+    }
+
+    /// Read `/proc/<pid>/stat`.
+    pub fn read(pid: u32) -> Result<ProcessInfo, ProcError> {
+        Self::read_path(&PathBuf::from(format!("/proc/{pid}/stat")), pid)
+    }
+
+    fn read_path(path: &Path, pid: u32) -> Result<ProcessInfo, ProcError> {
+        let content = std::fs::read(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => ProcError::NotFound { pid },
+            _ if source.raw_os_error() == Some(libc::ESRCH) => ProcError::NotFound { pid },
+            _ => ProcError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        Self::parse_stat(&content, path)
+    }
+
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+
+    /// Check that this is a process ffrtmp may govern.
+    pub fn check_governable(&self) -> Result<(), ProcError> {
+        let pid = self.id.pid;
+        if pid == std::process::id() {
+            return Err(ProcError::Myself { pid });
+        }
+        if self.is_kernel_thread() {
+            return Err(ProcError::KernelThread {
+                pid,
+                comm: self.comm.clone(),
+            });
+        }
+        if self.is_zombie() {
+            return Err(ProcError::Zombie { pid });
+        }
+        Ok(())
+    }
+}
+
+/// Real uid and resident memory from `/proc/<pid>/status`.
+pub fn read_status(pid: u32) -> Result<(u32, Option<u64>), ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let content = std::fs::read(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ProcError::NotFound { pid },
+        _ => ProcError::Read {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let status = Status::from_read(content.as_slice()).map_err(|e| ProcError::Parse {
+        path,
+        message: e.to_string(),
+    })?;
+    // VmRSS is in kB.
+    Ok((status.ruid, status.vmrss.map(|kb| kb * 1024)))
+}
+
+/// Live thread ids of a process (`/proc/<pid>/task`).
+pub fn thread_ids(pid: u32) -> Result<Vec<u32>, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/task"));
+    let entries = std::fs::read_dir(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ProcError::NotFound { pid },
+        _ => ProcError::Read { path, source },
+    })?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// Every live process's stat, skipping those that vanish while we look.
+pub fn all_processes() -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| ProcessInfo::read(pid).ok())
+        .collect()
+}
+
+/// Descendants of `root` (children, grandchildren, …), parents first.
+pub fn descendants(root: u32, all: &[ProcessInfo]) -> Vec<ProcessInfo> {
+    let mut out: Vec<ProcessInfo> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent && p.id.pid != root) {
+            if !out.iter().any(|o| o.id == p.id) {
+                frontier.push(p.id.pid);
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Clock ticks per second, for turning start times into seconds.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Seconds since boot (CLOCK_BOOTTIME), the clock start times count on.
+pub fn boot_time_now() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_line(pid: u32, comm: &str, state: char, ppid: u32, flags: u32, start: u64) -> String {
+        // 52 fields as in proc(5); only the ones we read matter.
+        let mut fields = vec!["0".to_string(); 52];
+        fields[0] = pid.to_string();
+        fields[1] = format!("({comm})");
+        fields[2] = state.to_string();
+        fields[3] = ppid.to_string();
+        fields[8] = flags.to_string();
+        fields[21] = start.to_string();
+        fields[51] = "256".into();
+        fields.join(" ")
+    }
+
+    #[test]
+    fn comm_with_spaces_and_parens() {
+        let line = stat_line(42, "we ird) (name", 'S', 1, 0, 12345);
+        let info = ProcessInfo::parse_stat(line.as_bytes(), Path::new("x")).unwrap();
+        assert_eq!(info.comm, "we ird) (name");
+        assert_eq!(info.id, ProcessId { pid: 42, start_time: 12345 });
+        assert_eq!(info.ppid, 1);
+        assert_eq!(info.state, 'S');
+        assert_eq!(info.exit_status, Some(256));
+    }
+
+    #[test]
+    fn classifies_kernel_threads_and_zombies() {
+        let kthread = ProcessInfo::parse_stat(stat_line(2, "kthreadd", 'S', 0, PF_KTHREAD, 1).as_bytes(), Path::new("x")).unwrap();
+        assert!(matches!(kthread.check_governable(), Err(ProcError::KernelThread { .. })));
+        let zombie = ProcessInfo::parse_stat(stat_line(77, "ffmpeg", 'Z', 1, 0, 1).as_bytes(), Path::new("x")).unwrap();
+        assert!(matches!(zombie.check_governable(), Err(ProcError::Zombie { .. })));
+        let me = ProcessInfo::parse_stat(stat_line(std::process::id(), "me", 'R', 1, 0, 1).as_bytes(), Path::new("x")).unwrap();
+        assert!(matches!(me.check_governable(), Err(ProcError::Myself { .. })));
+    }
+
+    #[test]
+    fn short_or_garbled_stat_is_an_error() {
+        for bad in ["", "12", "12 (x", "x (y) S"] {
+            assert!(ProcessInfo::parse_stat(bad.as_bytes(), Path::new("x")).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_own_stat() {
+        let me = ProcessInfo::read(std::process::id()).unwrap();
+        assert_eq!(me.id.pid, std::process::id());
+        assert!(me.id.start_time > 0);
+        assert!(matches!(ProcessInfo::read(u32::MAX / 2), Err(ProcError::NotFound { .. })));
+    }
+
+    #[test]
+    fn descendants_walks_the_tree() {
+        let p = |pid, ppid| ProcessInfo {
+            id: ProcessId { pid, start_time: 1 },
+            comm: "x".into(),
+            state: 'S',
+            ppid,
+            flags: 0,
+            exit_status: None,
+        };
+        let all = vec![p(1, 0), p(10, 1), p(11, 10), p(12, 11), p(20, 1), p(13, 10)];
+        let mut d: Vec<u32> = descendants(10, &all).iter().map(|p| p.id.pid).collect();
+        d.sort();
+        assert_eq!(d, vec![11, 12, 13]);
+    }
+}

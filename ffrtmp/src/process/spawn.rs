@@ -1,0 +1,452 @@
+//! Spawn a child that is inside its job cgroup before its first instruction.
+//!
+//! - cgroup v2: `clone3(CLONE_INTO_CGROUP)` (5.7+) creates the child directly
+//!   in the job cgroup: no migration, no ungoverned window.
+//! - cgroup v1 (and v2 kernels without clone3 support): the child writes `0`
+//!   to each hierarchy's already-open `cgroup.procs` before `execve`.
+//!
+//! We fork with a raw `clone3` instead of `std::process::Command` because
+//! std cannot pass `CLONE_INTO_CGROUP`. Between fork and exec the child only
+//! makes async-signal-safe calls on memory prepared by the parent; failures
+//! there are reported through a close-on-exec pipe as `(stage, errno)`.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::pidfd::PidFd;
+
+/// `CLONE_INTO_CGROUP` from `include/uapi/linux/sched.h` (5.7+).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` from `include/uapi/linux/sched.h` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Where the child must be born.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// No cgroup (it could not be created; best effort goes on without one).
+    None,
+    /// v2: the job directory (for `CLONE_INTO_CGROUP`) and its `cgroup.procs`
+    /// (the fallback on kernels without it).
+    V2 { dir: PathBuf, procs: PathBuf },
+    /// v1: the job's `cgroup.procs` in every hierarchy used.
+    V1 { procs: Vec<PathBuf> },
+}
+
+/// What to run, and how.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub workdir: Option<PathBuf>,
+    pub nice: Option<i8>,
+    /// Fail (do not exec) when the nice value cannot be set.
+    pub strict_nice: bool,
+    /// Make the child's process group the terminal's foreground group, so an
+    /// interactive child (ffmpeg reads keys) is not stopped by SIGTTIN.
+    pub foreground: bool,
+    pub placement: Placement,
+}
+
+/// How the child joined its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinedBy {
+    CloneIntoCgroup,
+    PreExecWrite,
+    NotPlaced,
+}
+
+#[derive(Debug)]
+pub struct Child {
+    pub pid: u32,
+    pub pidfd: PidFd,
+    pub joined_by: JoinedBy,
+    /// Set when the nice value could not be applied (best effort).
+    pub nice_error: Option<io::Error>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{}: command not found", program.to_string_lossy())]
+    NotFound { program: OsString },
+    #[error("{}: cannot execute: {source}", program.display())]
+    NotExecutable {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("child setup failed while {stage}: {source}")]
+    Setup {
+        stage: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SpawnError {
+    /// The exit status `run` reports (the conventions of env, timeout, nohup).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotFound { .. } => 127,
+            SpawnError::NotExecutable { .. } => 126,
+            SpawnError::Setup { .. } | SpawnError::Os { .. } => 125,
+        }
+    }
+}
+
+const STAGE_CGROUP: i32 = 1;
+const STAGE_NICE: i32 = 2;
+const STAGE_CHDIR: i32 = 3;
+const STAGE_EXEC: i32 = 4;
+const STAGE_TTY: i32 = 5;
+
+/// Everything the child touches, prepared before the fork.
+struct ChildPlan {
+    path: CString,
+    /// Owns the strings `argv_ptrs` points into.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    workdir: Option<CString>,
+    procs_fds: Vec<OwnedFd>,
+    nice: Option<i8>,
+    strict_nice: bool,
+    foreground: bool,
+    report_fd: RawFd,
+}
+
+/// Find `program` like `execvp` would: a name with `/` is used as is,
+/// otherwise the first executable match in `PATH`.
+pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return Err(SpawnError::NotFound {
+            program: program.to_owned(),
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(m) if m.is_file() => {
+                not_executable.get_or_insert(candidate);
+            }
+            _ => {}
+        }
+    }
+    match not_executable {
+        Some(candidate) => Err(SpawnError::NotExecutable {
+            program: candidate,
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        }),
+        None => Err(SpawnError::NotFound {
+            program: program.to_owned(),
+        }),
+    }
+}
+
+fn cstring(s: &OsStr, what: &'static str) -> Result<CString, SpawnError> {
+    CString::new(s.as_bytes()).map_err(|_| SpawnError::Os {
+        what,
+        source: io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"),
+    })
+}
+
+fn open_procs(path: &Path) -> Result<OwnedFd, SpawnError> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| SpawnError::Setup {
+            stage: "opening the job's cgroup.procs",
+            source,
+        })
+}
+
+/// Spawn the child. Returns once it has exec'd (or failed to).
+pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
+    let path = resolve_program(&req.program)?;
+    let mut argv = vec![cstring(&req.program, "program name")?];
+    for a in &req.args {
+        argv.push(cstring(a, "argument")?);
+    }
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+
+    let (dir_fd, mut procs_fds) = match &req.placement {
+        Placement::None => (None, Vec::new()),
+        Placement::V2 { dir, .. } => {
+            let dir = std::fs::File::open(dir).map_err(|source| SpawnError::Setup {
+                stage: "opening the job cgroup directory",
+                source,
+            })?;
+            (Some(OwnedFd::from(dir)), Vec::new())
+        }
+        Placement::V1 { procs } => (None, procs.iter().map(|p| open_procs(p)).collect::<Result<_, _>>()?),
+    };
+
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Os {
+        what: "creating the exec status pipe",
+        source: e.into(),
+    })?;
+
+    let mut plan = ChildPlan {
+        path: cstring(path.as_os_str(), "program path")?,
+        _argv: argv,
+        argv_ptrs,
+        workdir: req.workdir.as_ref().map(|w| cstring(w.as_os_str(), "workdir")).transpose()?,
+        procs_fds: Vec::new(),
+        nice: req.nice,
+        strict_nice: req.strict_nice,
+        foreground: req.foreground,
+        report_fd: report_w.as_raw_fd(),
+    };
+
+    let mut joined_by = match req.placement {
+        Placement::None => JoinedBy::NotPlaced,
+        Placement::V2 { .. } => JoinedBy::CloneIntoCgroup,
+        Placement::V1 { .. } => JoinedBy::PreExecWrite,
+    };
+    let forked = match (&dir_fd, &req.placement) {
+        (Some(dir), Placement::V2 { procs, .. }) => match clone3(Some(dir.as_raw_fd()), &plan) {
+            // Kernels before 5.7 (E2BIG: clone_args too big) or without
+            // clone3 (ENOSYS): join by writing cgroup.procs instead.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOSYS | libc::EINVAL)) => {
+                tracing::debug!("clone3(CLONE_INTO_CGROUP) unavailable ({e}); joining through cgroup.procs");
+                procs_fds = vec![open_procs(procs)?];
+                joined_by = JoinedBy::PreExecWrite;
+                plan.procs_fds = std::mem::take(&mut procs_fds);
+                clone3(None, &plan)
+            }
+            other => other,
+        },
+        _ => {
+            plan.procs_fds = std::mem::take(&mut procs_fds);
+            clone3(None, &plan)
+        }
+    };
+    let (pid, pidfd) = forked.map_err(|source| SpawnError::Os {
+        what: "forking the child",
+        source,
+    })?;
+    drop(report_w);
+    drop(plan);
+
+    let reports = read_reports(report_r);
+    let mut nice_error = None;
+    for (stage, errno) in reports {
+        let source = io::Error::from_raw_os_error(errno);
+        let fatal = match stage {
+            STAGE_NICE if !req.strict_nice => {
+                nice_error = Some(source);
+                continue;
+            }
+            STAGE_EXEC => match errno {
+                libc::ENOENT => SpawnError::NotFound {
+                    program: req.program.clone(),
+                },
+                _ => SpawnError::NotExecutable { program: path.clone(), source },
+            },
+            STAGE_CGROUP => SpawnError::Setup {
+                stage: "joining the job cgroup",
+                source,
+            },
+            STAGE_NICE => SpawnError::Setup {
+                stage: "setting the nice value",
+                source,
+            },
+            STAGE_CHDIR => SpawnError::Setup {
+                stage: "changing to the working directory",
+                source,
+            },
+            _ => SpawnError::Setup {
+                stage: "handing over the terminal",
+                source,
+            },
+        };
+        // The child has exited (it only reports and exits); reap it.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        return Err(fatal);
+    }
+    Ok(Child {
+        pid,
+        pidfd,
+        joined_by,
+        nice_error,
+    })
+}
+
+/// Read `(stage, errno)` records until the pipe closes (at exec or exit).
+fn read_reports(fd: OwnedFd) -> Vec<(i32, i32)> {
+    let mut file = std::fs::File::from(fd);
+    let mut buf = Vec::new();
+    let _ = io::Read::read_to_end(&mut file, &mut buf);
+    buf.chunks_exact(8)
+        .map(|c| {
+            (
+                i32::from_ne_bytes([c[0], c[1], c[2], c[3]]),
+                i32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            )
+        })
+        .collect()
+}
+
+/// Fork with clone3, optionally straight into the cgroup given by `cgroup_fd`.
+/// Returns the child's pid and pidfd in the parent; never returns in the child.
+fn clone3(cgroup_fd: Option<RawFd>, plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(fd) = cgroup_fd {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a
+    // copy of this address space and runs `child_exec`, which only makes
+    // async-signal-safe calls and never returns.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: we are the freshly forked child.
+        0 => unsafe { child_exec(plan) },
+        // SAFETY: CLONE_PIDFD stored a new fd that only we own.
+        pid => Ok((pid as u32, PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }))),
+    }
+}
+
+/// The child between fork and exec. Async-signal-safe calls only: no
+/// allocation, no locks, no Rust std I/O.
+unsafe fn child_exec(plan: &ChildPlan) -> ! {
+    let report = |stage: i32| {
+        // SAFETY: errno is thread-local; write(2) is async-signal-safe.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let mut rec = [0u8; 8];
+            rec[..4].copy_from_slice(&stage.to_ne_bytes());
+            rec[4..].copy_from_slice(&errno.to_ne_bytes());
+            libc::write(plan.report_fd, rec.as_ptr().cast(), rec.len());
+        }
+    };
+    // SAFETY: each call below is async-signal-safe and gets valid pointers
+    // into memory prepared by the parent before the fork.
+    unsafe {
+        // A process group of its own: signals for the wrapper's group (a
+        // terminal's Ctrl-C) do not hit it twice, and `run` forwards to it.
+        libc::setpgid(0, 0);
+        if plan.foreground {
+            // tcsetpgrp from a background group raises SIGTTOU: ignore it here.
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            if libc::tcsetpgrp(0, libc::getpid()) != 0 {
+                report(STAGE_TTY);
+                libc::_exit(125);
+            }
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+        }
+        // Rust ignores SIGPIPE in its own processes; children expect the default.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for fd in &plan.procs_fds {
+            if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                report(STAGE_CGROUP);
+                libc::_exit(125);
+            }
+        }
+        if let Some(nice) = plan.nice {
+            if libc::setpriority(libc::PRIO_PROCESS, 0, i32::from(nice)) != 0 {
+                report(STAGE_NICE);
+                if plan.strict_nice {
+                    libc::_exit(125);
+                }
+            }
+        }
+        if let Some(dir) = &plan.workdir {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                report(STAGE_CHDIR);
+                libc::_exit(125);
+            }
+        }
+        // The parent blocks the signals it forwards; the workload must not
+        // inherit that mask.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execv(plan.path.as_ptr(), plan.argv_ptrs.as_ptr());
+        report(STAGE_EXEC);
+        libc::_exit(127);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_execvp() {
+        assert!(resolve_program(OsStr::new("sh")).unwrap().ends_with("sh"));
+        assert!(matches!(
+            resolve_program(OsStr::new("no-such-command-ffrtmp")),
+            Err(SpawnError::NotFound { .. })
+        ));
+        assert_eq!(resolve_program(OsStr::new("./x")).unwrap(), PathBuf::from("./x"));
+    }
+
+    #[test]
+    fn spawns_without_a_cgroup_and_reports_exec_errors() {
+        let req = |program: &str| Spawn {
+            program: program.into(),
+            args: vec!["-c".into(), "exit 3".into()],
+            workdir: None,
+            nice: None,
+            strict_nice: false,
+            foreground: false,
+            placement: Placement::None,
+        };
+        let child = spawn(&req("sh")).unwrap();
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.pid as i32), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child.pid as i32), 3));
+
+        let err = spawn(&req("/no/such/file")).unwrap_err();
+        assert_eq!(err.exit_code(), 127, "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("noexec");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let err = spawn(&req(script.to_str().unwrap())).unwrap_err();
+        assert_eq!(err.exit_code(), 126, "{err}");
+        let mut bad_dir = req("sh");
+        bad_dir.workdir = Some(dir.path().join("missing"));
+        let err = spawn(&bad_dir).unwrap_err();
+        assert_eq!(err.exit_code(), 125, "{err}");
+    }
+}
