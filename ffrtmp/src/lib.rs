@@ -6,3 +6,4 @@
 pub mod cgroup;
 pub mod cli;
 pub mod process;
+pub mod report;
