@@ -143,7 +143,19 @@ struct ChildPlan {
 /// otherwise the first executable match in `PATH`.
 pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
     if program.as_bytes().contains(&b'/') {
-        return Ok(PathBuf::from(program));
+        let path = PathBuf::from(program);
+        return match std::fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpawnError::NotFound {
+                program: program.to_owned(),
+            }),
+            Ok(m) if m.is_dir() || m.permissions().mode() & 0o111 == 0 => Err(SpawnError::NotExecutable {
+                program: path,
+                source: io::Error::from_raw_os_error(libc::EACCES),
+            }),
+            // Anything else (including EACCES on a parent directory) is left
+            // for execve to report.
+            _ => Ok(path),
+        };
     }
     if program.is_empty() {
         return Err(SpawnError::NotFound {
@@ -419,7 +431,9 @@ mod tests {
             resolve_program(OsStr::new("no-such-command-ffrtmp")),
             Err(SpawnError::NotFound { .. })
         ));
-        assert_eq!(resolve_program(OsStr::new("./x")).unwrap(), PathBuf::from("./x"));
+        assert!(matches!(resolve_program(OsStr::new("./no-such-x")), Err(SpawnError::NotFound { .. })));
+        assert!(matches!(resolve_program(OsStr::new("/")), Err(SpawnError::NotExecutable { .. })));
+        assert_eq!(resolve_program(OsStr::new("/bin/sh")).unwrap(), PathBuf::from("/bin/sh"));
     }
 
     #[test]

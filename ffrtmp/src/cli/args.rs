@@ -1,0 +1,77 @@
+//! Flags shared by `run` and `attach`: limits, cgroup root, job id, output.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice};
+use crate::cgroup::names::{CgroupRoot, JobId};
+
+/// A memory flag's value: a limit, or explicitly none (`0`/`max`). A
+/// newtype because clap reads `Option<Option<T>>` as "flag with optional value".
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryArg(pub Option<MemoryMax>);
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// CPU quota in percent of one core (100 = one core, 250 = 2.5 cores); wins over --cpu-max
+    #[arg(long, value_name = "PCT", value_parser = CpuMax::parse_percent)]
+    pub cpu_quota: Option<CpuMax>,
+    /// Raw cpu.max: "QUOTA PERIOD" in µs, "QUOTA", or "max"
+    #[arg(long, value_name = "\"QUOTA PERIOD\"|max", value_parser = CpuMax::parse)]
+    pub cpu_max: Option<CpuMax>,
+    /// CPU weight 1..10000 (100 = default share; v1: cpu.shares = weight*1024/100)
+    #[arg(long, value_name = "WEIGHT", value_parser = CpuWeight::parse)]
+    pub cpu_weight: Option<CpuWeight>,
+    /// Memory limit in MiB (0 = none); wins over --memory-max
+    #[arg(long, value_name = "MB", value_parser = |s: &str| MemoryMax::parse_mb(s).map(MemoryArg))]
+    pub memory_limit: Option<MemoryArg>,
+    /// Memory limit in bytes, K/M/G suffixes accepted (0 or max = none)
+    #[arg(long, value_name = "BYTES", value_parser = |s: &str| MemoryMax::parse_bytes(s).map(MemoryArg))]
+    pub memory_max: Option<MemoryArg>,
+    /// IO limit: "MAJ:MIN|PATH rbps=N wbps=N riops=N wiops=N" (repeatable; a PATH means its filesystem's whole disk)
+    #[arg(long, value_name = "SPEC", value_parser = IoMax::parse)]
+    pub io_max: Vec<IoMax>,
+    /// Nice value -20..19, applied to every thread
+    #[arg(long, value_name = "N", value_parser = Nice::parse, allow_negative_numbers = true)]
+    pub nice: Option<Nice>,
+}
+
+impl LimitArgs {
+    /// The limits, with the documented precedence applied.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cpu_max: self.cpu_quota.or(self.cpu_max),
+            cpu_weight: self.cpu_weight,
+            memory_max: match (self.memory_limit, self.memory_max) {
+                (Some(MemoryArg(mb)), _) => mb,
+                (None, Some(MemoryArg(bytes))) => bytes,
+                (None, None) => None,
+            },
+            io_max: self.io_max.clone(),
+            nice: self.nice,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GovernArgs {
+    /// Job identifier: [A-Za-z0-9._-], 1-128 characters (default: unnamed-<ffrtmp pid>)
+    #[arg(long, value_name = "ID", value_parser = JobId::parse)]
+    pub job_id: Option<JobId>,
+    /// Where job cgroups live: absolute (/ffrtmp) or relative to ffrtmp's own cgroup
+    #[arg(long, value_name = "PATH", env = "FFRTMP_CGROUP_ROOT", default_value = "/ffrtmp", value_parser = CgroupRoot::parse)]
+    pub cgroup_root: CgroupRoot,
+    /// Fail (exit 125, nothing left behind) instead of going on when a limit cannot be applied
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the result as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON result to this file
+    #[arg(long, value_name = "PATH")]
+    pub result_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}

@@ -1,0 +1,187 @@
+//! `ffrtmp run [limits] -- CMD ARGS…`
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::args::GovernArgs;
+use super::job::{self, Finish};
+use crate::cgroup::Version;
+use crate::process::spawn::{self, JoinedBy, Placement, Spawn};
+use crate::report::{Ending, Mode};
+
+/// Signals forwarded to the child's process group.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub govern: GovernArgs,
+    /// Working directory for the command
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// The command to run and its arguments (after --)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+    let limits = args.govern.limits.limits();
+    if let Some(dir) = &args.workdir {
+        if !dir.is_dir() {
+            bail!("invalid value '{}' for '--workdir <DIR>': expected an existing directory", dir.display());
+        }
+    }
+    // Not found / not executable are known before anything is created.
+    if let Err(e) = spawn::resolve_program(&args.command[0]) {
+        eprintln!("ffrtmp: error: {e}");
+        return Ok(e.exit_code());
+    }
+
+    // Block the forwarded signals before the child exists, so none is lost
+    // or acted on by default; they are read from a signalfd.
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.thread_block().context("blocking signals")?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
+
+    let governor = job::governor(&args.govern)?;
+    let job_id = job::job_id(&args.govern);
+    let mut created = job::create(&governor, &job_id, &limits, args.govern.strict)?;
+    let placement = match created.job() {
+        None => Placement::None,
+        Some(j) if j.version() == Version::V2 => Placement::V2 {
+            dir: j.dirs()[0].to_path_buf(),
+            procs: j.procs_files()[0].clone(),
+        },
+        Some(j) => Placement::V1 { procs: j.procs_files() },
+    };
+    let foreground = in_terminal_foreground();
+    let request = Spawn {
+        program: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
+        workdir: args.workdir.clone(),
+        nice: limits.nice.map(|n| n.get()),
+        strict_nice: args.govern.strict,
+        foreground,
+        placement,
+    };
+    let started = SystemTime::now();
+    let child = match spawn::spawn(&request) {
+        Ok(child) => child,
+        Err(e) => {
+            created.discard();
+            eprintln!("ffrtmp: error: {e}");
+            return Ok(e.exit_code());
+        }
+    };
+    if let Some(nice) = limits.nice {
+        created.record(job::nice_outcome(nice.get(), child.nice_error.as_ref().map(|e| format!("setpriority: {e}"))));
+    }
+    let joined_by = match child.joined_by {
+        JoinedBy::CloneIntoCgroup => Some("clone_into_cgroup"),
+        JoinedBy::PreExecWrite => Some("pre_exec_write"),
+        JoinedBy::NotPlaced => None,
+    };
+    match created.job() {
+        Some(j) => tracing::info!(
+            "started pid {} for job {job_id} in {} ({})",
+            child.pid,
+            j.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            joined_by.unwrap_or("")
+        ),
+        None => tracing::warn!("started pid {} for job {job_id} without a cgroup", child.pid),
+    }
+
+    let status = wait_forwarding(&child, &signals)?;
+    if foreground {
+        reclaim_terminal();
+    }
+    let ending = match status {
+        WaitStatus::Exited(_, code) => Ending::Exited(code),
+        WaitStatus::Signaled(_, sig, _) => Ending::Signaled(sig as i32),
+        other => bail!("unexpected wait status {other:?}"),
+    };
+    let result = job::finish(
+        created,
+        Finish {
+            job_id,
+            pid: child.pid,
+            mode: Mode::Run,
+            started,
+            ending,
+            joined_by,
+            process_seconds: None,
+        },
+    );
+    job::emit(&result, &args.govern)?;
+    Ok(ending.exit_code().unwrap_or(super::EXIT_FFRTMP_FAILED))
+}
+
+/// Wait for the child to exit, forwarding signals to its process group.
+/// Forwarding never escalates: the child decides what a signal means.
+fn wait_forwarding(child: &spawn::Child, signals: &SignalFd) -> anyhow::Result<WaitStatus> {
+    let pid = Pid::from_raw(child.pid as i32);
+    loop {
+        let mut fds = [
+            PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the child"),
+            Ok(_) => {}
+        }
+        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let signalled = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if signalled {
+            while let Some(info) = signals.read_signal().context("reading the signalfd")? {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                tracing::info!("forwarding {sig} to process group {pid}");
+                match killpg(pid, sig) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                    Err(e) => tracing::warn!("forwarding {sig} to process group {pid}: {e}"),
+                }
+            }
+        }
+        if exited {
+            return waitpid(pid, None).context("reaping the child");
+        }
+    }
+}
+
+/// Is stdin a terminal whose foreground process group is ours?
+fn in_terminal_foreground() -> bool {
+    let stdin = std::io::stdin();
+    nix::unistd::isatty(stdin.as_fd()).unwrap_or(false)
+        && nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp())
+}
+
+/// Take the terminal back after the child (which had it) exits.
+fn reclaim_terminal() {
+    // SAFETY: signal/tcsetpgrp are plain libc calls; SIGTTOU is ignored
+    // around tcsetpgrp because we are a background group at this point.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(0, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, old);
+    }
+}
