@@ -95,9 +95,7 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, FsError> {
 pub fn keyed_value(content: &str, key: &str) -> Option<u64> {
     content.lines().find_map(|line| {
         let mut it = line.split_whitespace();
-        (it.next() == Some(key))
-            .then(|| it.next()?.parse().ok())
-            .flatten()
+        (it.next() == Some(key)).then(|| it.next()?.parse().ok()).flatten()
     })
 }
 

@@ -79,8 +79,7 @@ pub struct Mount {
 impl Mount {
     /// The directory of a cgroup given by its path inside this hierarchy.
     pub fn dir(&self, cgroup: &Path) -> PathBuf {
-        self.mount_point
-            .join(cgroup.strip_prefix("/").unwrap_or(cgroup))
+        self.mount_point.join(cgroup.strip_prefix("/").unwrap_or(cgroup))
     }
 }
 
@@ -135,12 +134,8 @@ impl Hierarchy {
         })?;
         let own_path = |v1: Option<&str>| {
             membership.0.iter().find_map(|entry| match v1 {
-                None if entry.hierarchy == 0 && entry.controllers.is_empty() => {
-                    Some(PathBuf::from(&entry.pathname))
-                }
-                Some(name) if entry.controllers.iter().any(|c| c == name) => {
-                    Some(PathBuf::from(&entry.pathname))
-                }
+                None if entry.hierarchy == 0 && entry.controllers.is_empty() => Some(PathBuf::from(&entry.pathname)),
+                Some(name) if entry.controllers.iter().any(|c| c == name) => Some(PathBuf::from(&entry.pathname)),
                 _ => None,
             })
         };
@@ -260,9 +255,18 @@ mod tests {
             panic!("expected hybrid, got {h:?}")
         };
         assert_eq!(unified, Path::new("/sys/fs/cgroup/unified"));
-        assert_eq!(controllers[&Controller::Memory].own_cgroup, Path::new("/process_api/abc"));
-        assert_eq!(controllers[&Controller::Memory].mount_point, Path::new("/sys/fs/cgroup/memory"));
-        assert_eq!(controllers[&Controller::Io].mount_point, Path::new("/sys/fs/cgroup/blkio"));
+        assert_eq!(
+            controllers[&Controller::Memory].own_cgroup,
+            Path::new("/process_api/abc")
+        );
+        assert_eq!(
+            controllers[&Controller::Memory].mount_point,
+            Path::new("/sys/fs/cgroup/memory")
+        );
+        assert_eq!(
+            controllers[&Controller::Io].mount_point,
+            Path::new("/sys/fs/cgroup/blkio")
+        );
         assert_eq!(controllers[&Controller::Cpu].own_cgroup, Path::new("/"));
         assert!(!h.is_v2());
     }

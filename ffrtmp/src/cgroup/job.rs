@@ -104,7 +104,11 @@ impl Governor {
     }
 
     pub fn version(&self) -> Version {
-        if self.hierarchy.is_v2() { Version::V2 } else { Version::V1 }
+        if self.hierarchy.is_v2() {
+            Version::V2
+        } else {
+            Version::V1
+        }
     }
 
     /// The root directory in each hierarchy used, e.g. for garbage collection.
@@ -207,45 +211,78 @@ impl Governor {
         let required = limits.controllers();
         for ((mount, _), job_dir) in plan.iter().zip(cg.dirs.clone()) {
             let root = self.root.resolve(mount);
-            // Create the root's missing ancestors top-down, then the root.
-            let mut path = mount.mount_point.clone();
-            for part in root.strip_prefix("/").unwrap_or(&root).components() {
-                path.push(part);
-                if fs::create_dir(&path)? {
-                    cg.created.push(path.clone());
+            // Another ffrtmp may remove an empty root it created between our
+            // mkdir of the root and of the job (ENOENT): build the chain again.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match self.prepare_chain(cg, mount, &root, &required, unavailable, &job_dir.dir) {
+                    Err(CgroupError::Fs(e)) if attempts < 3 && e.io().kind() == io::ErrorKind::NotFound => continue,
+                    other => break other?,
                 }
-            }
-            if cg.version == Version::V2 {
-                // Controllers wanted for statistics only (cpu, memory) are
-                // best effort; a failure for a limit's controller fails that limit.
-                let mut wanted = required.clone();
-                for c in [Controller::Cpu, Controller::Memory] {
-                    if !wanted.contains(&c) {
-                        wanted.push(c);
-                    }
-                }
-                for controller in wanted {
-                    if let Err(e) = enable_chain(mount, &root, controller) {
-                        if required.contains(&controller) {
-                            unavailable.insert(controller, e.to_string());
-                        } else {
-                            tracing::debug!("statistics controller not enabled: {e}");
-                        }
-                    }
-                }
-            }
-            let dir = &job_dir.dir;
-            if dir.exists() {
-                // A leftover of an earlier job with this id, empty (checked
-                // above): recreate it so no stale limit survives.
-                fs::remove_dir(dir)?;
-            }
-            fs::create_dir(dir)?;
-            cg.created.push(dir.clone());
-            if let Err(e) = set_xattr(dir, JOB_XATTR, cg.id.as_str()) {
-                tracing::debug!("could not mark {} as an ffrtmp job ({e}); it will not be garbage-collected", dir.display());
             }
         }
+        self.write_limits(cg, limits, unavailable);
+        Ok(())
+    }
+
+    /// Create the root's missing ancestors top-down, then the root; on v2
+    /// enable the controllers along the chain; then (re)create the job dir.
+    fn prepare_chain(
+        &self,
+        cg: &mut JobCgroup,
+        mount: &Mount,
+        root: &Path,
+        required: &[Controller],
+        unavailable: &mut BTreeMap<Controller, String>,
+        dir: &Path,
+    ) -> Result<(), CgroupError> {
+        let mut path = mount.mount_point.clone();
+        for part in root.strip_prefix("/").unwrap_or(root).components() {
+            path.push(part);
+            if fs::create_dir(&path)? && !cg.created.contains(&path) {
+                cg.created.push(path.clone());
+            }
+        }
+        if cg.version == Version::V2 {
+            // Controllers wanted for statistics only (cpu, memory) are
+            // best effort; a failure for a limit's controller fails that limit.
+            let mut wanted = required.to_vec();
+            for c in [Controller::Cpu, Controller::Memory] {
+                if !wanted.contains(&c) {
+                    wanted.push(c);
+                }
+            }
+            for controller in wanted {
+                if let Err(e) = enable_chain(mount, root, controller) {
+                    if required.contains(&controller) {
+                        unavailable.insert(controller, e.to_string());
+                    } else {
+                        tracing::debug!("statistics controller not enabled: {e}");
+                    }
+                }
+            }
+        }
+        if dir.exists() {
+            // A leftover of an earlier job with this id, empty (checked
+            // above): recreate it so no stale limit survives.
+            fs::remove_dir(dir)?;
+        }
+        fs::create_dir(dir)?;
+        if !cg.created.iter().any(|c| c == dir) {
+            cg.created.push(dir.to_path_buf());
+        }
+        if let Err(e) = set_xattr(dir, JOB_XATTR, cg.id.as_str()) {
+            tracing::debug!(
+                "could not mark {} as an ffrtmp job ({e}); it will not be garbage-collected",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Write every setting into the job dirs, recording each outcome.
+    fn write_limits(&self, cg: &mut JobCgroup, limits: &Limits, unavailable: &BTreeMap<Controller, String>) {
         for setting in limits.settings(cg.version) {
             let mut files = Vec::new();
             let mut error = None;
@@ -268,7 +305,6 @@ impl Governor {
                 error,
             });
         }
-        Ok(())
     }
 
     /// Remove empty, marked job cgroups under the root that an earlier run
@@ -276,7 +312,9 @@ impl Governor {
     pub fn collect_garbage(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for root in self.root_dirs() {
-            let Ok(entries) = std::fs::read_dir(&root) else { continue };
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let dir = entry.path();
                 if is_garbage(&dir, self.version()) && fs::remove_dir(&dir).is_ok() {
@@ -290,7 +328,9 @@ impl Governor {
 }
 
 fn is_garbage(dir: &Path, version: Version) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return false };
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
     let old_enough = meta
         .modified()
         .ok()
@@ -338,7 +378,9 @@ pub fn is_populated(dir: &Path, version: Version) -> Result<bool, FsError> {
 /// in `cgroup.subtree_control` of every cgroup from the top of the hierarchy
 /// down to `root`, writing only where it is missing.
 fn enable_chain(mount: &Mount, root: &Path, controller: Controller) -> Result<(), CgroupError> {
-    let Some(name) = controller.v2_name() else { return Ok(()) };
+    let Some(name) = controller.v2_name() else {
+        return Ok(());
+    };
     let mut dir = mount.mount_point.clone();
     let mut levels = vec![dir.clone()];
     for part in root.strip_prefix("/").unwrap_or(root).components() {
@@ -534,7 +576,11 @@ fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     let n = std::ffi::CString::new(name).map_err(io::Error::other)?;
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
     let rc = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn get_xattr(path: &Path, name: &str) -> Option<String> {

@@ -43,8 +43,7 @@ impl CpuMax {
 
     /// `--cpu-max "QUOTA PERIOD"`, `"QUOTA"`, `"max"` or `"max PERIOD"` (µs).
     pub fn parse(s: &str) -> Result<CpuMax, String> {
-        const EXPECTED: &str =
-            "expected \"QUOTA PERIOD\", \"QUOTA\" or \"max [PERIOD]\" in microseconds, QUOTA >= 1000, PERIOD 1000..=1000000";
+        const EXPECTED: &str = "expected \"QUOTA PERIOD\", \"QUOTA\" or \"max [PERIOD]\" in microseconds, QUOTA >= 1000, PERIOD 1000..=1000000";
         let mut words = s.split_whitespace();
         let quota = words.next().ok_or(EXPECTED)?;
         let period_us = match words.next() {
@@ -251,7 +250,11 @@ fn parse_device_number(s: &str) -> Option<DeviceNumber> {
 /// The whole disk holding `path` (or `path` itself when it is a block device).
 fn resolve_whole_disk(path: &Path, sys: &Path) -> Result<DeviceNumber, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    let dev = if meta.file_type().is_block_device() { meta.rdev() } else { meta.dev() };
+    let dev = if meta.file_type().is_block_device() {
+        meta.rdev()
+    } else {
+        meta.dev()
+    };
     let dev = DeviceNumber {
         major: libc::major(dev),
         minor: libc::minor(dev),
@@ -373,7 +376,11 @@ impl Limits {
     /// The cgroup settings (nice excluded: it is applied to the process).
     pub fn settings(&self, version: Version) -> Vec<Setting> {
         let mut out = Vec::new();
-        let w = |controller, file, value: String| FileWrite { controller, file, value };
+        let w = |controller, file, value: String| FileWrite {
+            controller,
+            file,
+            value,
+        };
         if let Some(cpu) = self.cpu_max {
             let writes = match version {
                 Version::V2 => vec![w(Controller::Cpu, "cpu.max", cpu.to_string())],
@@ -452,7 +459,15 @@ mod tests {
         assert_eq!(CpuMax::parse("max").unwrap().to_string(), "max 100000");
         assert_eq!(CpuMax::parse("max 50000").unwrap().to_string(), "max 50000");
         assert_eq!(CpuMax::parse("30000").unwrap().to_string(), "30000 100000");
-        for bad in ["", "500 100000", "1000 999", "1000 2000000", "a b", "1000 1000 1000", "-1 100000"] {
+        for bad in [
+            "",
+            "500 100000",
+            "1000 999",
+            "1000 2000000",
+            "a b",
+            "1000 1000 1000",
+            "-1 100000",
+        ] {
             assert!(CpuMax::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -497,7 +512,15 @@ mod tests {
         assert_eq!(io.rbps, Some(1 << 20));
         assert_eq!(io.wiops, Some(100));
         assert_eq!(io.to_string(), "8:0 rbps=1048576 wiops=100");
-        for bad in ["8:0", "8:0 rbps", "8:0 xbps=1", "8:0 rbps=0", "8:0 rbps=1Q", "sda rbps=1", ""] {
+        for bad in [
+            "8:0",
+            "8:0 rbps",
+            "8:0 xbps=1",
+            "8:0 rbps=0",
+            "8:0 rbps=1Q",
+            "sda rbps=1",
+            "",
+        ] {
             assert!(IoMax::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -576,6 +599,9 @@ mod tests {
             cpu_max: Some(CpuMax::parse("max").unwrap()),
             ..Limits::default()
         };
-        assert_eq!(files(&unlimited.settings(Version::V1))[1], (Controller::Cpu, "cpu.cfs_quota_us", "-1"));
+        assert_eq!(
+            files(&unlimited.settings(Version::V1))[1],
+            (Controller::Cpu, "cpu.cfs_quota_us", "-1")
+        );
     }
 }

@@ -75,7 +75,8 @@ fn is_valid_name(s: &str) -> bool {
         && s.len() <= 128
         && s != "."
         && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A job id: `[A-Za-z0-9._-]`, 1–128 characters, not `.` or `..`.
@@ -116,17 +117,34 @@ mod tests {
         for good in ["a", "job-001", "x.y_z", "A9", &"a".repeat(128), "..a", "a.."] {
             assert!(JobId::parse(good).is_ok(), "{good:?} refused");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "é", &"a".repeat(129), "a\0b", "/abs"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            "é",
+            &"a".repeat(129),
+            "a\0b",
+            "/abs",
+        ] {
             assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn cgroup_roots() {
-        assert_eq!(CgroupRoot::parse("/ffrtmp").unwrap(), CgroupRoot::Absolute("/ffrtmp".into()));
+        assert_eq!(
+            CgroupRoot::parse("/ffrtmp").unwrap(),
+            CgroupRoot::Absolute("/ffrtmp".into())
+        );
         assert_eq!(CgroupRoot::parse("/a/b/").unwrap(), CgroupRoot::Absolute("/a/b".into()));
         assert_eq!(CgroupRoot::parse("jobs").unwrap(), CgroupRoot::Relative("jobs".into()));
-        assert_eq!(CgroupRoot::parse("t/jobs").unwrap(), CgroupRoot::Relative("t/jobs".into()));
+        assert_eq!(
+            CgroupRoot::parse("t/jobs").unwrap(),
+            CgroupRoot::Relative("t/jobs".into())
+        );
         for bad in ["", "/", "..", "/a/../b", "./a", "a//b", "a b", "/a/./b"] {
             assert!(CgroupRoot::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -117,13 +117,16 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
         if args.govern.strict && !errors.is_empty() {
             tracing::error!("--strict: {}; the process stays in its cgroup", errors.join("; "));
         }
-        created.record(job::nice_outcome(nice.get(), (!errors.is_empty()).then(|| errors.join("; "))));
+        created.record(job::nice_outcome(
+            nice.get(),
+            (!errors.is_empty()).then(|| errors.join("; ")),
+        ));
     }
     tracing::info!("✓ Attached to PID {} (job: {job_id})", target.pid);
 
     let ending = wait_or_detach(&pidfd, &signals, target)?;
-    let process_seconds = (ending != Ending::Detached)
-        .then(|| boot_time_now() - target.start_time as f64 / clock_ticks() as f64);
+    let process_seconds =
+        (ending != Ending::Detached).then(|| boot_time_now() - target.start_time as f64 / clock_ticks() as f64);
     match ending {
         Ending::Detached => tracing::info!("⊗ Detached from PID {} (job: {job_id})", target.pid),
         _ => tracing::info!("Process {} exited (job {job_id})", target.pid),
@@ -196,7 +199,10 @@ fn wait_or_detach(pidfd: &PidFd, signals: &SignalFd, target: ProcessId) -> anyho
             return Ok(exit_status_of(target));
         }
         if let Some(info) = signals.read_signal().context("reading the signalfd")? {
-            tracing::info!("received signal {}, detaching (the process keeps its limits)", info.ssi_signo);
+            tracing::info!(
+                "received signal {}, detaching (the process keeps its limits)",
+                info.ssi_signo
+            );
             return Ok(Ending::Detached);
         }
     }

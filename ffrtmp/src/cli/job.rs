@@ -23,7 +23,9 @@ pub fn governor(args: &GovernArgs) -> anyhow::Result<Governor> {
 
 /// The job id to use: given, or `unnamed-<ffrtmp pid>`.
 pub fn job_id(args: &GovernArgs) -> JobId {
-    args.job_id.clone().unwrap_or_else(|| JobId::unnamed(std::process::id()))
+    args.job_id
+        .clone()
+        .unwrap_or_else(|| JobId::unnamed(std::process::id()))
 }
 
 /// A job cgroup, or why there is none (best effort goes on without one).
@@ -113,7 +115,12 @@ pub fn nice_outcome(nice: i8, error: Option<String>) -> LimitOutcome {
 }
 
 fn log_outcome(o: &LimitOutcome) {
-    let files = o.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+    let files = o
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     match &o.error {
         None if files.is_empty() => tracing::info!("applied {}={}", o.limit, o.value),
         None => tracing::info!("applied {}={} ({files})", o.limit, o.value),

@@ -34,10 +34,16 @@ pub struct RunArgs {
     #[command(flatten)]
     pub govern: GovernArgs,
     /// Working directory for the command
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Options")]
     pub workdir: Option<PathBuf>,
     /// The command to run and its arguments (after --)
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -45,7 +51,10 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let limits = args.govern.limits.limits();
     if let Some(dir) = &args.workdir {
         if !dir.is_dir() {
-            bail!("invalid value '{}' for '--workdir <DIR>': expected an existing directory", dir.display());
+            bail!(
+                "invalid value '{}' for '--workdir <DIR>': expected an existing directory",
+                dir.display()
+            );
         }
     }
     // Not found / not executable are known before anything is created.
@@ -94,7 +103,10 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     if let Some(nice) = limits.nice {
-        created.record(job::nice_outcome(nice.get(), child.nice_error.as_ref().map(|e| format!("setpriority: {e}"))));
+        created.record(job::nice_outcome(
+            nice.get(),
+            child.nice_error.as_ref().map(|e| format!("setpriority: {e}")),
+        ));
     }
     let joined_by = match child.joined_by {
         JoinedBy::CloneIntoCgroup => Some("clone_into_cgroup"),
@@ -105,7 +117,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         Some(j) => tracing::info!(
             "started pid {} for job {job_id} in {} ({})",
             child.pid,
-            j.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            j.dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             joined_by.unwrap_or("")
         ),
         None => tracing::warn!("started pid {} for job {job_id} without a cgroup", child.pid),
@@ -154,7 +170,9 @@ fn wait_forwarding(child: &spawn::Child, signals: &SignalFd) -> anyhow::Result<W
         let signalled = fds[1].revents().is_some_and(|r| !r.is_empty());
         if signalled {
             while let Some(info) = signals.read_signal().context("reading the signalfd")? {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
                 tracing::info!("forwarding {sig} to process group {pid}");
                 match killpg(pid, sig) {
                     Ok(()) | Err(nix::errno::Errno::ESRCH) => {}

@@ -33,7 +33,9 @@ pub enum ProcError {
     NotFound { pid: u32 },
     #[error("permission denied for pid {pid}: {reason}")]
     PermissionDenied { pid: u32, reason: String },
-    #[error("pid {pid} is a zombie (it has exited and waits for its parent to reap it); there is nothing left to govern")]
+    #[error(
+        "pid {pid} is a zombie (it has exited and waits for its parent to reap it); there is nothing left to govern"
+    )]
     Zombie { pid: u32 },
     #[error("pid {pid} ({comm}) is a kernel thread; kernel threads cannot be governed")]
     KernelThread { pid: u32, comm: String },
@@ -166,7 +168,9 @@ pub fn thread_ids(pid: u32) -> Result<Vec<u32>, ProcError> {
 
 /// Every live process's stat, skipping those that vanish while we look.
 pub fn all_processes() -> Vec<ProcessInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -225,7 +229,13 @@ mod tests {
         let line = stat_line(42, "we ird) (name", 'S', 1, 0, 12345);
         let info = ProcessInfo::parse_stat(line.as_bytes(), Path::new("x")).unwrap();
         assert_eq!(info.comm, "we ird) (name");
-        assert_eq!(info.id, ProcessId { pid: 42, start_time: 12345 });
+        assert_eq!(
+            info.id,
+            ProcessId {
+                pid: 42,
+                start_time: 12345
+            }
+        );
         assert_eq!(info.ppid, 1);
         assert_eq!(info.state, 'S');
         assert_eq!(info.exit_status, Some(256));
@@ -233,18 +243,32 @@ mod tests {
 
     #[test]
     fn classifies_kernel_threads_and_zombies() {
-        let kthread = ProcessInfo::parse_stat(stat_line(2, "kthreadd", 'S', 0, PF_KTHREAD, 1).as_bytes(), Path::new("x")).unwrap();
-        assert!(matches!(kthread.check_governable(), Err(ProcError::KernelThread { .. })));
+        let kthread = ProcessInfo::parse_stat(
+            stat_line(2, "kthreadd", 'S', 0, PF_KTHREAD, 1).as_bytes(),
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(matches!(
+            kthread.check_governable(),
+            Err(ProcError::KernelThread { .. })
+        ));
         let zombie = ProcessInfo::parse_stat(stat_line(77, "ffmpeg", 'Z', 1, 0, 1).as_bytes(), Path::new("x")).unwrap();
         assert!(matches!(zombie.check_governable(), Err(ProcError::Zombie { .. })));
-        let me = ProcessInfo::parse_stat(stat_line(std::process::id(), "me", 'R', 1, 0, 1).as_bytes(), Path::new("x")).unwrap();
+        let me = ProcessInfo::parse_stat(
+            stat_line(std::process::id(), "me", 'R', 1, 0, 1).as_bytes(),
+            Path::new("x"),
+        )
+        .unwrap();
         assert!(matches!(me.check_governable(), Err(ProcError::Myself { .. })));
     }
 
     #[test]
     fn short_or_garbled_stat_is_an_error() {
         for bad in ["", "12", "12 (x", "x (y) S"] {
-            assert!(ProcessInfo::parse_stat(bad.as_bytes(), Path::new("x")).is_err(), "{bad:?}");
+            assert!(
+                ProcessInfo::parse_stat(bad.as_bytes(), Path::new("x")).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -253,7 +277,10 @@ mod tests {
         let me = ProcessInfo::read(std::process::id()).unwrap();
         assert_eq!(me.id.pid, std::process::id());
         assert!(me.id.start_time > 0);
-        assert!(matches!(ProcessInfo::read(u32::MAX / 2), Err(ProcError::NotFound { .. })));
+        assert!(matches!(
+            ProcessInfo::read(u32::MAX / 2),
+            Err(ProcError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub enum NiceError {
 pub fn set_thread_nice(tid: u32, nice: i8) -> io::Result<()> {
     // SAFETY: plain syscall wrapper; PRIO_PROCESS with a tid acts on one thread.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Renice every thread of `pid`. Returns how many threads were set.
@@ -56,5 +60,9 @@ pub fn thread_nice(tid: u32) -> io::Result<i32> {
     // SAFETY: plain syscall wrapper.
     let v = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
     let err = io::Error::last_os_error();
-    if v == -1 && err.raw_os_error() != Some(0) { Err(err) } else { Ok(v) }
+    if v == -1 && err.raw_os_error() != Some(0) {
+        Err(err)
+    } else {
+        Ok(v)
+    }
 }

@@ -235,7 +235,11 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
         path: cstring(path.as_os_str(), "program path")?,
         _argv: argv,
         argv_ptrs,
-        workdir: req.workdir.as_ref().map(|w| cstring(w.as_os_str(), "workdir")).transpose()?,
+        workdir: req
+            .workdir
+            .as_ref()
+            .map(|w| cstring(w.as_os_str(), "workdir"))
+            .transpose()?,
         procs_fds: Vec::new(),
         nice: req.nice,
         strict_nice: req.strict_nice,
@@ -286,7 +290,10 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
                 libc::ENOENT => SpawnError::NotFound {
                     program: req.program.clone(),
                 },
-                _ => SpawnError::NotExecutable { program: path.clone(), source },
+                _ => SpawnError::NotExecutable {
+                    program: path.clone(),
+                    source,
+                },
             },
             STAGE_CGROUP => SpawnError::Setup {
                 stage: "joining the job cgroup",
@@ -349,7 +356,13 @@ fn clone3(cgroup_fd: Option<RawFd>, plan: &ChildPlan) -> io::Result<(u32, PidFd)
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a
     // copy of this address space and runs `child_exec`, which only makes
     // async-signal-safe calls and never returns.
-    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     match ret {
         -1 => Err(io::Error::last_os_error()),
         // SAFETY: we are the freshly forked child.
@@ -431,9 +444,18 @@ mod tests {
             resolve_program(OsStr::new("no-such-command-ffrtmp")),
             Err(SpawnError::NotFound { .. })
         ));
-        assert!(matches!(resolve_program(OsStr::new("./no-such-x")), Err(SpawnError::NotFound { .. })));
-        assert!(matches!(resolve_program(OsStr::new("/")), Err(SpawnError::NotExecutable { .. })));
-        assert_eq!(resolve_program(OsStr::new("/bin/sh")).unwrap(), PathBuf::from("/bin/sh"));
+        assert!(matches!(
+            resolve_program(OsStr::new("./no-such-x")),
+            Err(SpawnError::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_program(OsStr::new("/")),
+            Err(SpawnError::NotExecutable { .. })
+        ));
+        assert_eq!(
+            resolve_program(OsStr::new("/bin/sh")).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
     }
 
     #[test]
@@ -449,7 +471,10 @@ mod tests {
         };
         let child = spawn(&req("sh")).unwrap();
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.pid as i32), None).unwrap();
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child.pid as i32), 3));
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child.pid as i32), 3)
+        );
 
         let err = spawn(&req("/no/such/file")).unwrap_err();
         assert_eq!(err.exit_code(), 127, "{err}");

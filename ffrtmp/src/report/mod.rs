@@ -265,7 +265,11 @@ impl JobResult {
         format!(
             "JOB {} | sla={} | reason={} | runtime={:.2}s | exit={} | pid={}",
             self.job_id,
-            if self.platform_sla_compliant { "COMPLIANT" } else { "VIOLATION" },
+            if self.platform_sla_compliant {
+                "COMPLIANT"
+            } else {
+                "VIOLATION"
+            },
             self.platform_sla_reason.as_str(),
             self.processing_seconds,
             self.exit_text(),
@@ -315,23 +319,39 @@ mod tests {
         assert_eq!(classify(facts(Ending::Exited(3))), Reason::WorkloadFailedPlatformOk);
         assert_eq!(classify(facts(Ending::Signaled(15))), Reason::WorkloadFailedPlatformOk);
         assert_eq!(
-            classify(Facts { oom_kills: Some(1), ..facts(Ending::Signaled(9)) }),
+            classify(Facts {
+                oom_kills: Some(1),
+                ..facts(Ending::Signaled(9))
+            }),
             Reason::OomKilled
         );
         assert_eq!(
-            classify(Facts { all_limits_applied: false, ..facts(Ending::Exited(0)) }),
+            classify(Facts {
+                all_limits_applied: false,
+                ..facts(Ending::Exited(0))
+            }),
             Reason::LimitApplyFailed
         );
         assert_eq!(
-            classify(Facts { cgroup_created: false, all_limits_applied: false, ..facts(Ending::Exited(0)) }),
+            classify(Facts {
+                cgroup_created: false,
+                all_limits_applied: false,
+                ..facts(Ending::Exited(0))
+            }),
             Reason::CgroupCreationFailed
         );
         assert_eq!(
-            classify(Facts { mode: Mode::Attach, ..facts(Ending::ExitedUnknown) }),
+            classify(Facts {
+                mode: Mode::Attach,
+                ..facts(Ending::ExitedUnknown)
+            }),
             Reason::ObservedToCompletion
         );
         assert_eq!(
-            classify(Facts { mode: Mode::Attach, ..facts(Ending::Detached) }),
+            classify(Facts {
+                mode: Mode::Attach,
+                ..facts(Ending::Detached)
+            }),
             Reason::DetachedWorkloadContinues
         );
         assert!(!Reason::OomKilled.compliant());
