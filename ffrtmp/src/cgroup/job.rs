@@ -181,10 +181,8 @@ impl Governor {
         for (mount, controllers) in &plan {
             let root = mount.dir(&self.root.resolve(mount));
             let dir = root.join(job.as_str());
-            if dir.exists() {
-                if is_populated(&dir, cg.version)? {
-                    return Err(CgroupError::InUse { job: job.clone(), dir });
-                }
+            if dir.exists() && is_populated(&dir, cg.version)? {
+                return Err(CgroupError::InUse { job: job.clone(), dir });
             }
             cg.dirs.push(JobDir {
                 controllers: controllers.clone(),

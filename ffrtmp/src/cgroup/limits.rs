@@ -275,8 +275,12 @@ fn resolve_whole_disk(path: &Path, sys: &Path) -> Result<DeviceNumber, String> {
     parse_device_number(text.trim()).ok_or_else(|| format!("unexpected content {text:?} in {}", disk_dev.display()))
 }
 
+/// A size that did not parse (callers say what is expected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSize;
+
 /// A non-negative integer with an optional binary K/M/G/T suffix.
-pub fn parse_size(s: &str) -> Result<u64, ()> {
+pub fn parse_size(s: &str) -> Result<u64, InvalidSize> {
     let s = s.trim();
     let (digits, shift) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -285,14 +289,14 @@ pub fn parse_size(s: &str) -> Result<u64, ()> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(()),
+                _ => return Err(InvalidSize),
             };
             (&s[..i], shift)
         }
         _ => (s, 0),
     };
-    let n: u64 = digits.parse().map_err(|_| ())?;
-    n.checked_mul(1u64 << shift).ok_or(())
+    let n: u64 = digits.parse().map_err(|_| InvalidSize)?;
+    n.checked_mul(1u64 << shift).ok_or(InvalidSize)
 }
 
 /// Everything a job may be limited by. Build it with the setters so the

@@ -67,20 +67,19 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     let (info, pidfd) = adopt_identity(args.pid)?;
     let target = info.id;
 
-    if let Some(mem) = limits.memory_max {
-        if let (_, Some(rss)) = identity::read_status(target.pid)? {
-            if rss > mem.bytes() {
-                let msg = format!(
-                    "pid {} uses {rss} bytes, more than the memory limit {}: the kernel will reclaim and may OOM-kill it",
-                    target.pid,
-                    mem.bytes()
-                );
-                if args.govern.strict {
-                    bail!("--strict: {msg}");
-                }
-                tracing::warn!("{msg}");
-            }
+    if let Some(mem) = limits.memory_max
+        && let (_, Some(rss)) = identity::read_status(target.pid)?
+        && rss > mem.bytes()
+    {
+        let msg = format!(
+            "pid {} uses {rss} bytes, more than the memory limit {}: the kernel will reclaim and may OOM-kill it",
+            target.pid,
+            mem.bytes()
+        );
+        if args.govern.strict {
+            bail!("--strict: {msg}");
         }
+        tracing::warn!("{msg}");
     }
 
     // SIGINT/SIGTERM mean "detach"; read them from a signalfd.

@@ -15,7 +15,7 @@ use crate::report::{CgroupReport, Ending, JobRecord, JobResult, LeftCgroup, Mode
 /// Detect the hierarchy (logged once), and tidy leftovers of earlier jobs.
 pub fn governor(args: &GovernArgs) -> anyhow::Result<Governor> {
     let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
-    tracing::debug!("{}", hierarchy.describe());
+    tracing::info!("{}", hierarchy.describe());
     let governor = Governor::new(hierarchy, args.cgroup_root.clone());
     governor.collect_garbage();
     Ok(governor)

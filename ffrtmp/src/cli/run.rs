@@ -49,13 +49,10 @@ pub struct RunArgs {
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let limits = args.govern.limits.limits();
-    if let Some(dir) = &args.workdir {
-        if !dir.is_dir() {
-            bail!(
-                "invalid value '{}' for '--workdir <DIR>': expected an existing directory",
-                dir.display()
-            );
-        }
+    if let Some(dir) = &args.workdir
+        && !dir.is_dir()
+    {
+        bail!("invalid value '{}' for '--workdir <DIR>': expected an existing directory", dir.display());
     }
     // Not found / not executable are known before anything is created.
     if let Err(e) = spawn::resolve_program(&args.command[0]) {

@@ -408,19 +408,19 @@ unsafe fn child_exec(plan: &ChildPlan) -> ! {
                 libc::_exit(125);
             }
         }
-        if let Some(nice) = plan.nice {
-            if libc::setpriority(libc::PRIO_PROCESS, 0, i32::from(nice)) != 0 {
-                report(STAGE_NICE);
-                if plan.strict_nice {
-                    libc::_exit(125);
-                }
-            }
-        }
-        if let Some(dir) = &plan.workdir {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                report(STAGE_CHDIR);
+        if let Some(nice) = plan.nice
+            && libc::setpriority(libc::PRIO_PROCESS, 0, i32::from(nice)) != 0
+        {
+            report(STAGE_NICE);
+            if plan.strict_nice {
                 libc::_exit(125);
             }
+        }
+        if let Some(dir) = &plan.workdir
+            && libc::chdir(dir.as_ptr()) != 0
+        {
+            report(STAGE_CHDIR);
+            libc::_exit(125);
         }
         // The parent blocks the signals it forwards; the workload must not
         // inherit that mask.
