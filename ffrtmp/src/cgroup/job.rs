@@ -85,6 +85,9 @@ pub struct Removal {
 struct JobDir {
     controllers: Vec<Controller>,
     dir: PathBuf,
+    /// An empty cgroup of an earlier job with this id, seen before
+    /// creation: it is removed and made anew so no stale limit survives.
+    leftover: bool,
 }
 
 /// Creates job cgroups under one root, on one hierarchy.
@@ -181,12 +184,14 @@ impl Governor {
         for (mount, controllers) in &plan {
             let root = mount.dir(&self.root.resolve(mount));
             let dir = root.join(job.as_str());
-            if dir.exists() && is_populated(&dir, cg.version)? {
+            let leftover = dir.exists();
+            if leftover && is_populated(&dir, cg.version)? {
                 return Err(CgroupError::InUse { job: job.clone(), dir });
             }
             cg.dirs.push(JobDir {
                 controllers: controllers.clone(),
                 dir,
+                leftover,
             });
         }
         let result = self.build(&mut cg, &plan, limits, &mut unavailable);
@@ -214,7 +219,7 @@ impl Governor {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                match self.prepare_chain(cg, mount, &root, &required, unavailable, &job_dir.dir) {
+                match self.prepare_chain(cg, mount, &root, &required, unavailable, &job_dir) {
                     Err(CgroupError::Fs(e)) if attempts < 3 && e.io().kind() == io::ErrorKind::NotFound => continue,
                     other => break other?,
                 }
@@ -233,7 +238,7 @@ impl Governor {
         root: &Path,
         required: &[Controller],
         unavailable: &mut BTreeMap<Controller, String>,
-        dir: &Path,
+        job_dir: &JobDir,
     ) -> Result<(), CgroupError> {
         let mut path = mount.mount_point.clone();
         for part in root.strip_prefix("/").unwrap_or(root).components() {
@@ -252,21 +257,31 @@ impl Governor {
                 }
             }
             for controller in wanted {
-                if let Err(e) = enable_chain(mount, root, controller) {
-                    if required.contains(&controller) {
-                        unavailable.insert(controller, e.to_string());
-                    } else {
-                        tracing::debug!("statistics controller not enabled: {e}");
+                match enable_chain(mount, root, controller) {
+                    // A retry forgets the failure of an earlier try.
+                    Ok(()) => {
+                        unavailable.remove(&controller);
                     }
+                    Err(e) if required.contains(&controller) => {
+                        unavailable.insert(controller, e.to_string());
+                    }
+                    Err(e) => tracing::debug!("statistics controller not enabled: {e}"),
                 }
             }
         }
-        if dir.exists() {
-            // A leftover of an earlier job with this id, empty (checked
-            // above): recreate it so no stale limit survives.
+        let dir = job_dir.dir.as_path();
+        let ours = cg.created.iter().any(|c| c == dir);
+        if job_dir.leftover && !ours && dir.exists() {
             fs::remove_dir(dir)?;
         }
-        fs::create_dir(dir)?;
+        // Existing now means another ffrtmp created it meanwhile: the id is
+        // taken, and its cgroup is not ours to touch.
+        if !fs::create_dir(dir)? && !ours {
+            return Err(CgroupError::InUse {
+                job: cg.id.clone(),
+                dir: dir.to_path_buf(),
+            });
+        }
         if !cg.created.iter().any(|c| c == dir) {
             cg.created.push(dir.to_path_buf());
         }
