@@ -5,5 +5,6 @@
 
 pub mod cgroup;
 pub mod cli;
+pub mod job;
 pub mod process;
 pub mod report;

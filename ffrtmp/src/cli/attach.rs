@@ -10,7 +10,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::args::GovernArgs;
-use super::job::{self, Created, Finish};
+use super::job;
+use crate::job::{self as lifecycle, Created, Finish};
 use crate::process::identity::{self, ProcError, ProcessInfo, boot_time_now, clock_ticks};
 use crate::process::nice::renice_all_threads;
 use crate::process::{PidFd, ProcessId};
@@ -92,7 +93,7 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     let governor = job::governor(&args.govern)?;
     let job_id = job::job_id(&args.govern);
     tracing::info!("Attaching to PID {} ({}) as {job_id}", target.pid, info.comm);
-    let mut created = job::create(&governor, &job_id, &limits, args.govern.strict)?;
+    let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let started = SystemTime::now();
     if let Err(e) = move_in(&created, &pidfd, target) {
         created.discard();
@@ -116,7 +117,7 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
         if args.govern.strict && !errors.is_empty() {
             tracing::error!("--strict: {}; the process stays in its cgroup", errors.join("; "));
         }
-        created.record(job::nice_outcome(
+        created.record(lifecycle::nice_outcome(
             nice.get(),
             (!errors.is_empty()).then(|| errors.join("; ")),
         ));
@@ -130,7 +131,7 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
         Ending::Detached => tracing::info!("⊗ Detached from PID {} (job: {job_id})", target.pid),
         _ => tracing::info!("Process {} exited (job {job_id})", target.pid),
     }
-    let result = job::finish(
+    let result = lifecycle::finish(
         created,
         Finish {
             job_id,

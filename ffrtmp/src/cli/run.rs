@@ -14,7 +14,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::args::GovernArgs;
-use super::job::{self, Finish};
+use super::job;
+use crate::job::{self as lifecycle, Finish};
 use crate::cgroup::Version;
 use crate::process::spawn::{self, JoinedBy, Placement, Spawn};
 use crate::report::{Ending, Mode};
@@ -71,7 +72,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
 
     let governor = job::governor(&args.govern)?;
     let job_id = job::job_id(&args.govern);
-    let mut created = job::create(&governor, &job_id, &limits, args.govern.strict)?;
+    let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let placement = match created.job() {
         None => Placement::None,
         Some(j) if j.version() == Version::V2 => Placement::V2 {
@@ -100,7 +101,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     if let Some(nice) = limits.nice {
-        created.record(job::nice_outcome(
+        created.record(lifecycle::nice_outcome(
             nice.get(),
             child.nice_error.as_ref().map(|e| format!("setpriority: {e}")),
         ));
@@ -133,7 +134,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         WaitStatus::Signaled(_, sig, _) => Ending::Signaled(sig as i32),
         other => bail!("unexpected wait status {other:?}"),
     };
-    let result = job::finish(
+    let result = lifecycle::finish(
         created,
         Finish {
             job_id,
