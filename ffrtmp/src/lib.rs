@@ -5,6 +5,8 @@
 
 pub mod cgroup;
 pub mod cli;
+pub mod events;
 pub mod job;
 pub mod process;
 pub mod report;
+pub mod watch;

@@ -4,6 +4,7 @@ mod args;
 mod attach;
 mod job;
 mod run;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,14 @@ On cgroup v2, memory the process has already charged stays with its old cgroup; 
 bites on new allocations.\n\nExample:\n  ffrtmp attach --pid 12345 --job-id stream-001 --cpu-quota 200 --nice 5"
     )]
     Attach(attach::AttachArgs),
+    /// Daemon: govern every target process the moment it starts.
+    #[command(
+        after_help = "Targets are matched on the exact basename of argv[0]. Each is moved into <cgroup-root>/auto-<cmd>-<pid> with the limits given here, and reported when it exits. SIGINT/SIGTERM stop the daemon; governed processes keep their cgroups and limits and are never signalled.
+
+Example:
+  sudo ffrtmp watch --target ffmpeg --cpu-quota 200 --memory-limit 4096"
+    )]
+    Watch(watch::WatchArgs),
 }
 
 /// Parse the command line, run, and return the process exit status.
@@ -59,6 +68,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run::execute(args),
         Command::Attach(args) => attach::execute(args),
+        Command::Watch(args) => watch::execute(args),
     };
     match result {
         Ok(code) => code,

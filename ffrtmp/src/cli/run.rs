@@ -15,8 +15,8 @@ use nix::unistd::Pid;
 
 use super::args::GovernArgs;
 use super::job;
-use crate::job::{self as lifecycle, Finish};
 use crate::cgroup::Version;
+use crate::job::{self as lifecycle, Finish};
 use crate::process::spawn::{self, JoinedBy, Placement, Spawn};
 use crate::report::{Ending, Mode};
 
@@ -53,7 +53,10 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(dir) = &args.workdir
         && !dir.is_dir()
     {
-        bail!("invalid value '{}' for '--workdir <DIR>': expected an existing directory", dir.display());
+        bail!(
+            "invalid value '{}' for '--workdir <DIR>': expected an existing directory",
+            dir.display()
+        );
     }
     // Not found / not executable are known before anything is created.
     if let Err(e) = spawn::resolve_program(&args.command[0]) {

@@ -1,0 +1,14 @@
+//! What every event source produces for the watch loop.
+
+/// A process event, already reduced to what the watch loop needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// A process (thread group) exec'd; identity and match are confirmed
+    /// by reading `/proc/<pid>`.
+    Exec { pid: u32 },
+    /// A process exited with this wait(2)-style status.
+    Exit { pid: u32, status: i32 },
+    /// Events were lost (ring buffer full, netlink overflow or sequence
+    /// gap); a reconcile scan must follow.
+    Lost { count: u64 },
+}

@@ -1,0 +1,88 @@
+//! The event source behind one interface: eBPF, the proc connector, or a
+//! periodic `/proc` scan; `auto` tries them in that order.
+
+use std::io;
+use std::time::Duration;
+
+use crate::events::netlink::NetlinkSource;
+use crate::events::source::SourceEvent;
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// eBPF, else the proc connector, else polling
+    Auto,
+    /// eBPF exec/exit tracepoints (in-kernel target filter)
+    Ebpf,
+    /// the netlink proc connector
+    Netlink,
+    /// a /proc scan every --scan-interval
+    Poll,
+}
+
+/// Datagrams or ring records handled per wake-up, so one busy source cannot
+/// starve the rest of the loop.
+const DRAIN_BATCH: usize = 256;
+
+pub enum Source {
+    Netlink(NetlinkSource),
+    Poll(tokio::time::Interval),
+}
+
+impl Source {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Netlink(_) => "netlink",
+            Source::Poll(_) => "poll",
+        }
+    }
+
+    /// Subscribe to the requested backend (falling back when `auto`).
+    /// Returns the source and why it was chosen.
+    pub fn open(backend: Backend, config: &super::WatchConfig) -> io::Result<(Source, String)> {
+        let mut why = Vec::new();
+        if matches!(backend, Backend::Auto | Backend::Ebpf) {
+            let e = "eBPF source not built into this version";
+            if backend == Backend::Ebpf {
+                return Err(io::Error::other(e));
+            }
+            why.push(format!("ebpf unavailable ({e})"));
+        }
+        if matches!(backend, Backend::Auto | Backend::Netlink) {
+            match NetlinkSource::subscribe(config.netlink_rcvbuf) {
+                Ok(s) => {
+                    why.push("proc connector subscribed".into());
+                    return Ok((Source::Netlink(s), why.join("; ")));
+                }
+                Err(e) if backend == Backend::Netlink => {
+                    return Err(io::Error::new(e.kind(), format!("proc connector: {e}")));
+                }
+                Err(e) => why.push(format!("netlink unavailable ({e})")),
+            }
+        }
+        let mut interval = tokio::time::interval(config.scan_interval.max(Duration::from_millis(10)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        why.push(format!("scanning /proc every {:?}", config.scan_interval));
+        Ok((Source::Poll(interval), why.join("; ")))
+    }
+
+    /// Wait for the next events. `Ok(true)` asks for a `/proc` scan (the
+    /// poll backend's tick).
+    pub async fn next(&mut self, out: &mut Vec<SourceEvent>) -> io::Result<bool> {
+        match self {
+            Source::Netlink(s) => s.next(out, DRAIN_BATCH).await.map(|()| false),
+            Source::Poll(interval) => {
+                interval.tick().await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Tell the source a pid is governed (eBPF reports exits only for those).
+    pub fn govern(&mut self, _pid: u32) {}
+
+    /// Events lost inside the source so far (kernel-side drops).
+    pub fn drops(&self) -> u64 {
+        0
+    }
+}
