@@ -393,8 +393,12 @@ mod tests {
         assert_eq!(t.observe(1, 500), 0);
         assert_eq!(t.observe(0, 15), 3);
         assert_eq!(t.observe(0, 15), 0);
-        assert_eq!(t.observe(0, u32::MAX), u64::from(u32::MAX - 16));
-        assert_eq!(t.observe(0, 0), 0);
+        assert_eq!(t.observe(0, 1000), 984);
+        // Wrap-around is not loss; a jump backwards (replay) is not either.
+        assert_eq!(t.observe(1, u32::MAX), 0);
+        assert_eq!(t.observe(1, 0), 0);
+        assert_eq!(t.observe(1, 2), 1);
+        assert_eq!(t.observe(1, 1), 0);
     }
 
     #[test]
