@@ -1,1 +1,49 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task> [args…]`.
+
+mod bench;
+
+use std::process::ExitCode;
+
+/// A task: its name, a one-line description, and its entry point.
+struct Task {
+    name: &'static str,
+    about: &'static str,
+    run: fn(&[String]) -> anyhow::Result<()>,
+}
+
+const TASKS: &[Task] = &[Task {
+    name: "bench",
+    about: "measure `ffrtmp run` overhead against a plain spawn (root; --iterations N, --write)",
+    run: bench::main,
+}];
+
+fn usage() -> String {
+    let mut s = String::from("usage: cargo xtask <task> [args…]\n\navailable tasks:\n");
+    for t in TASKS {
+        s.push_str(&format!("  {:<12} {}\n", t.name, t.about));
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(name) = args.first() else {
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    if matches!(name.as_str(), "-h" | "--help" | "help") {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    let Some(task) = TASKS.iter().find(|t| t.name == name) else {
+        eprint!("xtask: unknown task '{name}'\n\n{}", usage());
+        return ExitCode::from(2);
+    };
+    match (task.run)(&args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {}: error: {e:#}", task.name);
+            ExitCode::FAILURE
+        }
+    }
+}
