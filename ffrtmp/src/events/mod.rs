@@ -1,6 +1,8 @@
 //! Process events from the kernel: the eBPF ring buffer, the proc connector
 //! (netlink), and `/proc` scans; all reduced to [`source::SourceEvent`].
 
+pub mod btf;
+pub mod ebpf;
 pub mod netlink;
 pub mod scan;
 pub mod source;

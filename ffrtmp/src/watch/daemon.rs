@@ -62,6 +62,8 @@ struct Daemon {
     finishing: JoinSet<()>,
     scanning: Option<tokio::task::JoinHandle<Vec<Candidate>>>,
     rescan: bool,
+    /// The source's kernel-side drop count when last looked at.
+    kernel_drops: u64,
     exits_tx: mpsc::UnboundedSender<ProcessId>,
     counters: Counters,
 }
@@ -100,6 +102,7 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
         finishing: JoinSet::new(),
         scanning: None,
         rescan: false,
+        kernel_drops: 0,
         exits_tx,
         counters: Counters::default(),
     };
@@ -154,14 +157,13 @@ impl Daemon {
                 SourceEvent::Lost { count } => lost += count,
             }
         }
+        // Kernel-side drops (eBPF ring buffer full) are a running total.
         let dropped = self.source.drops();
-        if lost > 0 || dropped > self.counters.lost {
-            let total = self.counters.lost.max(dropped) + lost;
-            tracing::warn!(
-                "{} process event(s) lost; reconciling with a /proc scan",
-                total - self.counters.lost
-            );
-            self.counters.lost = total;
+        lost += dropped.saturating_sub(self.kernel_drops);
+        self.kernel_drops = dropped;
+        if lost > 0 {
+            tracing::warn!("{lost} process event(s) lost; reconciling with a /proc scan");
+            self.counters.lost += lost;
             self.start_scan();
         }
     }

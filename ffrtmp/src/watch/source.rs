@@ -4,6 +4,7 @@
 use std::io;
 use std::time::Duration;
 
+use crate::events::ebpf::{EbpfSource, Event};
 use crate::events::netlink::NetlinkSource;
 use crate::events::source::SourceEvent;
 
@@ -25,6 +26,7 @@ pub enum Backend {
 const DRAIN_BATCH: usize = 256;
 
 pub enum Source {
+    Ebpf { source: EbpfSource, buf: Vec<Event> },
     Netlink(NetlinkSource),
     Poll(tokio::time::Interval),
 }
@@ -32,6 +34,7 @@ pub enum Source {
 impl Source {
     pub fn name(&self) -> &'static str {
         match self {
+            Source::Ebpf { .. } => "ebpf",
             Source::Netlink(_) => "netlink",
             Source::Poll(_) => "poll",
         }
@@ -42,11 +45,18 @@ impl Source {
     pub fn open(backend: Backend, config: &super::WatchConfig) -> io::Result<(Source, String)> {
         let mut why = Vec::new();
         if matches!(backend, Backend::Auto | Backend::Ebpf) {
-            let e = "eBPF source not built into this version";
-            if backend == Backend::Ebpf {
-                return Err(io::Error::other(e));
+            let names: Vec<&str> = config.targets.names().iter().map(String::as_str).collect();
+            match EbpfSource::load(&names, config.ring_bytes) {
+                Ok(source) => {
+                    why.push(format!(
+                        "eBPF exec/exit tracepoints attached, {} KiB ring buffer",
+                        source.ring_bytes() / 1024
+                    ));
+                    return Ok((Source::Ebpf { source, buf: Vec::new() }, why.join("; ")));
+                }
+                Err(e) if backend == Backend::Ebpf => return Err(io::Error::other(format!("eBPF: {e}"))),
+                Err(e) => why.push(format!("ebpf unavailable ({e})")),
             }
-            why.push(format!("ebpf unavailable ({e})"));
         }
         if matches!(backend, Backend::Auto | Backend::Netlink) {
             match NetlinkSource::subscribe(config.netlink_rcvbuf) {
@@ -70,6 +80,17 @@ impl Source {
     /// poll backend's tick).
     pub async fn next(&mut self, out: &mut Vec<SourceEvent>) -> io::Result<bool> {
         match self {
+            Source::Ebpf { source, buf } => {
+                source.next(buf, DRAIN_BATCH).await.map_err(io::Error::other)?;
+                out.extend(buf.drain(..).map(|e| match e.kind {
+                    Event::EXIT => SourceEvent::Exit {
+                        pid: e.pid,
+                        status: e.exit_status as i32,
+                    },
+                    _ => SourceEvent::Exec { pid: e.pid },
+                }));
+                Ok(false)
+            }
             Source::Netlink(s) => s.next(out, DRAIN_BATCH).await.map(|()| false),
             Source::Poll(interval) => {
                 interval.tick().await;
@@ -79,10 +100,19 @@ impl Source {
     }
 
     /// Tell the source a pid is governed (eBPF reports exits only for those).
-    pub fn govern(&mut self, _pid: u32) {}
+    pub fn govern(&mut self, pid: u32) {
+        if let Source::Ebpf { source, .. } = self
+            && let Err(e) = source.govern(pid)
+        {
+            tracing::warn!("PID {pid}: its exit will be seen through its pidfd only: {e}");
+        }
+    }
 
     /// Events lost inside the source so far (kernel-side drops).
     pub fn drops(&self) -> u64 {
-        0
+        match self {
+            Source::Ebpf { source, .. } => source.drops(),
+            _ => 0,
+        }
     }
 }

@@ -1,0 +1,473 @@
+//! Types shared by the `ffrtmp-ebpf` programs and the `ffrtmp` user side.
+//!
+//! Every type here is `#[repr(C)]`, made of plain integers and byte arrays,
+//! and laid out with no implicit padding (checked at compile time below), so
+//! the kernel and user space agree on it byte for byte and no uninitialised
+//! padding byte ever leaves the kernel. With the `user` feature each type is
+//! also an [`aya::Pod`], usable as a map key or value.
+//!
+//! The crate is `no_std`: it is compiled into the eBPF object too.
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+use core::fmt;
+use core::mem::{offset_of, size_of};
+
+/// `TASK_COMM_LEN` in `include/linux/sched.h`: a task's `comm` is 16 bytes,
+/// at most 15 of them name bytes, NUL-padded.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Map and program names in the eBPF object, so both sides spell them alike.
+pub mod names {
+    /// `HashMap<CommKey, u8>`: the comm names whose exec is reported.
+    pub const TARGETS: &str = "TARGETS";
+    /// `HashMap<u32, u8>`: tgids whose exit is reported (once, then removed).
+    pub const GOVERNED: &str = "GOVERNED";
+    /// `RingBuf` of [`Event`](super::Event) records.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>`, one entry: ring-buffer reserve failures.
+    pub const DROPS: &str = "DROPS";
+    /// `PerCpuArray<u64>`, [`errors::COUNT`](super::errors::COUNT) entries: see [`errors`](super::errors).
+    pub const ERRORS: &str = "ERRORS";
+    /// `Array<Offsets>`, one entry, written by user space before attaching.
+    pub const OFFSETS: &str = "OFFSETS";
+    /// Raw tracepoint program for `sched_process_exec`.
+    pub const PROG_EXEC: &str = "ffrtmp_exec";
+    /// Raw tracepoint program for `sched_process_exit`.
+    pub const PROG_EXIT: &str = "ffrtmp_exit";
+}
+
+/// Entry counts of the fixed-size maps.
+pub mod limits {
+    /// Target comm names ([`names::TARGETS`](super::names::TARGETS)).
+    pub const MAX_TARGETS: u32 = 256;
+    /// Governed processes ([`names::GOVERNED`](super::names::GOVERNED)).
+    pub const MAX_GOVERNED: u32 = 8192;
+}
+
+/// Indexes into the per-CPU `ERRORS` counters: events the programs had to
+/// give up on. Each is a reason a process may have been missed, so user space
+/// exports them and treats a change like a loss (reconcile).
+pub mod errors {
+    /// `OFFSETS` not written (or written by a mismatched loader): the
+    /// programs emit nothing rather than read kernel memory at guessed offsets.
+    pub const NO_OFFSETS: u32 = 0;
+    /// A `bpf_probe_read_kernel` of a `task_struct`/`signal_struct` field failed.
+    pub const READ_FAILED: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+}
+
+/// A target's comm name, the key of the `TARGETS` map.
+///
+/// Compared byte for byte with the kernel's `comm` of the task that just
+/// exec'd (the basename of the exec'd path cut to 15 bytes), so it must be
+/// NUL-padded exactly like the kernel pads it: build it with [`CommKey::new`].
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CommKey {
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+impl CommKey {
+    /// The key for `name`: its first 15 bytes (the kernel keeps no more),
+    /// NUL-padded to 16. A name containing a NUL is cut there, as the kernel
+    /// would cut it.
+    pub const fn new(name: &[u8]) -> CommKey {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        let mut i = 0;
+        while i < name.len() && i < TASK_COMM_LEN - 1 && name[i] != 0 {
+            comm[i] = name[i];
+            i += 1;
+        }
+        CommKey { comm }
+    }
+
+    /// The name bytes, up to the first NUL.
+    pub fn name(&self) -> &[u8] {
+        comm_name(&self.comm)
+    }
+}
+
+impl fmt::Debug for CommKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CommKey").field(&EscapedComm(self.name())).finish()
+    }
+}
+
+/// The name part of a NUL-padded `comm` buffer.
+pub fn comm_name(comm: &[u8; TASK_COMM_LEN]) -> &[u8] {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
+    &comm[..end]
+}
+
+struct EscapedComm<'a>(&'a [u8]);
+
+impl fmt::Debug for EscapedComm<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                fmt::Display::fmt(&c.escape_debug(), f)?;
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
+/// One process event, as the eBPF programs write it into the ring buffer.
+///
+/// Fields are `u32`/`u64` rather than `pid_t`/`bool`/enums so that every bit
+/// pattern is a valid value and the layout has no padding.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Event {
+    /// [`Event::EXEC`] or [`Event::EXIT`]. A `u32`, not a Rust enum, so an
+    /// unexpected value from the kernel is a decode error, not UB.
+    pub kind: u32,
+    /// The process id (the kernel's tgid).
+    pub pid: u32,
+    /// The thread that triggered the event: the exec'ing thread (== pid after
+    /// exec), or for EXIT the thread whose exit found the group dead.
+    pub tid: u32,
+    /// The tgid of the process's real parent.
+    pub ppid: u32,
+    /// Real uid, in the initial user namespace.
+    pub uid: u32,
+    /// EXIT only (0 for EXEC): the wait(2)-style status word, computed like
+    /// `wait_task_zombie()` does: the group exit code when the process exited
+    /// as a group (`exit_group(2)`, a fatal signal), else the leader's exit
+    /// code. `WEXITSTATUS = (s >> 8) & 0xff`, `WTERMSIG = s & 0x7f`, core
+    /// dumped = `s & 0x80`.
+    pub exit_status: u32,
+    /// The thread group leader's `start_boottime` in nanoseconds since boot
+    /// (CLOCK_BOOTTIME). `/proc/<pid>/stat` field 22 is this value divided by
+    /// `1e9 / sysconf(_SC_CLK_TCK)`: see [`Event::start_time_ticks`].
+    pub start_time_ns: u64,
+    /// The task's comm (for EXEC: the new image's basename, 15 bytes max).
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+impl Event {
+    /// `kind` of an exec event (`sched_process_exec`).
+    pub const EXEC: u32 = 1;
+    /// `kind` of a process exit event (the last thread of a governed process).
+    pub const EXIT: u32 = 2;
+    /// Size of one record in the ring buffer.
+    pub const SIZE: usize = size_of::<Event>();
+
+    /// Decodes one ring-buffer record. Never panics: a record of the wrong
+    /// length or with an unknown `kind` is an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let Ok(b) = <&[u8; Event::SIZE]>::try_from(bytes) else {
+            return Err(DecodeError::Length {
+                len: bytes.len(),
+                need: Event::SIZE,
+            });
+        };
+        let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let kind = u32_at(offset_of!(Event, kind));
+        if kind != Event::EXEC && kind != Event::EXIT {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let t = offset_of!(Event, start_time_ns);
+        let mut start = [0u8; 8];
+        start.copy_from_slice(&b[t..t + 8]);
+        let c = offset_of!(Event, comm);
+        let mut comm = [0u8; TASK_COMM_LEN];
+        comm.copy_from_slice(&b[c..c + TASK_COMM_LEN]);
+        Ok(Event {
+            kind,
+            pid: u32_at(offset_of!(Event, pid)),
+            tid: u32_at(offset_of!(Event, tid)),
+            ppid: u32_at(offset_of!(Event, ppid)),
+            uid: u32_at(offset_of!(Event, uid)),
+            exit_status: u32_at(offset_of!(Event, exit_status)),
+            start_time_ns: u64::from_ne_bytes(start),
+            comm,
+        })
+    }
+
+    /// The record as the kernel writes it (native endianness).
+    pub fn to_bytes(&self) -> [u8; Event::SIZE] {
+        let mut b = [0u8; Event::SIZE];
+        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+        put(offset_of!(Event, kind), &self.kind.to_ne_bytes());
+        put(offset_of!(Event, pid), &self.pid.to_ne_bytes());
+        put(offset_of!(Event, tid), &self.tid.to_ne_bytes());
+        put(offset_of!(Event, ppid), &self.ppid.to_ne_bytes());
+        put(offset_of!(Event, uid), &self.uid.to_ne_bytes());
+        put(offset_of!(Event, exit_status), &self.exit_status.to_ne_bytes());
+        put(offset_of!(Event, start_time_ns), &self.start_time_ns.to_ne_bytes());
+        put(offset_of!(Event, comm), &self.comm);
+        b
+    }
+
+    /// The comm name bytes, up to the first NUL.
+    pub fn comm_name(&self) -> &[u8] {
+        comm_name(&self.comm)
+    }
+
+    /// `start_time_ns` in clock ticks, as `/proc/<pid>/stat` field 22 shows
+    /// it (`nsec_to_clock_t()` in `kernel/time/time.c`: a truncating
+    /// division). `clk_tck` is `sysconf(_SC_CLK_TCK)` (`USER_HZ`, 100 on
+    /// Linux); 0 yields 0.
+    pub fn start_time_ticks(&self, clk_tck: u64) -> u64 {
+        if clk_tck == 0 {
+            return 0;
+        }
+        self.start_time_ns / (1_000_000_000 / clk_tck).max(1)
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("kind", &self.kind)
+            .field("pid", &self.pid)
+            .field("tid", &self.tid)
+            .field("ppid", &self.ppid)
+            .field("uid", &self.uid)
+            .field("exit_status", &self.exit_status)
+            .field("start_time_ns", &self.start_time_ns)
+            .field("comm", &EscapedComm(self.comm_name()))
+            .finish()
+    }
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is not exactly one [`Event`] long.
+    Length { len: usize, need: usize },
+    /// `kind` is neither [`Event::EXEC`] nor [`Event::EXIT`].
+    UnknownKind(u32),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Length { len, need } => {
+                write!(f, "eBPF event record is {len} bytes, expected {need}")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "eBPF event record has unknown kind {k}"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Byte offsets of the kernel fields the programs read, found by user space
+/// in the running kernel's BTF (`/sys/kernel/btf/vmlinux`): Rust eBPF has no
+/// CO-RE relocations, and these offsets differ between kernel builds.
+///
+/// The single entry of the `OFFSETS` array is all zeroes until user space
+/// writes it; the programs check [`Offsets::MAGIC`] and emit nothing without
+/// it (fail closed, counted in `ERRORS[NO_OFFSETS]`).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+pub struct Offsets {
+    /// [`Offsets::MAGIC`] once user space has filled the entry.
+    pub magic: u32,
+    /// `task_struct.tgid` (`pid_t`).
+    pub task_tgid: u32,
+    /// `task_struct.real_parent` (`struct task_struct *`).
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader` (`struct task_struct *`).
+    pub task_group_leader: u32,
+    /// `task_struct.start_boottime` (`u64`, ns).
+    pub task_start_boottime: u32,
+    /// `task_struct.exit_code` (`int`).
+    pub task_exit_code: u32,
+    /// `task_struct.signal` (`struct signal_struct *`).
+    pub task_signal: u32,
+    /// `signal_struct.live` (`atomic_t`: an `int counter`).
+    pub signal_live: u32,
+    /// `signal_struct.flags` (`unsigned int`).
+    pub signal_flags: u32,
+    /// `signal_struct.group_exit_code` (`int`).
+    pub signal_group_exit_code: u32,
+}
+
+impl Offsets {
+    /// Marks a filled entry ("ffrt" in ASCII). Bump it if the struct changes,
+    /// so an object and a loader of different versions fail closed.
+    pub const MAGIC: u32 = 0x6666_7274;
+}
+
+// Layout checks: sizes are sums of the fields (no implicit padding) and the
+// 64-bit field is 8-aligned on every target.
+const _: () = {
+    assert!(size_of::<CommKey>() == TASK_COMM_LEN);
+    assert!(size_of::<Event>() == 6 * 4 + 8 + TASK_COMM_LEN);
+    assert!(offset_of!(Event, start_time_ns) == 24);
+    assert!(offset_of!(Event, comm) == 32);
+    assert!(size_of::<Offsets>() == 10 * 4);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]`, only integer and byte-array fields, no padding
+    // (see the layout checks above): every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::CommKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Offsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::format;
+    use std::vec::Vec;
+
+    fn sample() -> Event {
+        Event {
+            kind: Event::EXIT,
+            pid: 4242,
+            tid: 4243,
+            ppid: 1,
+            uid: 1000,
+            exit_status: 3 << 8,
+            start_time_ns: 123_456_789_012,
+            comm: CommKey::new(b"ffmpeg").comm,
+        }
+    }
+
+    #[test]
+    fn comm_key_truncates_to_15_bytes_and_pads() {
+        let k = CommKey::new(b"gst-launch-1.0");
+        assert_eq!(k.name(), b"gst-launch-1.0");
+        assert_eq!(&k.comm[14..], &[0, 0]);
+        let long = CommKey::new(b"a-very-long-command-name");
+        assert_eq!(long.name(), b"a-very-long-com");
+        assert_eq!(long.comm[15], 0);
+        assert_eq!(CommKey::new(b"ab\0cd"), CommKey::new(b"ab"));
+        assert_eq!(CommKey::new(b"").comm, [0; 16]);
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(Event::from_bytes(&e.to_bytes()), Ok(e));
+    }
+
+    #[test]
+    fn layout_matches_the_struct() {
+        let e = sample();
+        // SAFETY: Event is repr(C) with no padding; viewing it as bytes is sound.
+        let raw = unsafe { core::slice::from_raw_parts((&e as *const Event).cast::<u8>(), Event::SIZE) };
+        assert_eq!(raw, &e.to_bytes()[..]);
+    }
+
+    #[test]
+    fn rejects_short_long_and_unknown() {
+        let b = sample().to_bytes();
+        assert_eq!(
+            Event::from_bytes(&b[..47]),
+            Err(DecodeError::Length { len: 47, need: 48 })
+        );
+        assert_eq!(Event::from_bytes(&[]), Err(DecodeError::Length { len: 0, need: 48 }));
+        let mut long = Vec::from(&b[..]);
+        long.push(0);
+        assert_eq!(Event::from_bytes(&long), Err(DecodeError::Length { len: 49, need: 48 }));
+        let mut bad = b;
+        bad[..4].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(Event::from_bytes(&bad), Err(DecodeError::UnknownKind(7)));
+        assert_eq!(
+            format!("{}", DecodeError::UnknownKind(7)),
+            "eBPF event record has unknown kind 7"
+        );
+    }
+
+    #[test]
+    fn start_time_ticks_truncates_like_the_kernel() {
+        let e = Event {
+            start_time_ns: 1_239_999_999,
+            ..sample()
+        };
+        assert_eq!(e.start_time_ticks(100), 123);
+        assert_eq!(e.start_time_ticks(0), 0);
+    }
+
+    #[test]
+    fn debug_escapes_comm() {
+        let e = Event {
+            comm: CommKey::new(b"a\"b\xff").comm,
+            ..sample()
+        };
+        assert!(format!("{e:?}").contains(r#"comm: "a\"b\xff""#), "{e:?}");
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        (
+            prop_oneof![Just(Event::EXEC), Just(Event::EXIT)],
+            any::<(u32, u32, u32, u32, u32)>(),
+            any::<u64>(),
+            any::<[u8; 16]>(),
+        )
+            .prop_map(
+                |(kind, (pid, tid, ppid, uid, exit_status), start_time_ns, comm)| Event {
+                    kind,
+                    pid,
+                    tid,
+                    ppid,
+                    uid,
+                    exit_status,
+                    start_time_ns,
+                    comm,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            match Event::from_bytes(&bytes) {
+                Ok(e) => {
+                    prop_assert_eq!(bytes.len(), Event::SIZE);
+                    prop_assert!(e.kind == Event::EXEC || e.kind == Event::EXIT);
+                    prop_assert_eq!(&e.to_bytes()[..], &bytes[..]);
+                }
+                Err(DecodeError::Length { len, need }) => {
+                    prop_assert_eq!(len, bytes.len());
+                    prop_assert_eq!(need, Event::SIZE);
+                    prop_assert_ne!(len, need);
+                }
+                Err(DecodeError::UnknownKind(k)) => prop_assert!(k != Event::EXEC && k != Event::EXIT),
+            }
+        }
+
+        #[test]
+        fn valid_events_round_trip(e in any_event()) {
+            prop_assert_eq!(Event::from_bytes(&e.to_bytes()), Ok(e));
+        }
+
+        #[test]
+        fn truncated_or_extended_records_are_rejected(e in any_event(), cut in 0usize..Event::SIZE, extra in 1usize..64) {
+            let b = e.to_bytes();
+            let short = Event::from_bytes(&b[..cut]);
+            prop_assert_eq!(short, Err(DecodeError::Length { len: cut, need: Event::SIZE }));
+            let mut long = Vec::from(&b[..]);
+            long.resize(Event::SIZE + extra, 0);
+            prop_assert!(Event::from_bytes(&long).is_err());
+        }
+
+        #[test]
+        fn comm_key_is_kernel_shaped(name in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let k = CommKey::new(&name);
+            let n = k.name();
+            prop_assert!(n.len() <= 15);
+            prop_assert!(name.starts_with(n));
+            prop_assert!(k.comm[n.len()..].iter().all(|&b| b == 0));
+        }
+    }
+}
