@@ -71,7 +71,8 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         mask.add(s);
     }
     mask.thread_block().context("blocking signals")?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
+    let signals =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("creating a signalfd")?;
 
     let governor = job::governor(&args.govern)?;
     let job_id = job::job_id(&args.govern);
