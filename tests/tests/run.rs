@@ -1,0 +1,645 @@
+//! `ffrtmp run` against the host's real cgroups (root only; each test has
+//! its own relative cgroup root, so they run in parallel).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tests::{
+    Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestRoot, Value, Version, comm,
+    descendants, ffrtmp, missing_block_device, nice_of, on_path, proc_state, require_privileged, run_ffrtmp, skip,
+    unique_name, wait_until, whole_disk_of,
+};
+
+/// `ffrtmp run --cgroup-root <root> --job-id <job> <flags> -- cat`: the
+/// workload blocks reading our stdin pipe until [`Job::finish`]. Returns once
+/// the workload sits in its cgroup.
+struct Job {
+    ffrtmp: Spawned,
+    pid: u32,
+}
+
+impl Job {
+    #[track_caller]
+    fn start(root: &TestRoot, job: &str, flags: &[&str]) -> Job {
+        let mut args = vec!["run", "--cgroup-root", root.name(), "--job-id", job];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "cat"]);
+        let ffrtmp = Spawned::start(tests::ffrtmp(&args));
+        // Ready once cat has exec'd inside the cgroup: whatever ffrtmp does
+        // between fork and exec (joining, nice) is done by then.
+        let mut pid = None;
+        let joined = wait_until(tests::POLL_TIMEOUT, || {
+            pid = root
+                .procs(Controller::Cpu, job)
+                .into_iter()
+                .find(|&p| comm(p).as_deref() == Some("cat"));
+            pid.is_some() || !ffrtmp.running()
+        });
+        let Some(pid) = pid.filter(|_| joined) else {
+            panic!("job {job} never got a process; stderr: {}", ffrtmp.stderr_now());
+        };
+        Job { ffrtmp, pid }
+    }
+
+    /// Let the workload end (EOF on its stdin) and wait for ffrtmp.
+    #[track_caller]
+    fn finish(mut self) -> Output {
+        self.ffrtmp.close_stdin();
+        let out = self.ffrtmp.wait(EXIT_TIMEOUT);
+        assert_eq!(out.code(), 0, "{out:?}");
+        out
+    }
+}
+
+/// Run with a limit, read the limit back while the workload runs, let it end.
+#[track_caller]
+fn with_running_job(host: &'static Host, flags: &[&str], check: impl FnOnce(&TestRoot, &str, u32)) {
+    let root = TestRoot::new(host);
+    let job = Job::start(&root, "limits", flags);
+    check(&root, "limits", job.pid);
+    job.finish();
+    root.assert_job_gone("limits");
+}
+
+#[test]
+fn child_is_born_in_its_cgroup() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    // cat's first and only action reads its own cgroup membership: it was
+    // in the job cgroup before its first instruction.
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "born",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    for c in host.job_controllers() {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (Some(id), Some(ctrls)) = (parts.next(), parts.next()) else {
+                    return false;
+                };
+                match host.version {
+                    Version::V1 => ctrls.split(',').any(|n| n == c.v1_name()),
+                    Version::V2 => id == "0" && ctrls.is_empty(),
+                }
+            })
+            .unwrap_or_else(|| panic!("no {} line in the child's /proc/self/cgroup: {out:?}", c.v1_name()));
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        assert_eq!(path, root.job_cgroup(c, "born"), "{} hierarchy: {out:?}", c.v1_name());
+    }
+}
+
+#[test]
+fn cpu_quota_percent() {
+    let host = require_privileged!();
+    with_running_job(host, &["--cpu-quota", "50"], |root, job, _| {
+        assert_eq!(root.cpu_max(job), "50000 100000");
+    });
+}
+
+#[test]
+fn cpu_max_raw() {
+    let host = require_privileged!();
+    with_running_job(host, &["--cpu-max", "30000 60000"], |root, job, _| {
+        assert_eq!(root.cpu_max(job), "30000 60000");
+    });
+}
+
+#[test]
+fn cpu_quota_wins_over_cpu_max() {
+    let host = require_privileged!();
+    with_running_job(
+        host,
+        &["--cpu-max", "30000 60000", "--cpu-quota", "150"],
+        |root, job, _| {
+            assert_eq!(root.cpu_max(job), "150000 100000");
+        },
+    );
+}
+
+#[test]
+fn cpu_weight() {
+    let host = require_privileged!();
+    with_running_job(host, &["--cpu-weight", "50"], |root, job, _| {
+        let expected = match root.host().version {
+            Version::V1 => "512", // cpu.shares = weight * 1024 / 100
+            Version::V2 => "50",
+        };
+        assert_eq!(root.cpu_weight_file(job), expected);
+    });
+}
+
+#[test]
+fn memory_limit_in_mib() {
+    let host = require_privileged!();
+    with_running_job(host, &["--memory-limit", "64"], |root, job, _| {
+        assert_eq!(root.memory_max(job), Some(64 << 20));
+    });
+}
+
+#[test]
+fn memory_max_in_bytes() {
+    let host = require_privileged!();
+    with_running_job(host, &["--memory-max", "100M"], |root, job, _| {
+        assert_eq!(root.memory_max(job), Some(100 << 20));
+    });
+}
+
+#[test]
+fn memory_limit_wins_over_memory_max() {
+    let host = require_privileged!();
+    with_running_job(
+        host,
+        &["--memory-max", "100M", "--memory-limit", "64"],
+        |root, job, _| {
+            assert_eq!(root.memory_max(job), Some(64 << 20));
+        },
+    );
+}
+
+/// The whole disk holding `/`, or `None` after a skip line.
+fn root_disk() -> Option<String> {
+    let disk = whole_disk_of(Path::new("/"));
+    if disk.is_none() {
+        skip("/ is not on a block device, so there is no disk to put an IO limit on");
+    }
+    disk
+}
+
+#[test]
+fn io_max_by_device_number() {
+    let host = require_privileged!();
+    let Some(disk) = root_disk() else { return };
+    let spec = format!("{disk} rbps=1M");
+    with_running_job(host, &["--io-max", &spec], |root, job, _| {
+        assert_eq!(root.io_rbps(job, &disk), Some(1 << 20));
+    });
+}
+
+#[test]
+fn io_max_by_path_resolves_to_the_whole_disk() {
+    let host = require_privileged!();
+    let Some(disk) = root_disk() else { return };
+    with_running_job(host, &["--io-max", "/ rbps=2M"], |root, job, _| {
+        assert_eq!(
+            root.io_rbps(job, &disk),
+            Some(2 << 20),
+            "limit not set on the disk {disk} holding /"
+        );
+    });
+}
+
+#[test]
+fn nice_applies_to_the_child() {
+    let host = require_privileged!();
+    with_running_job(host, &["--nice", "5"], |_, _, pid| {
+        assert_eq!(nice_of(pid, pid), Some(5), "nice of the workload {pid}");
+    });
+}
+
+#[test]
+fn exit_status_is_the_childs() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    for (script, code) in [("exit 0", 0), ("exit 42", 42)] {
+        let out = run_ffrtmp(&["run", "--cgroup-root", root.name(), "--json", "--", "sh", "-c", script]);
+        assert_eq!(out.code(), code, "{out:?}");
+        let json = out.json();
+        assert_eq!(json["exit_code"], code, "{json}");
+        assert_eq!(json["signal"], Value::Null, "{json}");
+        let reason = if code == 0 {
+            "completed_successfully"
+        } else {
+            "workload_failed_platform_ok"
+        };
+        assert_eq!(json["platform_sla_reason"], reason, "{json}");
+        assert_eq!(json["platform_sla_compliant"], true, "{json}");
+    }
+}
+
+#[test]
+fn killed_by_sigterm_is_143() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
+    assert_eq!(out.code(), 143, "{out:?}");
+    let json = out.json();
+    assert_eq!(json["exit_code"], 143, "{json}");
+    assert_eq!(json["signal"], 15, "{json}");
+    assert_eq!(json["platform_sla_reason"], "workload_failed_platform_ok", "{json}");
+    assert!(out.summary_line().contains("| exit=143 |"), "{out:?}");
+}
+
+#[test]
+fn not_executable_is_126_and_not_found_is_127() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let script = dir.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("writing the script");
+    let script = script.to_str().expect("a UTF-8 temp path");
+    let missing = format!("ffrtmp-no-such-command-{}", unique_name());
+    for (program, code) in [(script, 126), (missing.as_str(), 127)] {
+        let out = run_ffrtmp(&["run", "--cgroup-root", root.name(), "--cpu-quota", "50", "--", program]);
+        assert_eq!(out.code(), code, "{out:?}");
+        assert!(out.stderr.contains(program), "the error names the program: {out:?}");
+        root.assert_nothing_created();
+    }
+}
+
+#[test]
+fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    // Where `--cgroup-root ../<name>` would land if `..` were honoured.
+    let escape = unique_name();
+    let escaped = ForbiddenDirs(
+        host.mounts
+            .iter()
+            .flat_map(|m| [m.own_dir.join("..").join(&escape), m.own_dir.join(&escape)])
+            .collect(),
+    );
+    let escape_root = format!("../{escape}");
+    let cases: &[(&str, &str)] = &[
+        ("--cpu-weight", "0"),
+        ("--cpu-weight", "10001"),
+        ("--nice", "99"),
+        ("--nice", "-21"),
+        ("--cpu-quota", "abc"),
+        ("--cpu-quota", "0"),
+        ("--cpu-max", "fast"),
+        ("--memory-limit", "-5"),
+        ("--memory-max", "lots"),
+        ("--io-max", "bogus"),
+        ("--io-max", "8:0 rbps=0"),
+        ("--job-id", "../x"),
+        ("--job-id", ".."),
+        ("--job-id", "a/b"),
+        ("--job-id", ""),
+        ("--cgroup-root", &escape_root),
+        ("--cgroup-root", "/"),
+        ("--cgroup-root", "a/../../b"),
+    ];
+    for &(flag, value) in cases {
+        let mut args = vec!["run"];
+        if flag != "--cgroup-root" {
+            args.extend_from_slice(&["--cgroup-root", root.name()]);
+        }
+        args.extend_from_slice(&[flag, value, "--", "true"]);
+        let out = run_ffrtmp(&args);
+        assert_eq!(out.code(), 125, "{flag} {value:?}: {out:?}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{flag} {value:?}: stderr is not one line: {out:?}");
+        assert!(
+            lines[0].contains(flag),
+            "{flag} {value:?}: the error does not name the flag: {out:?}"
+        );
+        assert!(
+            lines[0].contains(&format!("'{value}'")),
+            "{flag} {value:?}: the error does not show the value: {out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{flag} {value:?}: {out:?}");
+        root.assert_nothing_created();
+        escaped.assert_absent();
+    }
+}
+
+#[test]
+fn signals_to_the_wrapper_are_forwarded() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    // "ready" is printed once the trap is set and the background sleep
+    // exists, so the signal cannot arrive too early.
+    let script = r#"trap "echo got-term; exit 3" TERM; sleep 30 & echo ready; wait"#;
+    let ffrtmp = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "sig",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    ffrtmp.wait_for_stdout("ready");
+    // Until sleep has exec'd, the forked child still runs the shell's trap
+    // handler, which would swallow the signal and leave sleep running.
+    let mut workload = Vec::new();
+    let execd = wait_until(tests::POLL_TIMEOUT, || {
+        workload = descendants(ffrtmp.pid());
+        workload.iter().any(|&p| comm(p).as_deref() == Some("sleep"))
+    });
+    assert!(execd, "sleep never started: {}", ffrtmp.stderr_now());
+    // Dropped before `root`: if anything survives a failure, it is killed.
+    let _workload: Vec<PidGuard> = workload.into_iter().filter_map(PidGuard::try_new).collect();
+    ffrtmp.signal(Signal::SIGTERM);
+    let out = ffrtmp.wait(Duration::from_secs(10));
+    assert!(
+        out.stdout.contains("got-term"),
+        "the child did not handle SIGTERM: {out:?}"
+    );
+    assert_eq!(out.code(), 3, "{out:?}");
+    let summary = out.summary_line();
+    assert!(summary.starts_with("JOB sig | "), "{out:?}");
+    assert!(summary.contains("| exit=3 |"), "{out:?}");
+    root.assert_job_gone("sig");
+}
+
+#[test]
+fn kill_9_of_the_wrapper_leaves_the_workload_governed() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let ffrtmp = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "k9",
+        "--cpu-quota",
+        "50",
+        "--",
+        "sleep",
+        "60",
+    ]));
+    let pid = root.wait_for_process("k9", "sleep");
+    // Dropped before `root` (declared after it): killed, reaped by init, then
+    // the cgroups are removed.
+    let workload = PidGuard::new(pid);
+    ffrtmp.kill();
+    // Give a parent-death signal, if there were one, time to land.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        workload.alive(),
+        "the workload died with the wrapper (state {:?})",
+        proc_state(pid)
+    );
+    for c in host.job_controllers() {
+        assert_eq!(
+            host.cgroup_of(pid, c),
+            Some(root.job_cgroup(c, "k9")),
+            "{} hierarchy",
+            c.v1_name()
+        );
+    }
+    assert_eq!(root.cpu_max("k9"), "50000 100000");
+    assert!(root.procs(Controller::Cpu, "k9").contains(&pid));
+}
+
+#[test]
+fn the_cgroup_is_removed_after_exit() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "gone",
+        "--cpu-quota",
+        "50",
+        "--memory-limit",
+        "64",
+        "--json",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let json = out.json();
+    let paths = json["cgroup"]["paths"].as_array().expect("cgroup.paths");
+    assert!(!paths.is_empty(), "no cgroup was created: {json}");
+    for p in paths {
+        let p = Path::new(p.as_str().expect("a path"));
+        assert!(p.ends_with(Path::new(root.name()).join("gone")), "{json}");
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    root.assert_job_gone("gone");
+}
+
+#[test]
+fn a_job_id_in_use_is_refused() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let first = Job::start(&root, "dup", &["--cpu-quota", "50"]);
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "dup",
+        "--cpu-quota",
+        "20",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(out.stderr.contains("in use"), "{out:?}");
+    // The first job is untouched: same process, same limit, still running.
+    assert_eq!(root.procs(Controller::Cpu, "dup"), vec![first.pid]);
+    assert_eq!(root.cpu_max("dup"), "50000 100000");
+    assert!(first.ffrtmp.running());
+    let out = first.finish();
+    assert!(out.summary_line().contains("reason=completed_successfully"), "{out:?}");
+    root.assert_job_gone("dup");
+}
+
+#[test]
+fn json_result_and_result_file() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("result.json");
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "js",
+        "--cpu-quota",
+        "50",
+        "--json",
+        "--result-file",
+        file.to_str().expect("a UTF-8 temp path"),
+        "--",
+        "sh",
+        "-c",
+        "echo child-pid=$$ >&2",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let json = out.json();
+    let child_pid: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("child-pid=")?.trim().parse().ok())
+        .expect("the child printed its pid");
+    assert_eq!(json["job_id"], "js");
+    assert_eq!(json["pid"].as_u64(), Some(child_pid), "{json}");
+    assert_eq!(json["mode"], "run");
+    for key in ["start_time", "end_time"] {
+        let t = json[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is not a string: {json}"));
+        assert!(t.contains('T') && t.ends_with('Z'), "{key} is not RFC 3339 UTC: {t}");
+    }
+    assert!(json["start_time"].as_str() <= json["end_time"].as_str(), "{json}");
+    assert!(
+        json["processing_seconds"].is_f64(),
+        "processing_seconds is not a float: {json}"
+    );
+    assert!(json["processing_seconds"].as_f64() >= Some(0.0), "{json}");
+    assert_eq!(json["exit_code"], 0);
+    assert_eq!(json["signal"], Value::Null);
+    assert_eq!(json["platform_sla_compliant"], true);
+    assert_eq!(json["platform_sla_reason"], "completed_successfully");
+    assert_eq!(json["sla_eligible"], true);
+    let limits = &json["limits"];
+    assert_eq!(limits["requested"][0]["limit"], "cpu_max", "{json}");
+    assert_eq!(limits["requested"][0]["value"], "50000 100000", "{json}");
+    assert_eq!(limits["applied"][0]["limit"], "cpu_max", "{json}");
+    assert_eq!(limits["failed"].as_array().map(Vec::len), Some(0), "{json}");
+    let usage = json["usage"]
+        .as_object()
+        .unwrap_or_else(|| panic!("usage is not an object: {json}"));
+    assert!(usage.get("cpu_seconds").is_some_and(Value::is_f64), "{json}");
+    assert!(usage.contains_key("throttled_periods"), "{json}");
+    let written = std::fs::read_to_string(&file).expect("the result file");
+    let from_file: Value = serde_json::from_str(&written).expect("the result file is JSON");
+    assert_eq!(from_file, json, "--result-file differs from stdout");
+}
+
+#[test]
+fn strict_refuses_a_limit_that_cannot_be_applied() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let marker = dir.path().join("ran");
+    let marker_arg = marker.to_str().expect("a UTF-8 temp path");
+    // The kernel rejects a throttle for a device that does not exist (ENODEV).
+    let spec = format!("{} rbps=1M", missing_block_device());
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "strict",
+        "--strict",
+        "--io-max",
+        &spec,
+        "--",
+        "touch",
+        marker_arg,
+    ]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(!marker.exists(), "--strict refused, yet the command ran");
+    assert!(out.stderr.contains("io_max"), "the error names the limit: {out:?}");
+    root.assert_nothing_created();
+}
+
+#[test]
+fn without_strict_a_failed_limit_is_a_reported_violation() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let spec = format!("{} rbps=1M", missing_block_device());
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "lax",
+        "--cpu-quota",
+        "50",
+        "--io-max",
+        &spec,
+        "--json",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let json = out.json();
+    assert_eq!(json["platform_sla_reason"], "limit_apply_failed", "{json}");
+    assert_eq!(json["platform_sla_compliant"], false, "{json}");
+    let failed = json["limits"]["failed"].as_array().expect("limits.failed");
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(failed[0]["limit"], "io_max", "{json}");
+    let error = failed[0]["error"].as_str().expect("the failure's error");
+    assert!(error.contains("os error"), "the OS error is missing: {error}");
+    assert_eq!(json["limits"]["applied"][0]["limit"], "cpu_max", "{json}");
+    let summary = out.summary_line();
+    assert!(
+        summary.contains("sla=VIOLATION") && summary.contains("reason=limit_apply_failed"),
+        "{out:?}"
+    );
+    root.assert_job_gone("lax");
+}
+
+#[test]
+fn ffmpeg_under_half_a_core_is_throttled() {
+    let host = require_privileged!();
+    if !on_path("ffmpeg") {
+        skip("ffmpeg is not on PATH (apt-get install ffmpeg)");
+        return;
+    }
+    let root = TestRoot::new(host);
+    // About 3 CPU seconds of work: some 6 s of wall time under 50 %.
+    let out = Spawned::start_with_stdin(
+        ffrtmp(&[
+            "run",
+            "--cgroup-root",
+            root.name(),
+            "--job-id",
+            "ffmpeg",
+            "--cpu-quota",
+            "50",
+            "--json",
+            "--",
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=1280x720:rate=30",
+            "-t",
+            "60",
+            "-f",
+            "null",
+            "-",
+        ]),
+        std::process::Stdio::null(),
+    )
+    .wait(Duration::from_secs(120));
+    assert_eq!(out.code(), 0, "{out:?}");
+    let json = out.json();
+    let seconds = json["processing_seconds"].as_f64().expect("processing_seconds");
+    let cpu = json["usage"]["cpu_seconds"].as_f64().expect("usage.cpu_seconds");
+    let throttled = json["usage"]["throttled_periods"]
+        .as_u64()
+        .expect("usage.throttled_periods");
+    assert!(seconds >= 1.0, "ffmpeg ran too briefly to judge: {json}");
+    assert!(throttled > 0, "never throttled: {json}");
+    assert!(
+        cpu / seconds <= 0.6,
+        "used {cpu:.2} CPU s in {seconds:.2} s, more than half a core: {json}"
+    );
+    root.assert_job_gone("ffmpeg");
+}
