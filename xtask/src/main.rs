@@ -1,6 +1,10 @@
 //! Project tasks: `cargo xtask <task> [args…]`.
 
 mod bench;
+mod bench_common;
+mod bench_watch;
+mod ebpf;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -11,11 +15,28 @@ struct Task {
     run: fn(&[String]) -> anyhow::Result<()>,
 }
 
-const TASKS: &[Task] = &[Task {
-    name: "bench",
-    about: "measure `ffrtmp run` overhead against a plain spawn (root; --iterations N, --write)",
-    run: bench::main,
-}];
+const TASKS: &[Task] = &[
+    Task {
+        name: "bench",
+        about: "measure `ffrtmp run` overhead against a plain spawn (root; --iterations N, --write)",
+        run: bench::main,
+    },
+    Task {
+        name: "bench-watch",
+        about: "measure `ffrtmp watch` spawn-to-governed latency vs cgrulesengd (root; --spawns N, --write)",
+        run: bench_watch::main,
+    },
+    Task {
+        name: "build-ebpf",
+        about: "rebuild the committed eBPF object with the pinned nightly (--check: verify it)",
+        run: ebpf::main,
+    },
+    Task {
+        name: "vm-test",
+        about: "run the privileged tests in a qemu VM on a real cgroup v2 kernel (--filter, --timeout, --keep)",
+        run: vm::main,
+    },
+];
 
 fn usage() -> String {
     let mut s = String::from("usage: cargo xtask <task> [args…]\n\navailable tasks:\n");

@@ -1,0 +1,118 @@
+//! Reads the guest's serial console: the markers /init prints and libtest's
+//! per-test lines.
+
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Console {
+    /// When /init printed `VM-TEST-BOOT:` (host clock since qemu started) and
+    /// the guest's uptime at that moment.
+    pub boot: Option<(Duration, String)>,
+    pub result: Option<Outcome>,
+    pub setup_error: Option<String>,
+    /// The test executable currently running.
+    current: String,
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    /// `binary: test` for every test libtest reported as FAILED.
+    pub failures: Vec<String>,
+    /// `binary rc=N secs=S` for every test executable that finished.
+    pub binaries: Vec<String>,
+}
+
+pub struct Outcome {
+    pub pass: bool,
+    pub binaries: Option<usize>,
+    pub line: String,
+}
+
+impl Console {
+    /// The test executable that started last and has not finished.
+    pub fn running(&self) -> Option<&str> {
+        let done = self.binaries.last().and_then(|b| b.split_whitespace().next());
+        (!self.current.is_empty() && done != Some(self.current.as_str())).then_some(self.current.as_str())
+    }
+
+    pub fn line(&mut self, raw: &str, elapsed: Duration) {
+        let line = strip_ansi(raw);
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("VM-TEST-BOOT:") {
+            let uptime = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("uptime="))
+                .unwrap_or("?")
+                .to_string();
+            self.boot = Some((elapsed, uptime));
+        } else if let Some(rest) = line.strip_prefix("VM-TEST-SETUP-ERROR:") {
+            self.setup_error = Some(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("==== VM-TEST-RUN [") {
+            // "==== VM-TEST-RUN [i/n] NAME ===="
+            self.current = rest
+                .split_once("] ")
+                .map(|(_, n)| n.trim_end_matches(" ====").to_string())
+                .unwrap_or_default();
+        } else if let Some(rest) = line.strip_prefix("VM-TEST-BINARY:") {
+            self.binaries.push(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("VM-TEST-RESULT:") {
+            let rest = rest.trim();
+            let binaries = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("binaries="))
+                .and_then(|n| n.parse().ok());
+            self.result = Some(Outcome {
+                pass: rest.split_whitespace().next() == Some("PASS"),
+                binaries,
+                line: line.to_string(),
+            });
+        } else if let Some(rest) = line.strip_prefix("test result: ") {
+            // "test result: ok. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("test ")
+            && let Some(name) = rest.strip_suffix(" ... FAILED")
+        {
+            self.failures.push(format!("{}: {name}", short(&self.current)));
+        }
+    }
+}
+
+/// `integration-0123abcd…` → `integration`: cargo's hash suffix dropped.
+pub fn short(exe: &str) -> &str {
+    match exe.rsplit_once('-') {
+        Some((base, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => base,
+        _ => exe,
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI sequences (colours, "ESC [ 2 J") up to their final letter;
+            // other escapes ("ESC c", from the firmware) are two characters.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
