@@ -197,7 +197,9 @@ fn wait_or_detach(pidfd: &PidFd, signals: &SignalFd, target: ProcessId) -> anyho
             Ok(_) => {}
         }
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-            return Ok(exit_status_of(target));
+            return Ok(pidfd
+                .exit_status()
+                .map_or_else(|| exit_status_of(target), Ending::from_wait_status));
         }
         if let Some(info) = signals.read_signal().context("reading the signalfd")? {
             tracing::info!(

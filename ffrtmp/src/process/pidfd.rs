@@ -7,6 +7,35 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+/// `PIDFD_INFO_EXIT` from `include/uapi/linux/pidfd.h` (6.15+).
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// `struct pidfd_info` from `include/uapi/linux/pidfd.h` (6.15, 72 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+    coredump_mask: u32,
+    spare1: u32,
+}
+
+/// `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: libc::Ioctl =
+    ((3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u32) << 16) | (0xFF << 8) | 11) as libc::Ioctl;
+
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
 
@@ -23,6 +52,21 @@ impl PidFd {
 
     pub fn from_owned(fd: OwnedFd) -> PidFd {
         PidFd(fd)
+    }
+
+    /// The wait(2)-style exit status of the exited process, from
+    /// `PIDFD_GET_INFO` with `PIDFD_INFO_EXIT` (Linux 6.15+). Unlike a
+    /// zombie's `/proc/<pid>/stat`, this survives the parent reaping it.
+    /// `None` on older kernels or while the process still runs.
+    pub fn exit_status(&self) -> Option<i32> {
+        let mut info = PidfdInfo {
+            mask: PIDFD_INFO_EXIT,
+            ..PidfdInfo::default()
+        };
+        // SAFETY: PIDFD_GET_INFO reads and writes a struct pidfd_info of
+        // the size encoded in the request number; `info` is exactly that.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+        (rc == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
     }
 
     /// Has the process exited (become a zombie or been reaped)?
@@ -42,5 +86,29 @@ impl AsFd for PidFd {
 impl AsRawFd for PidFd {
     fn as_raw_fd(&self) -> i32 {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_number_matches_the_uapi_header() {
+        assert_eq!(std::mem::size_of::<PidfdInfo>(), 72);
+        assert_eq!(PIDFD_GET_INFO as u32, 0xC048_FF0B);
+    }
+
+    #[test]
+    fn exit_status_survives_reaping_on_new_kernels() {
+        let mut child = std::process::Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let pidfd = PidFd::open(child.id()).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        // Reaped: /proc no longer has it, the pidfd still knows (6.15+).
+        match pidfd.exit_status() {
+            Some(status) => assert_eq!(status, 3 << 8),
+            None => eprintln!("PIDFD_INFO_EXIT not supported by this kernel"),
+        }
+        assert!(pidfd.has_exited().unwrap());
     }
 }

@@ -64,7 +64,8 @@ struct Daemon {
     rescan: bool,
     /// The source's kernel-side drop count when last looked at.
     kernel_drops: u64,
-    exits_tx: mpsc::UnboundedSender<ProcessId>,
+    /// Exited processes, with the status their pidfd knew (6.15+).
+    exits_tx: mpsc::UnboundedSender<(ProcessId, Option<i32>)>,
     counters: Counters,
 }
 
@@ -74,6 +75,10 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
     }
+    // Before anything is logged: a signal sent as soon as the daemon looks
+    // ready must stop it cleanly, not kill it.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tracing::info!("Starting auto-attach service...");
     tracing::info!("Scan interval: {:?}", config.scan_interval);
     tracing::info!("Target commands: {:?}", config.targets.names());
@@ -88,8 +93,6 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let (source, why) = Source::open(config.backend, &config).context("opening an event source")?;
     tracing::info!("Event source: {} ({why})", source.name());
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (exits_tx, mut exits_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         config,
@@ -125,7 +128,7 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
                 Ok(adoption) => d.adopted(adoption),
                 Err(e) => tracing::error!("adoption task failed: {e}"),
             },
-            Some(id) = exits_rx.recv() => d.exited(id),
+            Some((id, status)) = exits_rx.recv() => d.exited(id, status),
             found = async { d.scanning.as_mut().expect("guarded").await }, if d.scanning.is_some() => {
                 d.scanning = None;
                 match found {
@@ -247,22 +250,30 @@ impl Daemon {
         tokio::spawn(async move {
             // SAFETY: PidFd owns its fd, which stays open while the AsyncFd
             // that owns the PidFd exists.
-            match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.map_err(std::io::Error::from) {
+            let status = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+                .map_err(std::io::Error::from)
+            {
                 Ok(fd) => {
                     let _ = fd.readable().await;
+                    fd.get_ref().exit_status()
                 }
-                Err(e) => tracing::warn!("watching PID {} for exit: {e}", id.pid),
-            }
-            let _ = tx.send(id);
+                Err(e) => {
+                    tracing::warn!("watching PID {} for exit: {e}", id.pid);
+                    None
+                }
+            };
+            let _ = tx.send((id, status));
         });
     }
 
-    fn exited(&mut self, id: ProcessId) {
+    fn exited(&mut self, id: ProcessId, pidfd_status: Option<i32>) {
         let Some(tracked) = self.tracked.remove(&id.pid).filter(|t| t.id == id) else {
             return;
         };
         self.counters.exited += 1;
-        let status = self.statuses.remove(&id.pid);
+        // The source's status (eBPF: computed like wait(2)) first, then the
+        // pidfd's; a zombie's /proc/<pid>/stat is the last resort.
+        let status = self.statuses.remove(&id.pid).or(pidfd_status);
         self.finishing.spawn_blocking(move || finish_blocking(tracked, status));
     }
 

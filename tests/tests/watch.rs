@@ -1,0 +1,1080 @@
+//! `ffrtmp watch` against the host's real kernel events and cgroups (root
+//! only). Every scenario is written once, as a function of the event source,
+//! and [`for_backends!`] turns it into one `#[test]` per backend
+//! (`<scenario>::ebpf`, `<scenario>::netlink`, `<scenario>::poll`), so a
+//! failure names the backend.
+//!
+//! Each test has its own relative cgroup root ([`TestRoot`]) and its own
+//! target names ([`unique_target`]): the targets are small stubs (copies of
+//! `/bin/sleep`, `/bin/sh` or this test binary) installed under that name in
+//! a temp dir, so parallel tests, other daemons and other processes on the
+//! machine never match each other's targets. Every process a test starts is
+//! killed by PID (as our unreaped child) when the test ends, even on panic.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tests::{
+    Controller, EXIT_TIMEOUT, Host, POLL_TIMEOUT, Signal, Spawned, TestRoot, nice_of, on_path, proc_state, skip,
+    threads, wait_until,
+};
+
+/// How long many targets (a burst of 200, a reconcile) may take to be governed.
+const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The poll backend's period in these tests.
+const SCAN_INTERVAL: &str = "200ms";
+/// Set in the environment of this test binary when it runs as a
+/// multi-threaded target stub (see [`stub_helper`]).
+const STUB_ENV: &str = "FFRTMP_WATCH_TEST_STUB";
+const STUB_THREADS: usize = 4;
+
+// ---------------------------------------------------------------------------
+// One test per backend
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Ebpf,
+    Netlink,
+    Poll,
+}
+
+impl Backend {
+    fn from_name(name: &str) -> Backend {
+        match name {
+            "ebpf" => Backend::Ebpf,
+            "netlink" => Backend::Netlink,
+            "poll" => Backend::Poll,
+            other => panic!("unknown backend {other}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Ebpf => "ebpf",
+            Backend::Netlink => "netlink",
+            Backend::Poll => "poll",
+        }
+    }
+
+    /// The `ffrtmp watch` flags selecting this backend.
+    fn args(self) -> Vec<&'static str> {
+        let mut args = vec!["--backend", self.name()];
+        if self == Backend::Poll {
+            args.extend_from_slice(&["--scan-interval", SCAN_INTERVAL]);
+        }
+        args
+    }
+
+    /// Why this backend cannot work on this host, if it cannot.
+    fn unavailable(self) -> Option<String> {
+        match self {
+            Backend::Ebpf => (!Path::new("/sys/kernel/btf/vmlinux").exists())
+                .then(|| "the ebpf backend needs BTF (/sys/kernel/btf/vmlinux), which this kernel lacks".into()),
+            Backend::Netlink => proc_connector_unavailable(),
+            Backend::Poll => None,
+        }
+    }
+}
+
+/// Can we bind to the proc connector's multicast group? (It is silently
+/// dead outside the initial user namespace, so check that too.)
+fn proc_connector_unavailable() -> Option<String> {
+    const NETLINK_CONNECTOR: libc::c_int = 11;
+    const CN_IDX_PROC: u32 = 1;
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    if uid_map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"] {
+        return Some(format!(
+            "the proc connector only works in the initial user namespace (uid_map {uid_map:?})"
+        ));
+    }
+    // SAFETY: plain socket/bind/close on an fd we own; `addr` is a valid sockaddr_nl.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_CONNECTOR,
+        );
+        if fd < 0 {
+            return Some(format!(
+                "no proc connector (socket(NETLINK_CONNECTOR): {})",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = CN_IDX_PROC;
+        let rc = libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        );
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        (rc != 0).then(|| format!("cannot bind to the proc connector: {error}"))
+    }
+}
+
+/// The host, when this backend's privileged tests can run; `None` after
+/// `skipping: <reason>` (a panic under `CI=true`).
+fn setup(backend: Backend) -> Option<&'static Host> {
+    let host = tests::privileged()?;
+    if let Some(reason) = backend.unavailable() {
+        skip(&reason);
+        return None;
+    }
+    Some(host)
+}
+
+/// `for_backends! { scenario: [ebpf, netlink, poll]; … }` makes a module per
+/// scenario with one `#[test]` per listed backend calling `scenario(backend)`.
+macro_rules! for_backends {
+    ($($scenario:ident: [$($backend:ident),+ $(,)?];)+) => {
+        $(
+            mod $scenario {
+                $(
+                    #[test]
+                    fn $backend() {
+                        super::$scenario(super::Backend::from_name(stringify!($backend)));
+                    }
+                )+
+            }
+        )+
+    };
+}
+
+for_backends! {
+    new_target_is_governed_with_limits_and_nice: [ebpf, netlink, poll];
+    running_targets_are_caught_up: [ebpf, netlink, poll];
+    twenty_concurrent_targets_are_governed_once: [ebpf, netlink, poll];
+    targets_started_during_catch_up_are_governed_once: [ebpf, netlink, poll];
+    exit_is_reported_with_the_real_code: [ebpf, netlink, poll];
+    exit_while_unreaped_is_reported: [ebpf, netlink, poll];
+    // poll has no event stream to lose, so it has no loss test.
+    lost_events_are_counted_and_reconciled: [ebpf, netlink];
+    kill_9_leaves_targets_governed: [ebpf, netlink, poll];
+    never_governs_itself: [ebpf, netlink, poll];
+    not_root_is_a_clear_error: [ebpf, netlink, poll];
+}
+
+// ---------------------------------------------------------------------------
+// Targets
+
+/// A target name unique to this test process and test, ≤ 15 bytes (so the
+/// kernel's comm is the whole name), with room for a suffix.
+fn unique_target() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("ft{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    assert!(name.len() <= 13, "target name {name} too long");
+    name
+}
+
+/// A temp dir of stub executables, removed on drop.
+struct Stubs {
+    dir: tempfile::TempDir,
+}
+
+impl Stubs {
+    fn new() -> Stubs {
+        Stubs {
+            dir: tempfile::tempdir().expect("a temp dir for the stubs"),
+        }
+    }
+
+    /// Copy `from` to `<dir>/<subdir>/<name>` (mode kept), then run it once
+    /// with `probe` (argv[0] `stub-probe`, never a target) until it execs.
+    ///
+    /// While we write the copy, a parallel test's fork can inherit our
+    /// write fd until its exec closes it; exec'ing the copy meanwhile fails
+    /// with ETXTBSY. Once one exec has succeeded the copy has no writer left.
+    #[track_caller]
+    fn install_in(&self, subdir: &str, name: &str, from: &Path, probe: &[&str]) -> PathBuf {
+        let dir = self.dir.path().join(subdir);
+        std::fs::create_dir_all(&dir).expect("creating the stub dir");
+        let path = dir.join(name);
+        std::fs::copy(from, &path).unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), path.display()));
+        let deadline = Instant::now() + POLL_TIMEOUT;
+        loop {
+            let mut cmd = Command::new(&path);
+            cmd.arg0("stub-probe")
+                .args(probe)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            match cmd.status() {
+                Ok(status) => {
+                    assert!(status.success(), "{cmd:?}: {status}");
+                    return path;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{cmd:?}: {e}"),
+            }
+        }
+    }
+
+    /// `/bin/sleep` under `name`.
+    fn sleep(&self, name: &str) -> PathBuf {
+        self.install_in("bin", name, Path::new("/bin/sleep"), &["0"])
+    }
+
+    /// `/bin/sh` under `name`.
+    fn sh(&self, name: &str) -> PathBuf {
+        self.install_in("bin", name, Path::new("/bin/sh"), &["-c", ":"])
+    }
+
+    /// This test binary under `name` (see [`threaded_stub`]).
+    fn this_test(&self, name: &str) -> PathBuf {
+        let exe = std::env::current_exe().expect("this test binary");
+        self.install_in("bin", name, &exe, &["--list"])
+    }
+}
+
+/// A process we started. Dropping it SIGKILLs and reaps it: safe by PID,
+/// since an unreaped child's number cannot be reused (and `Child::kill` does
+/// nothing once it has been reaped).
+struct Target {
+    child: Child,
+}
+
+impl Target {
+    #[track_caller]
+    fn spawn(cmd: &mut Command) -> Target {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        // `spawn` returns after the exec succeeded: argv[0] and comm are set.
+        Target { child }
+    }
+
+    /// `path 600` (a sleep stub), long-lived; stdin closed.
+    #[track_caller]
+    fn sleeping(path: &Path) -> Target {
+        Target::spawn(Command::new(path).arg("600").stdin(Stdio::null()))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("stdin is piped")
+    }
+
+    /// Reap it the moment it exits, as a parent blocked in wait() would: a
+    /// pidfd wakes us when it dies (at most `timeout`), then we reap at once.
+    #[track_caller]
+    fn reap(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.pid();
+        // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+        assert!(pidfd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+        let mut fds = [libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd; then closing the fd we opened.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        let status = self.child.try_wait();
+        // SAFETY: closing the pidfd we opened above.
+        unsafe { libc::close(pidfd) };
+        match status {
+            Ok(Some(status)) => status,
+            Ok(None) => panic!("target {pid} did not exit within {timeout:?} (poll: {ready})"),
+            Err(e) => panic!("waiting for {pid}: {e}"),
+        }
+    }
+
+    /// Still running (not a zombie)?
+    fn running(&self) -> bool {
+        proc_state(self.pid()).is_some_and(|s| s != 'Z')
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This test binary, run as a multi-threaded target stub: [`STUB_THREADS`]
+/// parked threads, `ready` on stdout, exit at EOF on stdin.
+#[track_caller]
+fn threaded_stub(path: &Path) -> Spawned {
+    let mut cmd = Command::new(path);
+    cmd.args(["--exact", "stub_helper", "--nocapture", "--test-threads", "1", "-q"])
+        .env(STUB_ENV, "threads");
+    let stub = Spawned::start(cmd);
+    stub.wait_for_stdout("ready");
+    stub
+}
+
+/// The body of [`threaded_stub`]; a no-op test unless [`STUB_ENV`] is set.
+#[test]
+fn stub_helper() {
+    if std::env::var_os(STUB_ENV).is_none() {
+        return;
+    }
+    for _ in 0..STUB_THREADS {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+    }
+    println!("ready");
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    std::process::exit(0);
+}
+
+// ---------------------------------------------------------------------------
+// The daemon
+
+/// A running `ffrtmp watch`, its stderr (the log) captured.
+struct Daemon {
+    proc: Spawned,
+    backend: Backend,
+}
+
+impl Daemon {
+    /// Start `ffrtmp watch` with our root, backend and targets, plus `flags`.
+    /// Does not wait for it to be ready.
+    fn spawn(root: &TestRoot, backend: Backend, targets: &[&str], flags: &[&str]) -> Daemon {
+        Daemon::spawn_as(tests::ffrtmp_bin(), root, backend, targets, flags)
+    }
+
+    /// The same, with `program` (the ffrtmp binary under another name) as argv[0].
+    fn spawn_as(program: &Path, root: &TestRoot, backend: Backend, targets: &[&str], flags: &[&str]) -> Daemon {
+        let mut cmd = Command::new(program);
+        cmd.args(["watch", "--cgroup-root", root.name()])
+            .args(backend.args())
+            .env_remove("FFRTMP_CGROUP_ROOT")
+            .env("FFRTMP_LOG", "info");
+        for t in targets {
+            cmd.args(["--target", t]);
+        }
+        cmd.args(flags);
+        Daemon {
+            proc: Spawned::start_with_stdin(cmd, Stdio::null()),
+            backend,
+        }
+    }
+
+    /// Start it and wait until it is ready (subscribed; the catch-up scan started).
+    #[track_caller]
+    fn start(root: &TestRoot, backend: Backend, targets: &[&str], flags: &[&str]) -> Daemon {
+        let daemon = Daemon::spawn(root, backend, targets, flags);
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    fn log(&self) -> String {
+        self.proc.stderr_now()
+    }
+
+    fn ready(&self) -> bool {
+        self.log().contains("Event source:")
+    }
+
+    /// Wait for the `Event source: <backend> (…)` line.
+    #[track_caller]
+    fn wait_ready(&self) {
+        self.wait_log(POLL_TIMEOUT, "the `Event source:` line", |log| {
+            log.contains("Event source:")
+        });
+        let log = self.log();
+        let source = format!("Event source: {} (", self.backend.name());
+        assert!(log.contains(&source), "expected {source:?}; log:\n{log}");
+    }
+
+    /// Wait until the log satisfies `cond`; panics (with the log) at the
+    /// deadline or if the daemon exits first.
+    #[track_caller]
+    fn wait_log(&self, timeout: Duration, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        wait_until(timeout, || cond(&self.log()) || !self.proc.running());
+        let log = self.log();
+        assert!(
+            cond(&log),
+            "{} daemon: no {what} within {timeout:?} (running: {}); log:\n{}",
+            self.backend.name(),
+            self.proc.running(),
+            tail(&log)
+        );
+        log
+    }
+
+    /// Wait until every pid sits (all its threads) in its `auto-<name>-<pid>` cgroup.
+    #[track_caller]
+    fn wait_governed(&self, host: &Host, root: &TestRoot, name: &str, pids: &[u32], timeout: Duration) {
+        let ungoverned = || -> Vec<u32> {
+            pids.iter()
+                .copied()
+                .filter(|&p| !in_job(host, root, p, &job_of(name, p)))
+                .collect()
+        };
+        wait_until(timeout, || ungoverned().is_empty() || !self.proc.running());
+        let left = ungoverned();
+        assert!(
+            left.is_empty(),
+            "{} daemon: {} of {} target(s) not governed within {timeout:?}: {left:?} (daemon running: {}); log:\n{}",
+            self.backend.name(),
+            left.len(),
+            pids.len(),
+            self.proc.running(),
+            tail(&self.log())
+        );
+    }
+
+    fn signal(&self, sig: Signal) {
+        self.proc.signal(sig);
+    }
+
+    /// SIGINT; it must exit 0 with `Service stopped gracefully`. Its whole log.
+    #[track_caller]
+    fn stop(self) -> String {
+        self.proc.signal(Signal::SIGINT);
+        let out = self.proc.wait(EXIT_TIMEOUT);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "SIGINT: expected exit 0; log:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("Received signal SIGINT, shutting down..."),
+            "log:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("Service stopped gracefully")),
+            "the last line should be `Service stopped gracefully`; log:\n{}",
+            out.stderr
+        );
+        out.stderr
+    }
+
+    /// SIGKILL and reap it.
+    fn kill(self) {
+        self.proc.kill();
+    }
+}
+
+/// The last lines of a long log.
+fn tail(log: &str) -> String {
+    const LINES: usize = 80;
+    let lines: Vec<&str> = log.lines().collect();
+    let skipped = lines.len().saturating_sub(LINES);
+    let shown = lines[skipped..].join("\n");
+    if skipped > 0 {
+        format!("[… {skipped} lines …]\n{shown}")
+    } else {
+        shown
+    }
+}
+
+fn job_of(name: &str, pid: u32) -> String {
+    format!("auto-{name}-{pid}")
+}
+
+/// Does every thread of `pid` sit in `job`'s cgroup in every hierarchy a job uses?
+fn in_job(host: &Host, root: &TestRoot, pid: u32, job: &str) -> bool {
+    let tids = threads(pid);
+    !tids.is_empty()
+        && tids.iter().all(|tid| {
+            let file = PathBuf::from(format!("/proc/{pid}/task/{tid}/cgroup"));
+            host.job_controllers()
+                .into_iter()
+                .all(|c| host.cgroup_in(&file, c) == Some(root.job_cgroup(c, job)))
+        })
+}
+
+/// How many log lines end with `suffix`.
+fn count_lines_ending(log: &str, suffix: &str) -> usize {
+    log.lines().filter(|l| l.ends_with(suffix)).count()
+}
+
+/// Each pid was attached exactly once, as `auto-<name>-<pid>`.
+#[track_caller]
+fn assert_attached_once(log: &str, name: &str, pids: &[u32]) {
+    let wrong: Vec<String> = pids
+        .iter()
+        .filter_map(|&pid| {
+            let job = job_of(name, pid);
+            let attaching = count_lines_ending(log, &format!("Attaching to PID {pid} ({name}) as {job}"));
+            let attached = count_lines_ending(log, &format!("✓ Attached to PID {pid} (job: {job})"));
+            (attaching != 1 || attached != 1).then(|| format!("{pid}: {attaching} Attaching, {attached} ✓ Attached"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not attached exactly once: {wrong:?}; log:\n{}",
+        tail(log)
+    );
+}
+
+/// The N of every `<prefix>N<suffix>` line, e.g. `Discovered N new process(es)`.
+fn numbers_in(log: &str, prefix: &str, suffix: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(prefix)? + prefix.len()..];
+            rest.strip_suffix(suffix)?.trim().parse().ok()
+        })
+        .collect()
+}
+
+fn discovered(log: &str) -> Vec<u64> {
+    numbers_in(log, "Discovered ", " new process(es)")
+}
+
+/// The counts of the `N process event(s) lost; reconciling …` lines.
+fn lost_counts(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| {
+            let (before, _) = l.split_once(" process event(s) lost; reconciling")?;
+            before.split_whitespace().last()?.parse().ok()
+        })
+        .collect()
+}
+
+/// `/proc/<pid>/cgroup`, whole.
+#[track_caller]
+fn cgroup_file(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_else(|e| panic!("/proc/{pid}/cgroup: {e}"))
+}
+
+/// The limits every governed target gets in these tests.
+const LIMITS: [&str; 6] = ["--cpu-quota", "20", "--memory-limit", "64", "--nice", "4"];
+
+/// The job of `pid` has [`LIMITS`] in the kernel's files, and every thread
+/// nice 4 (renicing follows the move: waited for, with a deadline).
+#[track_caller]
+fn assert_limits(root: &TestRoot, name: &str, pid: u32) {
+    let job = job_of(name, pid);
+    wait_until(POLL_TIMEOUT, || {
+        threads(pid).iter().all(|&t| nice_of(pid, t) == Some(4))
+    });
+    // v1 cpu.cfs_quota_us 20000 + cpu.cfs_period_us 100000, or v2 cpu.max.
+    assert_eq!(root.cpu_max(&job), "20000 100000", "CPU limit of {job}");
+    assert_eq!(root.memory_max(&job), Some(64 << 20), "memory limit of {job}");
+    let nices: Vec<(u32, Option<i32>)> = threads(pid).iter().map(|&t| (t, nice_of(pid, t))).collect();
+    assert!(
+        !nices.is_empty() && nices.iter().all(|(_, n)| *n == Some(4)),
+        "every thread of {pid} should be nice 4: {nices:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+/// A target started after the daemon is governed: its job cgroup (every
+/// thread, every hierarchy), the limit files, nice on every thread. Two
+/// non-targets — another name, and the target's file run with a different
+/// argv[0] (same comm, so it passes the kernel filter) — are untouched.
+/// SIGINT leaves the target governed.
+fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let target_path = stubs.this_test(&name);
+    let other_name = stubs.sleep(&format!("{name}x"));
+    let same_comm = stubs.install_in("other", &name, Path::new("/bin/sleep"), &["0"]);
+
+    let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
+    let others = [
+        Target::sleeping(&other_name),
+        Target::spawn(
+            Command::new(&same_comm)
+                .arg0("not-the-target")
+                .arg("600")
+                .stdin(Stdio::null()),
+        ),
+    ];
+    let before: Vec<String> = others.iter().map(|o| cgroup_file(o.pid())).collect();
+
+    let stub = threaded_stub(&target_path);
+    let pid = stub.pid();
+    assert!(threads(pid).len() > STUB_THREADS, "the stub should be multi-threaded");
+    daemon.wait_governed(host, &root, &name, &[pid], POLL_TIMEOUT);
+    assert_limits(&root, &name, pid);
+    assert!(
+        root.procs(Controller::Cpu, &job_of(&name, pid)) == vec![pid],
+        "only the target is in its job"
+    );
+
+    // The non-targets' exec events (or the scan that found the target) came
+    // before the target's: they have been considered by now.
+    for (other, before) in others.iter().zip(&before) {
+        assert!(other.running(), "non-target {} died", other.pid());
+        assert_eq!(
+            &cgroup_file(other.pid()),
+            before,
+            "non-target {} was moved",
+            other.pid()
+        );
+        assert_eq!(
+            nice_of(other.pid(), other.pid()),
+            Some(0),
+            "non-target {} reniced",
+            other.pid()
+        );
+    }
+
+    let log = daemon.stop();
+    assert_attached_once(&log, &name, &[pid]);
+    for other in &others {
+        let pid = other.pid();
+        assert!(
+            !log.contains(&format!("PID {pid} ")),
+            "non-target {pid} in the log:\n{log}"
+        );
+    }
+    // Stopping left the target running, governed, with its limits.
+    assert!(stub.running(), "the target died with the daemon");
+    assert!(
+        in_job(host, &root, pid, &job_of(&name, pid)),
+        "stopping moved the target out"
+    );
+    assert_limits(&root, &name, pid);
+    assert_eq!(
+        count_lines_ending(
+            &log,
+            &format!("⊗ Detached from PID {pid} (job: {})", job_of(&name, pid))
+        ),
+        1,
+        "log:\n{log}"
+    );
+    for (other, before) in others.iter().zip(&before) {
+        assert_eq!(
+            &cgroup_file(other.pid()),
+            before,
+            "non-target {} was moved",
+            other.pid()
+        );
+    }
+}
+
+/// Targets already running when the daemon starts are found by the
+/// catch-up scan (`Discovered 3 new process(es)`) and governed once.
+fn running_targets_are_caught_up(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let targets: Vec<Target> = (0..3).map(|_| Target::sleeping(&path)).collect();
+    let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
+
+    let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
+    daemon.wait_governed(host, &root, &name, &pids, POLL_TIMEOUT);
+    for &pid in &pids {
+        assert_limits(&root, &name, pid);
+    }
+    let log = daemon.stop();
+    assert_eq!(
+        discovered(&log),
+        vec![3],
+        "expected one `Discovered 3 new process(es)`; log:\n{log}"
+    );
+    assert_attached_once(&log, &name, &pids);
+}
+
+/// 20 targets exec'd at the same instant are all governed, each once.
+fn twenty_concurrent_targets_are_governed_once(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let daemon = Daemon::start(&root, backend, &[&name], &["--cpu-quota", "20"]);
+
+    const N: usize = 20;
+    let barrier = Arc::new(Barrier::new(N));
+    let spawners: Vec<_> = (0..N)
+        .map(|_| {
+            let (barrier, path) = (barrier.clone(), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                Target::sleeping(&path)
+            })
+        })
+        .collect();
+    let targets: Vec<Target> = spawners
+        .into_iter()
+        .map(|s| s.join().expect("a spawner thread"))
+        .collect();
+    let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
+
+    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    for &pid in &pids {
+        let job = job_of(&name, pid);
+        assert_eq!(
+            root.procs(Controller::Cpu, &job),
+            vec![pid],
+            "{job} holds only its target"
+        );
+        assert_eq!(root.cpu_max(&job), "20000 100000", "{job}");
+    }
+    // Stopping waits for adoptions in flight, so a late duplicate would show.
+    let log = daemon.stop();
+    assert_attached_once(&log, &name, &pids);
+}
+
+/// Targets keep being started while the daemon subscribes and runs its
+/// catch-up scan: the early ones are found only by the scan, the late ones
+/// only by events, those in between by both. Each is governed exactly once.
+fn targets_started_during_catch_up_are_governed_once(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+
+    // Five start before the daemon: only its catch-up scan can find them.
+    const EARLY: usize = 5;
+    let mut targets: Vec<Target> = (0..EARLY).map(|_| Target::sleeping(&path)).collect();
+    let daemon = Daemon::spawn(&root, backend, &[&name], &["--cpu-quota", "20"]);
+    // Then keep starting targets while it subscribes and scans, until 25
+    // have started after its ready line (the catch-up scan starts right
+    // after that line).
+    let mut after_ready = 0;
+    while after_ready < 25 {
+        assert!(
+            targets.len() < 400,
+            "the daemon did not get ready; log:\n{}",
+            daemon.log()
+        );
+        if daemon.ready() {
+            after_ready += 1;
+        } else {
+            assert!(daemon.proc.running(), "the daemon exited; log:\n{}", daemon.log());
+        }
+        targets.push(Target::sleeping(&path));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
+
+    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    let log = daemon.stop();
+    let found: u64 = discovered(&log).iter().sum();
+    assert!(
+        found >= EARLY as u64,
+        "the catch-up scan should have found the {EARLY} targets started before the daemon, found {found}; log:\n{}",
+        tail(&log)
+    );
+    assert_attached_once(&log, &name, &pids);
+}
+
+/// A governed target exits with status 3 and its parent (us) reaps it at
+/// once, as a shell or supervisor would: the daemon logs `Process <pid>
+/// exited (…)`, the summary line with the real exit code, and removes the
+/// job cgroup.
+fn exit_is_reported_with_the_real_code(backend: Backend) {
+    exit_scenario(backend, true);
+}
+
+/// The same with the exited target left a zombie (not reaped) until the
+/// daemon has reported it: the zombie does not keep the cgroup.
+fn exit_while_unreaped_is_reported(backend: Backend) {
+    exit_scenario(backend, false);
+}
+
+fn exit_scenario(backend: Backend, reap_at_once: bool) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let sh = stubs.sh(&name);
+    let daemon = Daemon::start(&root, backend, &[&name], &["--cpu-quota", "20"]);
+
+    // argv[0] is the stub's path, so its basename is the target. It exits 3
+    // when we write a line: only once it is governed.
+    let mut target = Target::spawn(
+        Command::new(&sh)
+            .args(["-c", "read line; exit 3"])
+            .stdin(Stdio::piped()),
+    );
+    let pid = target.pid();
+    let job = job_of(&name, pid);
+    daemon.wait_governed(host, &root, &name, &[pid], POLL_TIMEOUT);
+    daemon.wait_log(POLL_TIMEOUT, "`✓ Attached` line", |log| {
+        log.contains(&format!("✓ Attached to PID {pid} (job: {job})"))
+    });
+
+    let mut stdin = target.stdin();
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("writing to the target");
+    drop(stdin);
+    if reap_at_once {
+        let status = target.reap(POLL_TIMEOUT);
+        assert_eq!(status.code(), Some(3), "the stub's own status");
+    } else {
+        wait_until(POLL_TIMEOUT, || proc_state(pid) == Some('Z'));
+        assert_eq!(proc_state(pid), Some('Z'), "the target should be an unreaped zombie");
+    }
+
+    let summary_prefix = format!("JOB {job} | ");
+    let log = daemon.wait_log(POLL_TIMEOUT, "summary line", |log| log.contains(&summary_prefix));
+    let exited = format!("Process {pid} exited (job {job}, duration: ");
+    let exited_line = log
+        .lines()
+        .find(|l| l.contains(&exited))
+        .unwrap_or_else(|| panic!("no `{exited}…` line; log:\n{log}"));
+    assert!(exited_line.ends_with("s)"), "{exited_line}");
+    // The cgroup is removed before the lines are logged; allow for a
+    // daemon that logs first.
+    wait_until(POLL_TIMEOUT, || root.all_dirs().iter().all(|d| !d.join(&job).exists()));
+    root.assert_job_gone(&job);
+    if !reap_at_once {
+        assert_eq!(proc_state(pid), Some('Z'), "still our zombie while its cgroup is gone");
+        let status = target.reap(POLL_TIMEOUT);
+        assert_eq!(status.code(), Some(3), "the stub's own status");
+    }
+
+    let summary = log
+        .lines()
+        .find(|l| l.contains(&summary_prefix))
+        .expect("waited for it");
+    let summary = &summary[summary.find(&summary_prefix).expect("found")..];
+    let fields: Vec<&str> = summary.split(" | ").collect();
+    assert_eq!(
+        fields.first().copied(),
+        Some(format!("JOB {job}").as_str()),
+        "{summary}"
+    );
+    assert!(fields.contains(&"sla=COMPLIANT"), "{summary}");
+    assert!(fields.contains(&"reason=observed_to_completion"), "{summary}");
+    assert_eq!(fields.last().copied(), Some(format!("pid={pid}").as_str()), "{summary}");
+    assert!(
+        fields.contains(&"exit=3"),
+        "{} daemon: the summary should carry the real exit code 3 (target {}): {summary}",
+        backend.name(),
+        if reap_at_once {
+            "reaped by its parent at once"
+        } else {
+            "left a zombie"
+        }
+    );
+
+    let log = daemon.stop();
+    assert_eq!(log.matches(&summary_prefix).count(), 1, "one summary line; log:\n{log}");
+}
+
+/// Loss forced by a tiny buffer (eBPF ring 4 KiB; proc connector receive
+/// buffer 4096 bytes, which the kernel doubles) and a stalled reader (the
+/// daemon stopped with SIGSTOP while 200 targets start): the loss is logged
+/// and counted, and the reconcile scan governs every target, each once.
+fn lost_events_are_counted_and_reconciled(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let tiny = match backend {
+        Backend::Ebpf => ["--ebpf-ring-bytes", "4096"],
+        Backend::Netlink => ["--netlink-rcvbuf", "4096"],
+        Backend::Poll => unreachable!("poll has no event stream to lose"),
+    };
+    let mut flags = vec!["--cpu-quota", "20"];
+    flags.extend_from_slice(&tiny);
+    let daemon = Daemon::start(&root, backend, &[&name], &flags);
+    check_tiny_buffer(&daemon);
+
+    const N: usize = 200;
+    daemon.signal(Signal::SIGSTOP);
+    let targets: Vec<Target> = {
+        // Resume the daemon even if a spawn panics.
+        struct Cont<'a>(&'a Daemon);
+        impl Drop for Cont<'_> {
+            fn drop(&mut self) {
+                self.0.signal(Signal::SIGCONT);
+            }
+        }
+        let _cont = Cont(&daemon);
+        (0..N).map(|_| Target::sleeping(&path)).collect()
+    };
+    let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
+
+    daemon.wait_log(POLL_TIMEOUT, "`process event(s) lost; reconciling` line", |log| {
+        !lost_counts(log).is_empty()
+    });
+    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    assert!(targets.iter().all(Target::running), "a target died");
+    let log = daemon.stop();
+    let lost: u64 = lost_counts(&log).iter().sum();
+    assert!(lost > 0, "loss not counted; log:\n{}", tail(&log));
+    let found: u64 = discovered(&log).iter().sum();
+    eprintln!(
+        "{}: {N} targets with a stalled reader: {lost} event(s) counted lost, {found} found by reconcile scans",
+        backend.name()
+    );
+    assert!(found > 0, "the reconcile scan found nothing; log:\n{}", tail(&log));
+    if backend == Backend::Ebpf {
+        // Only our targets' execs enter this ring (the kernel filter), none
+        // of them exits, and a target whose exec was dropped can only be
+        // found by a scan: the drops counted cannot exceed what the scans
+        // found. (They can be fewer: an exec that lands just after the
+        // reconcile scan has seen the process is delivered, not dropped.)
+        assert!(
+            lost <= found,
+            "{lost} drops counted but only {found} targets found by scans; log:\n{}",
+            tail(&log)
+        );
+    }
+    assert_attached_once(&log, &name, &pids);
+}
+
+/// The tiny buffer reached the kernel: the ring size the daemon reports, or
+/// the proc connector socket's effective receive buffer (`ss`).
+#[track_caller]
+fn check_tiny_buffer(daemon: &Daemon) {
+    let log = daemon.log();
+    match daemon.backend {
+        Backend::Ebpf => {
+            let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()
+                .flatten()
+                .unwrap_or(4096);
+            let expected = format!("{} KiB ring buffer", page.max(4096) / 1024);
+            assert!(log.contains(&expected), "expected {expected:?}; log:\n{log}");
+        }
+        Backend::Netlink => {
+            if !on_path("ss") {
+                eprintln!("note: no `ss`, the proc connector's effective receive buffer is not checked");
+                return;
+            }
+            let out = Command::new("ss")
+                .args(["-f", "netlink", "-a", "-m"])
+                .output()
+                .expect("running ss");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let port = format!("/{} ", daemon.pid());
+            let rb: Option<u64> = text
+                .lines()
+                .find(|l| l.contains("connector:") && l.contains(&port))
+                .and_then(|l| l.split("rb").nth(1)?.split(',').next()?.parse().ok());
+            let rb = rb.unwrap_or_else(|| panic!("no connector socket of {} in `ss`:\n{text}", daemon.pid()));
+            // The kernel doubles the request and enforces a minimum
+            // (SOCK_MIN_RCVBUF): 4096 became 8192 on 6.18.
+            assert!(rb <= 64 * 1024, "--netlink-rcvbuf 4096 gave an effective {rb} bytes");
+        }
+        Backend::Poll => {}
+    }
+}
+
+/// `kill -9` of the daemon leaves governed targets running, in their
+/// cgroups, with their limits.
+fn kill_9_leaves_targets_governed(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
+    let targets: Vec<Target> = (0..2).map(|_| Target::sleeping(&path)).collect();
+    let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
+    daemon.wait_governed(host, &root, &name, &pids, POLL_TIMEOUT);
+    for &pid in &pids {
+        assert_limits(&root, &name, pid);
+    }
+
+    daemon.kill();
+    // Nothing is left to act; give any after-effect of the daemon's death
+    // (its fds, BPF links and sockets closing) a moment to show.
+    std::thread::sleep(Duration::from_millis(300));
+    for (target, &pid) in targets.iter().zip(&pids) {
+        assert!(target.running(), "target {pid} died with the daemon");
+        assert!(
+            in_job(host, &root, pid, &job_of(&name, pid)),
+            "target {pid} left its cgroup"
+        );
+        assert_limits(&root, &name, pid);
+    }
+}
+
+/// The daemon never governs itself: started under a target's name (argv[0]
+/// `<tmp>/<name>`, the ffrtmp binary through a symlink) it finds a sleep
+/// stub of that name at catch-up but not itself, and stays in its cgroup.
+/// (Not `--target ffrtmp`: that would match other ffrtmp processes on the
+/// machine, which must never be moved.)
+fn never_governs_itself(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let sentinel = Target::sleeping(&stubs.sleep(&name));
+    let daemon_dir = stubs.dir.path().join("daemon");
+    std::fs::create_dir(&daemon_dir).expect("creating a dir");
+    let daemon_path = daemon_dir.join(&name);
+    std::os::unix::fs::symlink(tests::ffrtmp_bin(), &daemon_path).expect("symlinking ffrtmp");
+
+    let before = cgroup_file(std::process::id());
+    let daemon = Daemon::spawn_as(&daemon_path, &root, backend, &[&name], &["--cpu-quota", "20"]);
+    daemon.wait_ready();
+    let dpid = daemon.pid();
+    assert_eq!(
+        tests::comm(dpid).as_deref(),
+        Some(name.as_str()),
+        "the daemon runs under the target's name"
+    );
+    daemon.wait_governed(host, &root, &name, &[sentinel.pid()], POLL_TIMEOUT);
+    let log = daemon.wait_log(POLL_TIMEOUT, "`Discovered` line", |log| !discovered(log).is_empty());
+    assert_eq!(cgroup_file(dpid), before, "the daemon moved itself");
+    let log = {
+        let stopped = daemon.stop();
+        assert!(stopped.starts_with(&log));
+        stopped
+    };
+    assert_eq!(
+        discovered(&log),
+        vec![1],
+        "only the sentinel is a new process; log:\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("PID {dpid} ")),
+        "the daemon considered itself:\n{log}"
+    );
+    assert_attached_once(&log, &name, &[sentinel.pid()]);
+    assert!(root.procs(Controller::Cpu, &job_of(&name, dpid)).is_empty());
+}
+
+/// Not root: one clear error line and a non-zero exit, nothing created.
+fn not_root_is_a_clear_error(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let mut cmd = tests::ffrtmp(&["watch", "--cgroup-root", root.name(), "--target", "ffrtmp-nobody"]);
+    cmd.args(backend.args());
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = Spawned::start_with_stdin(cmd, Stdio::null()).wait(EXIT_TIMEOUT);
+    let code = out.code();
+    assert_ne!(code, 0, "{out:?}");
+    assert_eq!(code, 125, "ffrtmp's own failures exit 125: {out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {out:?}");
+    assert!(
+        lines[0].starts_with("ffrtmp: error: ") && lines[0].contains("must run as root"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    root.assert_nothing_created();
+}
