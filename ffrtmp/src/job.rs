@@ -174,4 +174,3 @@ pub fn finish(created: Created, f: Finish) -> JobResult {
         process_seconds: f.process_seconds,
     })
 }
-

@@ -52,7 +52,13 @@ impl Source {
                         "eBPF exec/exit tracepoints attached, {} KiB ring buffer",
                         source.ring_bytes() / 1024
                     ));
-                    return Ok((Source::Ebpf { source, buf: Vec::new() }, why.join("; ")));
+                    return Ok((
+                        Source::Ebpf {
+                            source,
+                            buf: Vec::new(),
+                        },
+                        why.join("; "),
+                    ));
                 }
                 Err(e) if backend == Backend::Ebpf => return Err(io::Error::other(format!("eBPF: {e}"))),
                 Err(e) => why.push(format!("ebpf unavailable ({e})")),
