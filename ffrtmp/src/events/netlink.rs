@@ -368,20 +368,26 @@ mod tests {
         assert!(matches!(decode_datagram(&bad)[0], Err(DecodeError::BadLength { .. })));
     }
 
-    #[test]
-    fn never_panics_on_arbitrary_bytes() {
-        // A cheap deterministic fuzz: every prefix and many byte flips.
-        let base = message(5, PROC_EVENT_EXIT, 1, &[1, 2, 3, 4, 5, 6]);
-        let mut state: u32 = 0x1234_5678;
-        for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            let mut m = base.clone();
-            let i = state as usize % m.len();
-            m[i] = (state >> 8) as u8;
-            let cut = (state >> 16) as usize % (m.len() + 1);
-            let _ = decode_datagram(&m[..cut]);
+    proptest::proptest! {
+        /// Any bytes, including corrupted real messages cut anywhere:
+        /// decoding returns errors, never panics.
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = decode_datagram(&bytes);
+            let _ = decode_message(&bytes);
+        }
+
+        #[test]
+        fn corrupted_messages_never_panic(flip in 0usize..80, value in proptest::num::u8::ANY, cut in 0usize..81) {
+            let mut m = message(5, PROC_EVENT_EXIT, 1, &[1, 2, 3, 4, 5, 6]);
+            let at = flip % m.len();
+            m[at] = value;
+            let cut = cut.min(m.len());
+            for r in decode_datagram(&m[..cut]) {
+                if let Ok(msg) = r {
+                    proptest::prop_assert_eq!(msg.cpu, u32_at(&m, NLMSG_HDRLEN + CN_MSG_LEN + 4));
+                }
+            }
         }
     }
 
