@@ -383,10 +383,8 @@ mod tests {
             let at = flip % m.len();
             m[at] = value;
             let cut = cut.min(m.len());
-            for r in decode_datagram(&m[..cut]) {
-                if let Ok(msg) = r {
-                    proptest::prop_assert_eq!(msg.cpu, u32_at(&m, NLMSG_HDRLEN + CN_MSG_LEN + 4));
-                }
+            for msg in decode_datagram(&m[..cut]).into_iter().flatten() {
+                proptest::prop_assert_eq!(msg.cpu, u32_at(&m, NLMSG_HDRLEN + CN_MSG_LEN + 4));
             }
         }
     }
