@@ -132,7 +132,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             _ => bail!("unknown argument '{a}'\n\n{USAGE}"),
         }
     }
-    ensure!(o.timeout >= Duration::from_secs(10), "--timeout must be at least 10 seconds");
+    ensure!(
+        o.timeout >= Duration::from_secs(10),
+        "--timeout must be at least 10 seconds"
+    );
     ensure!(o.memory_mib >= 256, "--memory must be at least 256 (MiB)");
     ensure!((1..=64).contains(&o.smp), "--smp must be between 1 and 64");
     Ok(Some(o))
@@ -173,8 +176,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut test_args = vec!["--test-threads=1".to_string()];
     test_args.extend(opts.test_args.iter().cloned());
     test_args.extend(opts.filter.iter().cloned());
-    // Per-run files, so concurrent runs (other checkouts' engineers, CI
-    // jobs) sharing target/ do not trip over each other's disk lock.
+    // Per-run files: concurrent runs sharing target/ (two terminals, parallel
+    // CI jobs) must not trip over each other's disk lock.
     sweep_stale_runs(&vm_dir);
     let run_dir = vm_dir.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run_dir);
@@ -184,7 +187,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let kept = vm_dir.join("kept");
         let _ = fs::remove_dir_all(&kept);
         fs::rename(&run_dir, &kept).with_context(|| format!("cannot rename {}", run_dir.display()))?;
-        eprintln!("vm-test: kept the initramfs and disk in {}; boot it again with:", kept.display());
+        eprintln!(
+            "vm-test: kept the initramfs and disk in {}; boot it again with:",
+            kept.display()
+        );
         eprintln!("  {}", shown(&qemu_command(&opts, &tools, &kernel, &kept)));
     } else {
         let _ = fs::remove_dir_all(&run_dir);
@@ -248,7 +254,9 @@ fn boot_and_test(
 
 fn qemu_command(opts: &Options, tools: &prereq::Tools, kernel: &kernel::Kernel, dir: &Path) -> Command {
     let mut qemu = Command::new(&tools.qemu);
-    qemu.args(["-machine", "pc", "-accel", "tcg", "-cpu", "max"])
+    // The default CPU model (qemu64): with `-cpu max` glibc picks AVX code
+    // paths that TCG emulates slowly (memcpy-heavy work ran 16x slower).
+    qemu.args(["-machine", "pc", "-accel", "tcg"])
         .args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.smp.to_string()])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
@@ -458,7 +466,10 @@ fn report(
     if let Some(n) = result.binaries
         && n != expected
     {
-        bail!("the guest ran {n} test executables, {expected} were packed: {}", result.line);
+        bail!(
+            "the guest ran {n} test executables, {expected} were packed: {}",
+            result.line
+        );
     }
     if !result.pass {
         bail!("FAIL: {}", result.line);
@@ -480,7 +491,11 @@ fn shown(cmd: &Command) -> String {
         .chain(cmd.get_args())
         .map(|a| {
             let s = a.to_string_lossy();
-            if s.contains(' ') { format!("'{s}'") } else { s.into_owned() }
+            if s.contains(' ') {
+                format!("'{s}'")
+            } else {
+                s.into_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -116,3 +116,40 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_markers_and_libtest_lines() {
+        let mut c = Console::default();
+        let t = Duration::from_secs(4);
+        for l in [
+            "\x1bc\x1b[?7l\x1b[2JVM-TEST-BOOT: kernel=6.1.0 uptime=3.18 cpus=2\r",
+            "==== VM-TEST-RUN [1/2] run-0123456789abcdef ====\r",
+            "test a ... ok",
+            "test b::poll ... \x1b[31mFAILED\x1b[0m",
+            "test result: FAILED. 1 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.0s",
+        ] {
+            c.line(l, t);
+        }
+        assert_eq!(c.running(), Some("run-0123456789abcdef"));
+        c.line("VM-TEST-BINARY: run-0123456789abcdef rc=101 secs=1.0", t);
+        c.line("VM-TEST-RESULT: FAIL binaries=2 failed=1 failed_binaries=run", t);
+        assert_eq!(c.boot.as_ref().map(|b| b.1.as_str()), Some("3.18"));
+        assert_eq!((c.passed, c.failed, c.ignored), (1, 1, 2));
+        assert_eq!(c.failures, ["run: b::poll"]);
+        assert_eq!(c.running(), None);
+        let r = c.result.unwrap();
+        assert!(!r.pass);
+        assert_eq!(r.binaries, Some(2));
+    }
+
+    #[test]
+    fn short_drops_only_cargo_hashes() {
+        assert_eq!(short("watch-685051ef523d275b"), "watch");
+        assert_eq!(short("my-test"), "my-test");
+        assert_eq!(short("exec"), "exec");
+    }
+}

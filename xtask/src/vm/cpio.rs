@@ -15,10 +15,20 @@ use anyhow::{Context, bail};
 enum Kind {
     Dir,
     /// A host file copied with the given permission bits.
-    File { src: PathBuf, mode: u32 },
+    File {
+        src: PathBuf,
+        mode: u32,
+    },
     /// Literal contents.
-    Data { bytes: Vec<u8>, mode: u32 },
-    CharDev { major: u32, minor: u32, mode: u32 },
+    Data {
+        bytes: Vec<u8>,
+        mode: u32,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+        mode: u32,
+    },
 }
 
 #[derive(Default)]
@@ -111,8 +121,8 @@ impl Archive {
                 Kind::File { src, mode } => {
                     let mut file = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
                     let size = file.metadata()?.len();
-                    let size32 = u32::try_from(size)
-                        .with_context(|| format!("{} is too large for cpio", src.display()))?;
+                    let size32 =
+                        u32::try_from(size).with_context(|| format!("{} is too large for cpio", src.display()))?;
                     header(&mut w, ino, 0o100000 | mode, 1, size32, (0, 0), path)?;
                     let copied = io::copy(&mut file, &mut w)?;
                     if copied != size {
@@ -190,4 +200,47 @@ fn header<W: Write>(
     w.write_all(name.as_bytes())?;
     w.write_all(&[0])?;
     pad(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_layout_parents_first_and_aligned() {
+        let dir = std::env::temp_dir().join(format!("vm-cpio-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("a.cpio");
+        let mut a = Archive::default();
+        a.data("etc/x/conf", "hello", 0o644).unwrap();
+        a.char_dev("dev/console", 5, 1, 0o600).unwrap();
+        assert!(a.data("etc/x/conf", "again", 0o644).is_err());
+        assert!(a.dir("../up").is_err());
+        let n = a.write_to(&out).unwrap();
+        let b = std::fs::read(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(n as usize, b.len());
+        assert_eq!(b.len() % 4, 0);
+        // Walk the entries: names in order, each header at a 4-byte boundary.
+        let mut names = Vec::new();
+        let mut off = 0;
+        loop {
+            assert_eq!(&b[off..off + 6], b"070701");
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[off + 6 + 8 * i..off + 14 + 8 * i]).unwrap(), 16).unwrap()
+            };
+            let (size, namesize) = (field(6) as usize, field(11) as usize);
+            let name = std::str::from_utf8(&b[off + 110..off + 110 + namesize - 1])
+                .unwrap()
+                .to_string();
+            off = (off + 110 + namesize).next_multiple_of(4);
+            off = (off + size).next_multiple_of(4);
+            if name == "TRAILER!!!" {
+                break;
+            }
+            names.push(name);
+        }
+        assert_eq!(off, b.len());
+        assert_eq!(names, ["dev", "dev/console", "etc", "etc/x", "etc/x/conf"]);
+    }
 }

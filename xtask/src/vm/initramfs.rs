@@ -66,7 +66,9 @@ pub fn build(plan: &Plan, out: &Path) -> anyhow::Result<Built> {
             host_programs.push(format!("/{guest}={}", host.display()));
         }
     }
-    for d in ["dev", "proc", "sys", "tmp", "run", "root", "etc", "sbin", "usr/bin", "usr/sbin"] {
+    for d in [
+        "dev", "proc", "sys", "tmp", "run", "root", "etc", "sbin", "usr/bin", "usr/sbin",
+    ] {
         a.dir(d)?;
     }
     a.char_dev("dev/console", 5, 1, 0o600)?;

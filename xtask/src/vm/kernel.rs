@@ -85,7 +85,7 @@ fn apt_candidates() -> anyhow::Result<Vec<String>> {
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|name| abi(name).map(|n| (n, name.to_string())))
         .collect();
-    pkgs.sort_by(|a, b| b.0.cmp(&a.0));
+    pkgs.sort_by_key(|p| std::cmp::Reverse(p.0));
     pkgs.dedup();
     Ok(pkgs.into_iter().map(|(_, p)| p).collect())
 }
@@ -133,6 +133,14 @@ fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{pkg}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = download_into(dir, pkg, &tmp);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn download_into(dir: &Path, pkg: &str, tmp: &Path) -> anyhow::Result<()> {
     eprintln!("vm-test: downloading {pkg} (apt-get download) into {}", dir.display());
     let mut cmd = Command::new("apt-get");
     cmd.arg("download").arg("-q");
@@ -142,14 +150,14 @@ fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
     }
     let st = cmd
         .arg(pkg)
-        .current_dir(&tmp)
+        .current_dir(tmp)
         .stdout(Stdio::null())
         .status()
         .context("cannot run apt-get download")?;
     if !st.success() {
         bail!("cannot obtain the guest kernel: `apt-get download {pkg}` failed ({st})");
     }
-    let deb = fs::read_dir(&tmp)?
+    let deb = fs::read_dir(tmp)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -177,11 +185,11 @@ fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
     let dest = dir.join(pkg);
     if is_cached(dir, pkg) {
         // A concurrent run finished the same download first.
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_dir_all(tmp);
         return Ok(());
     }
     let _ = fs::remove_dir_all(&dest);
-    fs::rename(&tmp, &dest).with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))?;
+    fs::rename(tmp, &dest).with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))?;
     Ok(())
 }
 
@@ -270,7 +278,10 @@ impl Kernel {
         for &(name, boot) in REQUIRED {
             match self.opt(name) {
                 "y" => builtin.push(name),
-                v if boot => bail!("kernel {}: CONFIG_{name}={v}, the VM test needs it built in", self.release),
+                v if boot => bail!(
+                    "kernel {}: CONFIG_{name}={v}, the VM test needs it built in",
+                    self.release
+                ),
                 v => missing.push(format!("{name}={v}")),
             }
         }
@@ -283,7 +294,10 @@ impl Kernel {
                     as_module.push(format!("{name}=m"));
                     wanted.push(module);
                 }
-                v => bail!("kernel {}: CONFIG_{name}={v}: the guest cannot see its virtio disk", self.release),
+                v => bail!(
+                    "kernel {}: CONFIG_{name}={v}: the guest cannot see its virtio disk",
+                    self.release
+                ),
             }
         }
         let modules = if wanted.is_empty() {
@@ -373,7 +387,10 @@ fn modinfo_depends(bytes: &[u8]) -> Vec<String> {
         let at = i + pos;
         if at == 0 || bytes[at - 1] == 0 {
             let start = at + KEY.len();
-            let end = bytes[start..].iter().position(|&b| b == 0).map_or(bytes.len(), |e| start + e);
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(bytes.len(), |e| start + e);
             return String::from_utf8_lossy(&bytes[start..end])
                 .split(',')
                 .filter(|s| !s.is_empty())
@@ -383,4 +400,25 @@ fn modinfo_depends(bytes: &[u8]) -> Vec<String> {
         i = at + 1;
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_only_for_the_signed_cloud_image() {
+        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64"), Some(56));
+        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64-dbg"), None);
+        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64-unsigned"), None);
+        assert_eq!(abi("linux-image-6.1.0-56-amd64"), None);
+    }
+
+    #[test]
+    fn modinfo_depends_is_read_from_the_modinfo_strings() {
+        let ko = b"\x7fELF junk\0license=GPL\0depends=virtio,virtio_ring\0intree=Y\0";
+        assert_eq!(modinfo_depends(ko), ["virtio", "virtio_ring"]);
+        assert!(modinfo_depends(b"\0depends=\0name=x\0").is_empty());
+        assert!(modinfo_depends(b"xdepends=a\0").is_empty());
+    }
 }

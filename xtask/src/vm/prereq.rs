@@ -24,14 +24,14 @@ pub fn ensure_tools() -> anyhow::Result<Tools> {
         install.push("busybox-static");
     }
     if !install.is_empty() {
-        apt_install(&install).with_context(|| {
-            format!(
-                "vm-test needs {} ({}); install them with `apt-get install {}` as root",
-                install.join(" and "),
-                what(&install),
+        let why = format!("vm-test needs {} ({})", install.join(" and "), what(&install));
+        if !is_root() || find_in_path("apt-get").is_none() {
+            bail!(
+                "{why}; installing needs root and apt-get: run `apt-get install {}` as root",
                 install.join(" ")
-            )
-        })?;
+            );
+        }
+        apt_install(&install).with_context(|| why.clone())?;
     }
     let qemu = match qemu.or_else(|| find_in_path(QEMU)) {
         Some(q) => q,
