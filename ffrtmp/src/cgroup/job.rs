@@ -129,6 +129,28 @@ impl Governor {
         dirs
     }
 
+    /// Is `pid` already in an ffrtmp job cgroup — of any root, such as a job
+    /// of `ffrtmp run`? Job cgroups carry the [`JOB_XATTR`] mark. Watch
+    /// leaves such processes alone instead of moving them out of their job.
+    pub fn in_job_cgroup(&self, pid: u32) -> bool {
+        let path = Path::new("/proc").join(pid.to_string()).join("cgroup");
+        let Ok(raw) = crate::process::identity::read_small(&path) else {
+            return false;
+        };
+        let cpu = self.hierarchy.v1_controllers().and_then(|c| c.get(&Controller::Cpu));
+        String::from_utf8_lossy(&raw).lines().any(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next()) else {
+                return false;
+            };
+            let mount = match &self.hierarchy {
+                Hierarchy::Unified(m) => controllers.is_empty().then_some(m),
+                _ => cpu.filter(|_| controllers.split(',').any(|c| c == "cpu")),
+            };
+            mount.is_some_and(|m| get_xattr(&m.dir(Path::new(cgroup)), JOB_XATTR).is_some())
+        })
+    }
+
     /// v1: distinct mounts holding the always-used controllers plus `extra`,
     /// and the controllers of `extra` that are not mounted.
     fn v1_mounts(&self, extra: &[Controller]) -> (Vec<(Mount, Vec<Controller>)>, Vec<Controller>) {

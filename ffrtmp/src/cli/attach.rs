@@ -198,8 +198,8 @@ fn wait_or_detach(pidfd: &PidFd, signals: &SignalFd, target: ProcessId) -> anyho
         }
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             return Ok(pidfd
-                .exit_status()
-                .map_or_else(|| exit_status_of(target), Ending::from_wait_status));
+                .status_after_exit(target)
+                .map_or(Ending::ExitedUnknown, Ending::from_wait_status));
         }
         if let Some(info) = signals.read_signal().context("reading the signalfd")? {
             tracing::info!(
@@ -208,16 +208,5 @@ fn wait_or_detach(pidfd: &PidFd, signals: &SignalFd, target: ProcessId) -> anyho
             );
             return Ok(Ending::Detached);
         }
-    }
-}
-
-/// The exit status of a process that is not our child: visible in
-/// `/proc/<pid>/stat` while it is a zombie, if its parent has not reaped it.
-fn exit_status_of(target: ProcessId) -> Ending {
-    match ProcessInfo::read(target.pid) {
-        Ok(info) if info.id == target && info.is_zombie() => {
-            info.exit_status.map_or(Ending::ExitedUnknown, Ending::from_wait_status)
-        }
-        _ => Ending::ExitedUnknown,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::process::identity::ProcessInfo;
+use crate::process::identity::{ProcessInfo, read_small};
 
 /// The 15 bytes of a task's comm (`TASK_COMM_LEN` 16 with the NUL).
 pub const COMM_BYTES: usize = 15;
@@ -47,16 +47,18 @@ impl Targets {
     }
 }
 
-/// argv[0] of a process (empty for kernel threads and zombies).
+/// argv[0] of a process (empty for kernel threads and zombies). Only the
+/// first 4 KiB of the command line are read: argv[0] is at its start.
 pub fn argv0(pid: u32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = read_small(Path::new(&format!("/proc/{pid}/cmdline"))).ok()?;
     let first = cmdline.split(|b| *b == 0).next()?;
     (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
 }
 
 /// Read comm cheaply (`/proc/<pid>/comm`).
 pub fn comm(pid: u32) -> Option<String> {
-    let mut c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let raw = read_small(Path::new(&format!("/proc/{pid}/comm"))).ok()?;
+    let mut c = String::from_utf8_lossy(&raw).into_owned();
     if c.ends_with('\n') {
         c.pop();
     }

@@ -97,7 +97,7 @@ impl ProcessInfo {
     }
 
     fn read_path(path: &Path, pid: u32) -> Result<ProcessInfo, ProcError> {
-        let content = std::fs::read(path).map_err(|source| match source.kind() {
+        let content = read_small(path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => ProcError::NotFound { pid },
             _ if source.raw_os_error() == Some(libc::ESRCH) => ProcError::NotFound { pid },
             _ => ProcError::Read {
@@ -133,6 +133,18 @@ impl ProcessInfo {
         }
         Ok(())
     }
+}
+
+/// Read the start of a small `/proc` file (stat, comm, cmdline) with one
+/// `read(2)`: the watch hot path reads a few of these per exec, and
+/// `fs::read` would add a `statx` and several growing reads.
+pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let n = file.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Real uid and resident memory from `/proc/<pid>/status`.

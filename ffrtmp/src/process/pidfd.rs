@@ -69,6 +69,20 @@ impl PidFd {
         (rc == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
     }
 
+    /// The exit status of `id`, which this pidfd refers to, once it has
+    /// exited — whether or not its parent has reaped it yet. A process goes
+    /// zombie → reaped: the pidfd knows the status after the reaping (6.15+),
+    /// `/proc/<pid>/stat` while it is a zombie; asking pidfd, /proc, pidfd in
+    /// that order cannot fall between the two.
+    pub fn status_after_exit(&self, id: super::ProcessId) -> Option<i32> {
+        self.exit_status()
+            .or_else(|| match super::ProcessInfo::read(id.pid) {
+                Ok(info) if info.id == id && info.is_zombie() => info.exit_status,
+                _ => None,
+            })
+            .or_else(|| self.exit_status())
+    }
+
     /// Has the process exited (become a zombie or been reaped)?
     pub fn has_exited(&self) -> io::Result<bool> {
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];

@@ -185,6 +185,10 @@ impl Daemon {
         if scan::is_self_or_descendant(pid) {
             return;
         }
+        if self.governor.in_job_cgroup(pid) {
+            tracing::debug!("PID {pid} is already in an ffrtmp job cgroup; leaving it there");
+            return;
+        }
         self.adopt(candidate);
     }
 
@@ -255,7 +259,7 @@ impl Daemon {
             {
                 Ok(fd) => {
                     let _ = fd.readable().await;
-                    fd.get_ref().exit_status()
+                    fd.get_ref().status_after_exit(id)
                 }
                 Err(e) => {
                     tracing::warn!("watching PID {} for exit: {e}", id.pid);
@@ -271,8 +275,8 @@ impl Daemon {
             return;
         };
         self.counters.exited += 1;
-        // The source's status (eBPF: computed like wait(2)) first, then the
-        // pidfd's; a zombie's /proc/<pid>/stat is the last resort.
+        // The source's status (eBPF: computed like wait(2)) first, then what
+        // the pidfd or the zombie's /proc/<pid>/stat told the exit watcher.
         let status = self.statuses.remove(&id.pid).or(pidfd_status);
         self.finishing.spawn_blocking(move || finish_blocking(tracked, status));
     }
@@ -295,6 +299,7 @@ impl Daemon {
                 !self.adopting.contains(&pid)
                     && self.tracked.get(&pid).is_none_or(|t| t.id != c.info.id)
                     && !scan::is_self_or_descendant(pid)
+                    && !self.governor.in_job_cgroup(pid)
             })
             .collect();
         if !new.is_empty() {
@@ -353,14 +358,7 @@ fn adopt_blocking(
 /// Usage, removal and the summary line of one exited process.
 fn finish_blocking(tracked: Tracked, status: Option<i32>) {
     let id = tracked.id;
-    let ending = status
-        .map(Ending::from_wait_status)
-        .unwrap_or_else(|| match ProcessInfo::read(id.pid) {
-            Ok(info) if info.id == id && info.is_zombie() => {
-                info.exit_status.map_or(Ending::ExitedUnknown, Ending::from_wait_status)
-            }
-            _ => Ending::ExitedUnknown,
-        });
+    let ending = status.map_or(Ending::ExitedUnknown, Ending::from_wait_status);
     let process_seconds = boot_time_now() - id.start_time as f64 / clock_ticks() as f64;
     let result = lifecycle::finish(
         Created::Job(tracked.cgroup),

@@ -48,6 +48,10 @@ impl Source {
             let names: Vec<&str> = config.targets.names().iter().map(String::as_str).collect();
             match EbpfSource::load(&names, config.ring_bytes) {
                 Ok(source) => {
+                    // Parsing the kernel's BTF for the offsets takes several
+                    // MiB for a moment; give them back to the system.
+                    // SAFETY: malloc_trim only releases free heap memory.
+                    unsafe { libc::malloc_trim(0) };
                     why.push(format!(
                         "eBPF exec/exit tracepoints attached, {} KiB ring buffer",
                         source.ring_bytes() / 1024
