@@ -422,16 +422,34 @@ fn enable_chain(mount: &Mount, root: &Path, controller: Controller) -> Result<()
         dir.push(part);
         levels.push(dir.clone());
     }
-    for dir in levels {
+    // Check every level before writing to any, so a refusal changes nothing.
+    let mut missing = Vec::new();
+    for (depth, dir) in levels.iter().enumerate() {
         let available = fs::read_file(&dir.join("cgroup.controllers"))?;
         if !available.split_whitespace().any(|c| c == name) {
-            return Err(CgroupError::ControllerUnavailable { controller: name, dir });
+            return Err(CgroupError::ControllerUnavailable {
+                controller: name,
+                dir: dir.clone(),
+            });
         }
         let control = dir.join("cgroup.subtree_control");
-        let enabled = fs::read_file(&control)?;
-        if enabled.split_whitespace().any(|c| c == name) {
+        if fs::read_file(&control)?.split_whitespace().any(|c| c == name) {
             continue;
         }
+        // No internal processes: a non-root cgroup that holds processes
+        // cannot hand a domain controller to its children (EBUSY). Threaded
+        // controllers such as cpu would be accepted, but they turn the
+        // cgroup threaded and make domain children unusable (EOPNOTSUPP),
+        // so the rule is enforced here for every controller.
+        if depth > 0 && !fs::read_file(&dir.join("cgroup.procs"))?.trim().is_empty() {
+            return Err(CgroupError::InternalProcesses {
+                controller: name,
+                file: control,
+            });
+        }
+        missing.push(control);
+    }
+    for control in missing {
         fs::write_file(&control, &format!("+{name}")).map_err(|e| {
             if e.io().raw_os_error() == Some(libc::EBUSY) {
                 CgroupError::InternalProcesses {

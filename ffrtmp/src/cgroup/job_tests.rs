@@ -262,9 +262,9 @@ fn v2_undelegated_limit_controller_fails_only_its_limits() {
     }
     assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
     assert_eq!(read(&dir.join("memory.max")), "268435456");
-    // Top-down: the mount point got +io before /a turned out to lack it;
-    // nothing below /a did.
-    assert_eq!(read(&mnt.join("cgroup.subtree_control")), "+iomory");
+    // The chain is checked before anything is written: /a lacks io, so no
+    // level got +io (the mount point only saw "+cpu", then "+memory").
+    assert_eq!(read(&mnt.join("cgroup.subtree_control")), "+memory");
     assert_eq!(read(&mnt.join("a/b/cgroup.subtree_control")), "+memory");
 }
 
@@ -904,4 +904,20 @@ fn create_job_marks_its_dir_for_garbage_collection() {
     assert!(!is_garbage(&dir, Version::V2), "a fresh job is garbage");
     set_age(&dir, Duration::from_secs(31));
     assert!(is_garbage(&dir, Version::V2));
+}
+
+#[test]
+fn v2_level_holding_processes_is_refused_before_any_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("unified");
+    v2_cgroup(&mnt, "cpu memory io pids");
+    v2_cgroup(&mnt.join("p"), "cpu memory io pids");
+    // /p holds a process: cgroup v2 forbids it to delegate controllers.
+    std::fs::write(mnt.join("p/cgroup.procs"), "4242\n").unwrap();
+    let err = enable_chain(&mount(mnt.clone(), "/"), Path::new("/p/jobs"), Controller::Cpu).unwrap_err();
+    assert!(matches!(err, CgroupError::InternalProcesses { .. }), "{err}");
+    assert!(err.to_string().contains("holds processes"), "{err}");
+    // Nothing was written, not even at the levels above /p.
+    assert_eq!(read(&mnt.join("cgroup.subtree_control")), "");
+    assert_eq!(read(&mnt.join("p/cgroup.subtree_control")), "");
 }
