@@ -169,6 +169,21 @@ fn newer_source(bin: &Path) -> Option<PathBuf> {
         .find(|s| modified(s).is_some_and(|m| m > built))
 }
 
+/// A stub program of this package (`tests/src/bin/<name>.rs`), next to
+/// ffrtmp (`target/<profile>/<name>`; in the VM `/t/<profile>/<name>`).
+/// `cargo test -p tests` builds the package's bins before its tests.
+#[track_caller]
+pub fn stub_bin(name: &str) -> PathBuf {
+    let dir = ffrtmp_bin().parent().expect("ffrtmp is in a directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "the stub {} is missing: build it first: cargo build -p tests --bins",
+        bin.display()
+    );
+    bin
+}
+
 /// A `Command` for ffrtmp with `args`; the environment is inherited except
 /// `FFRTMP_CGROUP_ROOT` (every test passes its root explicitly).
 pub fn ffrtmp(args: &[&str]) -> Command {
@@ -1005,6 +1020,58 @@ pub fn whole_disk_of(path: &Path) -> Option<String> {
         node
     };
     Some(std::fs::read_to_string(disk.join("dev")).ok()?.trim().to_owned())
+}
+
+/// A whole disk the IO tests can put limits on.
+#[derive(Debug, Clone)]
+pub struct TestDisk {
+    /// "MAJ:MIN" of the whole disk.
+    pub dev: String,
+    /// A path on it for `--io-max PATH …`: `/` when `/` is on a disk, else
+    /// the scratch disk's device node.
+    pub path: PathBuf,
+    /// The scratch disk of `cargo xtask vm-test` (`$FFRTMP_VM_DISK`): its
+    /// contents may be overwritten.
+    pub scratch: bool,
+}
+
+/// The disk holding `/`; where `/` is not on a block device (the VM's
+/// initramfs), the scratch disk named by `$FFRTMP_VM_DISK` (a whole disk).
+/// `None` when there is neither.
+pub fn test_disk() -> Option<TestDisk> {
+    if let Some(dev) = whole_disk_of(Path::new("/")) {
+        return Some(TestDisk {
+            dev,
+            path: PathBuf::from("/"),
+            scratch: false,
+        });
+    }
+    scratch_disk()
+}
+
+/// The scratch disk of `cargo xtask vm-test` (`$FFRTMP_VM_DISK`), if set
+/// and a whole disk. Panics when it is set but is not one.
+pub fn scratch_disk() -> Option<TestDisk> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let path = PathBuf::from(std::env::var_os("FFRTMP_VM_DISK")?);
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("FFRTMP_VM_DISK={}: {e}", path.display()));
+    assert!(
+        meta.file_type().is_block_device(),
+        "FFRTMP_VM_DISK={} is not a block device",
+        path.display()
+    );
+    let dev = format!("{}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    let node = Path::new("/sys/dev/block").join(&dev);
+    assert!(
+        node.exists() && !node.join("partition").exists(),
+        "FFRTMP_VM_DISK={} ({dev}) is not a whole disk",
+        path.display()
+    );
+    Some(TestDisk {
+        dev,
+        path,
+        scratch: true,
+    })
 }
 
 /// A block device number ("MAJ:MIN") that does not exist on this host.

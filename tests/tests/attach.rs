@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use tests::{
     Controller, EXIT_TIMEOUT, Host, PidGuard, Signal, Spawned, TestRoot, comm, descendants, ffrtmp, nice_of,
-    proc_state, require_privileged, run_ffrtmp, skip, stat_field, threads, wait_until,
+    proc_state, require_privileged, run_ffrtmp, skip, stat_field, stub_bin, threads, wait_until,
 };
 
 /// Does every thread of `pid` sit in the job's cgroup in every hierarchy a job uses?
@@ -50,26 +50,15 @@ fn attach(root: &TestRoot, pid: u32, job: &str, flags: &[&str]) -> Spawned {
     Spawned::start_with_stdin(ffrtmp(&args), Stdio::null())
 }
 
-const THREADS_PY: &str = "\
-import sys, threading
-go = threading.Event()
-workers = [threading.Thread(target=go.wait) for _ in range(4)]
-for w in workers: w.start()
-print('ready', flush=True)
-sys.stdin.readline()
-go.set()
-for w in workers: w.join()
-sys.exit(7)
-";
-
 #[test]
 fn attach_moves_and_renices_every_thread() {
     let host = require_privileged!();
     let root = TestRoot::new(host);
-    let mut target = Spawned::start(Command::new("python3").args(["-c", THREADS_PY]));
+    // Four parked threads besides the main one; exits 7 after a line on stdin.
+    let mut target = Spawned::start(Command::new(stub_bin("stub-threads")).args(["4", "7"]));
     target.wait_for_stdout("ready");
     let pid = target.pid();
-    assert_eq!(threads(pid).len(), 5, "python should run 5 threads");
+    assert_eq!(threads(pid).len(), 5, "the stub should run 5 threads");
 
     let ffrtmp = attach(&root, pid, "threads", &["--nice", "7", "--cpu-quota", "40"]);
     wait_moved(host, &root, pid, "threads", &ffrtmp);
@@ -86,7 +75,7 @@ fn attach_moves_and_renices_every_thread() {
     assert_eq!(root.cpu_max("threads"), "40000 100000");
     assert!(ffrtmp.running(), "attach must keep watching: {}", ffrtmp.stderr_now());
 
-    // Let python exit 7. We do not reap it until attach has finished, so its
+    // Let the stub exit 7. We do not reap it until attach has finished, so its
     // exit status stays visible to attach in /proc/<pid>/stat.
     target.write_stdin(b"go\n");
     let out = ffrtmp.wait(EXIT_TIMEOUT);

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use tests::{
-    Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestRoot, Value, Version, comm,
-    descendants, ffrtmp, missing_block_device, nice_of, on_path, proc_state, require_privileged, run_ffrtmp, skip,
-    unique_name, wait_until, whole_disk_of,
+    Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestDisk, TestRoot, Value,
+    Version, comm, descendants, ffrtmp, missing_block_device, nice_of, on_path, proc_state, require_privileged,
+    run_ffrtmp, skip, unique_name, wait_until,
 };
 
 /// `ffrtmp run --cgroup-root <root> --job-id <job> <flags> -- cat`: the
@@ -166,11 +166,12 @@ fn memory_limit_wins_over_memory_max() {
     );
 }
 
-/// The whole disk holding `/`, or `None` after a skip line.
-fn root_disk() -> Option<String> {
-    let disk = whole_disk_of(Path::new("/"));
+/// The disk holding `/` (in the VM, whose `/` is no block device, the
+/// scratch disk `$FFRTMP_VM_DISK`), or `None` after a skip line.
+fn test_disk() -> Option<TestDisk> {
+    let disk = tests::test_disk();
     if disk.is_none() {
-        skip("/ is not on a block device, so there is no disk to put an IO limit on");
+        skip("/ is not on a block device and FFRTMP_VM_DISK is not set, so there is no disk to put an IO limit on");
     }
     disk
 }
@@ -178,22 +179,28 @@ fn root_disk() -> Option<String> {
 #[test]
 fn io_max_by_device_number() {
     let host = require_privileged!();
-    let Some(disk) = root_disk() else { return };
-    let spec = format!("{disk} rbps=1M");
+    let Some(disk) = test_disk() else { return };
+    let spec = format!("{} rbps=1M", disk.dev);
     with_running_job(host, &["--io-max", &spec], |root, job, _| {
-        assert_eq!(root.io_rbps(job, &disk), Some(1 << 20));
+        assert_eq!(root.io_rbps(job, &disk.dev), Some(1 << 20));
     });
 }
 
+/// `--io-max PATH …` puts the limit on the whole disk holding PATH: `/`
+/// on the host; in the VM the scratch disk's device node (a block device
+/// stands for itself).
 #[test]
 fn io_max_by_path_resolves_to_the_whole_disk() {
     let host = require_privileged!();
-    let Some(disk) = root_disk() else { return };
-    with_running_job(host, &["--io-max", "/ rbps=2M"], |root, job, _| {
+    let Some(disk) = test_disk() else { return };
+    let spec = format!("{} rbps=2M", disk.path.display());
+    with_running_job(host, &["--io-max", &spec], |root, job, _| {
         assert_eq!(
-            root.io_rbps(job, &disk),
+            root.io_rbps(job, &disk.dev),
             Some(2 << 20),
-            "limit not set on the disk {disk} holding /"
+            "limit not set on the disk {} holding {}",
+            disk.dev,
+            disk.path.display()
         );
     });
 }

@@ -11,6 +11,7 @@
 //! machine never match each other's targets. Every process a test starts is
 //! killed by PID (as our unreaped child) when the test ends, even on panic.
 
+use std::io::Write as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -749,12 +750,17 @@ fn targets_started_during_catch_up_are_governed_once(backend: Backend) {
     let daemon = Daemon::spawn(&root, backend, &[&name], &["--cpu-quota", "20"]);
     // Then keep starting targets while it subscribes and scans, until 25
     // have started after its ready line (the catch-up scan starts right
-    // after that line).
+    // after that line). Every 2 ms at first; should the daemon take long to
+    // get ready (loading the eBPF programs takes seconds in an emulated VM,
+    // longer while we keep starting processes), every 20 ms after the first
+    // 50, so the targets stay few enough to govern in time.
+    let started = Instant::now();
     let mut after_ready = 0;
     while after_ready < 25 {
         assert!(
-            targets.len() < 400,
-            "the daemon did not get ready; log:\n{}",
+            started.elapsed() < BULK_TIMEOUT,
+            "the daemon did not get ready within {BULK_TIMEOUT:?} ({} targets started); log:\n{}",
+            targets.len(),
             daemon.log()
         );
         if daemon.ready() {
@@ -763,8 +769,15 @@ fn targets_started_during_catch_up_are_governed_once(backend: Backend) {
             assert!(daemon.proc.running(), "the daemon exited; log:\n{}", daemon.log());
         }
         targets.push(Target::sleeping(&path));
-        std::thread::sleep(Duration::from_millis(2));
+        let pace = if after_ready == 0 && targets.len() > 50 { 20 } else { 2 };
+        std::thread::sleep(Duration::from_millis(pace));
     }
+    eprintln!(
+        "{}: {} targets started, {:.1} s until 25 after the ready line",
+        backend.name(),
+        targets.len(),
+        started.elapsed().as_secs_f64()
+    );
     let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
 
     daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
@@ -776,6 +789,53 @@ fn targets_started_during_catch_up_are_governed_once(backend: Backend) {
         tail(&log)
     );
     assert_attached_once(&log, &name, &pids);
+}
+
+/// Does this kernel keep a reaped process's exit status for its pidfd
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+)? Asked of a child
+/// of ours that has exited 3 and been reaped (written independently of
+/// ffrtmp's own `process/pidfd.rs`, from `include/uapi/linux/pidfd.h`).
+fn pidfd_info_exit_supported() -> bool {
+    /// `struct pidfd_info` (6.15, 72 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        _cgroupid: u64,
+        /// pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid
+        _ids: [u32; 11],
+        exit_code: i32,
+        _coredump_mask: u32,
+        _spare1: u32,
+    }
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(0xFF, 11, struct pidfd_info)
+    const PIDFD_GET_INFO: u32 = (3 << 30) | (72 << 16) | (0xFF << 8) | 11;
+    const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 72);
+    let mut child = Command::new("sh")
+        .args(["-c", "exit 3"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning sh");
+    // SAFETY: pidfd_open on our own unreaped child.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) } as libc::c_int;
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let status = child.wait().expect("reaping sh");
+    assert_eq!(status.code(), Some(3));
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO reads and writes a struct pidfd_info of the size
+    // encoded in the request; `info` is that struct. Then closing our fd.
+    let rc = unsafe { libc::ioctl(fd, PIDFD_GET_INFO as _, &mut info as *mut PidfdInfo) };
+    // SAFETY: closing the pidfd opened above.
+    unsafe { libc::close(fd) };
+    let supported = rc == 0 && info.mask & PIDFD_INFO_EXIT != 0;
+    if supported {
+        assert_eq!(info.exit_code, 3 << 8, "PIDFD_INFO_EXIT of `sh -c 'exit 3'`");
+    }
+    supported
 }
 
 /// A governed target exits with status 3 and its parent (us) reaps it at
@@ -857,16 +917,36 @@ fn exit_scenario(backend: Backend, reap_at_once: bool) {
     assert!(fields.contains(&"sla=COMPLIANT"), "{summary}");
     assert!(fields.contains(&"reason=observed_to_completion"), "{summary}");
     assert_eq!(fields.last().copied(), Some(format!("pid={pid}").as_str()), "{summary}");
-    assert!(
-        fields.contains(&"exit=3"),
-        "{} daemon: the summary should carry the real exit code 3 (target {}): {summary}",
-        backend.name(),
-        if reap_at_once {
-            "reaped by its parent at once"
-        } else {
-            "left a zombie"
+    let how = if reap_at_once {
+        "reaped by its parent at once"
+    } else {
+        "left a zombie"
+    };
+    if backend == Backend::Poll && reap_at_once && !pidfd_info_exit_supported() {
+        // The poll backend learns an exit code from the pidfd (PIDFD_INFO_EXIT,
+        // 6.15+) or from a zombie's /proc/<pid>/stat, which is gone once the
+        // parent has reaped it: on older kernels the code is best effort.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: this kernel lacks PIDFD_INFO_EXIT: the poll backend's exit code of a target reaped at once is best effort, exit=3 or exit=unknown accepted ({summary})"
+        );
+        assert!(
+            fields.contains(&"exit=3") || fields.contains(&"exit=unknown"),
+            "poll daemon: the summary should carry exit=3 or exit=unknown (target {how}): {summary}"
+        );
+    } else {
+        if backend == Backend::Poll && reap_at_once {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: this kernel has PIDFD_INFO_EXIT: the poll backend must report exit=3"
+            );
         }
-    );
+        assert!(
+            fields.contains(&"exit=3"),
+            "{} daemon: the summary should carry the real exit code 3 (target {how}): {summary}",
+            backend.name(),
+        );
+    }
 
     let log = daemon.stop();
     assert_eq!(log.matches(&summary_prefix).count(), 1, "one summary line; log:\n{log}");
