@@ -423,17 +423,29 @@ fn enable_chain(mount: &Mount, root: &Path, controller: Controller) -> Result<()
         levels.push(dir.clone());
     }
     // Check every level before writing to any, so a refusal changes nothing.
+    // A level's cgroup.controllers lists only what its parent enables, so
+    // below a level we are about to enable the controller counts as available.
     let mut missing = Vec::new();
+    let mut enabling_above = false;
     for (depth, dir) in levels.iter().enumerate() {
-        let available = fs::read_file(&dir.join("cgroup.controllers"))?;
-        if !available.split_whitespace().any(|c| c == name) {
+        let available = enabling_above
+            || fs::read_file(&dir.join("cgroup.controllers"))?
+                .split_whitespace()
+                .any(|c| c == name);
+        if !available {
             return Err(CgroupError::ControllerUnavailable {
                 controller: name,
                 dir: dir.clone(),
             });
         }
         let control = dir.join("cgroup.subtree_control");
+        // A directory we are about to create does not exist yet.
+        if !control.exists() && depth > 0 {
+            enabling_above = true;
+            continue;
+        }
         if fs::read_file(&control)?.split_whitespace().any(|c| c == name) {
+            enabling_above = false;
             continue;
         }
         // No internal processes: a non-root cgroup that holds processes
@@ -448,6 +460,7 @@ fn enable_chain(mount: &Mount, root: &Path, controller: Controller) -> Result<()
             });
         }
         missing.push(control);
+        enabling_above = true;
     }
     for control in missing {
         fs::write_file(&control, &format!("+{name}")).map_err(|e| {
