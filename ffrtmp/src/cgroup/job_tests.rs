@@ -264,8 +264,8 @@ fn v2_undelegated_limit_controller_fails_only_its_limits() {
     }
     assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
     assert_eq!(read(&dir.join("memory.max")), "268435456");
-    // The chain is checked before anything is written: /a lacks io, so no
-    // level got +io (the mount point only saw "+cpu", then "+memory").
+    // The hierarchy has no io: no level got +io (the mount point only saw
+    // "+cpu", then "+memory").
     assert_eq!(read(&mnt.join("cgroup.subtree_control")), "+memory");
     assert_eq!(read(&mnt.join("a/b/cgroup.subtree_control")), "+memory");
 }
