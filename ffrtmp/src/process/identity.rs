@@ -205,6 +205,34 @@ pub fn descendants(root: u32, all: &[ProcessInfo]) -> Vec<ProcessInfo> {
     out
 }
 
+/// Descendants of `pid` from `/proc/<pid>/task/<tid>/children`
+/// (CONFIG_PROC_CHILDREN), or from a full `/proc` scan where that file is
+/// missing. Processes that exit meanwhile are simply not listed.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    if !Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists() {
+        return descendants(pid, &all_processes()).iter().map(|p| p.id.pid).collect();
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for tid in thread_ids(parent).unwrap_or_default() {
+            let Ok(raw) = read_small(Path::new(&format!("/proc/{parent}/task/{tid}/children"))) else {
+                continue;
+            };
+            for child in String::from_utf8_lossy(&raw)
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+            {
+                if child != pid && !out.contains(&child) {
+                    out.push(child);
+                    frontier.push(child);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Clock ticks per second, for turning start times into seconds.
 pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -293,6 +321,34 @@ mod tests {
             ProcessInfo::read(u32::MAX / 2),
             Err(ProcError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn descendants_of_a_live_process() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = descendants_of(pid);
+            if found.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let comms: Vec<String> = found
+            .iter()
+            .filter_map(|p| ProcessInfo::read(*p).ok())
+            .map(|i| i.comm)
+            .collect();
+        for p in &found {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(comms, ["sleep", "sleep"], "{found:?}");
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::cgroup::{Governor, Hierarchy, JobCgroup, JobId};
 use crate::events::scan::{self, Candidate};
 use crate::events::source::SourceEvent;
 use crate::job::{self as lifecycle, Created, Finish};
-use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks};
-use crate::process::nice::renice_all_threads;
+use crate::process::ProcError;
+use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks, descendants_of};
+use crate::process::nice::{NiceError, renice_all_threads};
 use crate::process::{PidFd, ProcessId};
 use crate::report::{Ending, Mode};
 
@@ -348,8 +349,26 @@ fn adopt_blocking(
         cgroup.discard();
         return Err(anyhow::Error::new(e).context("moving it into its cgroup"));
     }
+    // Children it forked before the move stayed behind (later ones are born
+    // inside): they belong to the same job.
+    let mut moved = vec![id.pid];
+    for child in descendants_of(id.pid) {
+        match cgroup.add_process(child) {
+            Ok(()) => moved.push(child),
+            Err(e) if e.io().raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => tracing::warn!("PID {}: child {child} not moved: {e}", id.pid),
+        }
+    }
     if let Some(nice) = limits.nice {
-        let error = renice_all_threads(id.pid, nice.get()).err().map(|e| e.to_string());
+        let errors: Vec<String> = moved
+            .iter()
+            .filter_map(|&pid| match renice_all_threads(pid, nice.get()) {
+                // A child that exited meanwhile needs no nice value.
+                Err(NiceError::Proc(ProcError::NotFound { .. })) if pid != id.pid => None,
+                other => other.err().map(|e| e.to_string()),
+            })
+            .collect();
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
         cgroup.record(lifecycle::nice_outcome(nice.get(), error));
     }
     Ok((cgroup, pidfd))
