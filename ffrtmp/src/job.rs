@@ -4,12 +4,22 @@
 
 use std::time::SystemTime;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::cgroup::job::LimitOutcome;
 use crate::cgroup::limits::LimitKind;
-use crate::cgroup::{Governor, JobCgroup, JobId, Limits};
+use crate::cgroup::{CgroupRoot, Governor, Hierarchy, JobCgroup, JobId, Limits};
 use crate::report::{CgroupReport, Ending, JobRecord, JobResult, LeftCgroup, Mode};
+
+/// The governor for `root`: detect the hierarchy (logged once) and tidy
+/// leftovers of earlier jobs. Every front door starts with this.
+pub fn governor(root: CgroupRoot) -> anyhow::Result<Governor> {
+    let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
+    tracing::info!("{}", hierarchy.describe());
+    let governor = Governor::new(hierarchy, root);
+    governor.collect_garbage();
+    Ok(governor)
+}
 
 /// A job cgroup, or why there is none (best effort goes on without one).
 pub enum Created {

@@ -6,17 +6,8 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::args::GovernArgs;
-use crate::cgroup::{Governor, Hierarchy, JobId};
+use crate::cgroup::JobId;
 use crate::report::JobResult;
-
-/// Detect the hierarchy (logged once), and tidy leftovers of earlier jobs.
-pub fn governor(args: &GovernArgs) -> anyhow::Result<Governor> {
-    let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
-    tracing::info!("{}", hierarchy.describe());
-    let governor = Governor::new(hierarchy, args.cgroup_root.clone());
-    governor.collect_garbage();
-    Ok(governor)
-}
 
 /// The job id to use: given, or `unnamed-<ffrtmp pid>`.
 pub fn job_id(args: &GovernArgs) -> JobId {

@@ -74,7 +74,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let signals =
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("creating a signalfd")?;
 
-    let governor = job::governor(&args.govern)?;
+    let governor = lifecycle::governor(args.govern.cgroup_root.clone())?;
     let job_id = job::job_id(&args.govern);
     let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let placement = match created.job() {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::WatchConfig;
 use super::source::Source;
-use crate::cgroup::{Governor, Hierarchy, JobCgroup, JobId};
+use crate::cgroup::{Governor, JobCgroup, JobId};
 use crate::events::scan::{self, Candidate};
 use crate::events::source::SourceEvent;
 use crate::job::{self as lifecycle, Created, Finish};
@@ -84,10 +84,7 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     tracing::info!("Scan interval: {:?}", config.scan_interval);
     tracing::info!("Target commands: {:?}", config.targets.names());
 
-    let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
-    tracing::info!("{}", hierarchy.describe());
-    let governor = Arc::new(Governor::new(hierarchy, config.cgroup_root.clone()));
-    governor.collect_garbage();
+    let governor = Arc::new(lifecycle::governor(config.cgroup_root.clone())?);
 
     // Subscribe first, then catch up: a target started in between is seen
     // by both and adopted once.
