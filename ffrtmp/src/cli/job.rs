@@ -1,5 +1,5 @@
-//! CLI side of the job lifecycle: the governor from the flags, the job id,
-//! and printing the result.
+//! CLI side of the job lifecycle: the job id from the flags, and printing
+//! the result.
 
 use std::io::Write;
 
