@@ -98,11 +98,15 @@ pub fn scan(targets: &Targets) -> Vec<Candidate> {
         .collect()
 }
 
-/// Is `pid` this process or one of its descendants? ffrtmp never governs
-/// itself or its own children.
-pub fn is_self_or_descendant(pid: u32) -> bool {
+/// Is this process ffrtmp itself or one of its descendants? ffrtmp never
+/// governs itself or its own children. The walk starts at the parent the
+/// caller has already read.
+pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
     let me = std::process::id();
-    let mut current = pid;
+    if info.id.pid == me {
+        return true;
+    }
+    let mut current = info.ppid;
     for _ in 0..64 {
         if current == me {
             return true;
@@ -111,7 +115,7 @@ pub fn is_self_or_descendant(pid: u32) -> bool {
             return false;
         }
         match ProcessInfo::read(current) {
-            Ok(info) => current = info.ppid,
+            Ok(parent) => current = parent.ppid,
             Err(_) => return false,
         }
     }
@@ -146,10 +150,11 @@ mod tests {
 
     #[test]
     fn self_detection() {
-        assert!(is_self_or_descendant(std::process::id()));
-        assert!(!is_self_or_descendant(1));
+        let read = |pid| ProcessInfo::read(pid).unwrap();
+        assert!(is_self_or_descendant(&read(std::process::id())));
+        assert!(!is_self_or_descendant(&read(1)));
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        assert!(is_self_or_descendant(child.id()));
+        assert!(is_self_or_descendant(&read(child.id())));
         child.kill().unwrap();
         child.wait().unwrap();
     }

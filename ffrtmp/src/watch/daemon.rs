@@ -180,7 +180,7 @@ impl Daemon {
         if self.tracked.get(&pid).is_some_and(|t| t.id == candidate.info.id) {
             return;
         }
-        if scan::is_self_or_descendant(pid) {
+        if scan::is_self_or_descendant(&candidate.info) {
             return;
         }
         if self.governor.in_job_cgroup(pid) {
@@ -296,7 +296,7 @@ impl Daemon {
                 let pid = c.info.id.pid;
                 !self.adopting.contains(&pid)
                     && self.tracked.get(&pid).is_none_or(|t| t.id != c.info.id)
-                    && !scan::is_self_or_descendant(pid)
+                    && !scan::is_self_or_descendant(&c.info)
                     && !self.governor.in_job_cgroup(pid)
             })
             .collect();
