@@ -596,8 +596,16 @@ impl JobCgroup {
                 }
             }
         }
-        let left: Vec<PathBuf> = removal.left.iter().map(|(p, _)| p.clone()).collect();
-        self.remove_created_ancestors(&left);
+        // Ancestors this job created go too when nothing else uses them
+        // (rmdir fails on a busy or non-empty one, which is fine). The job
+        // dirs themselves are done above: never rmdir one again, as another
+        // run may already have made a new cgroup with this job id.
+        for dir in self.created.iter().rev() {
+            let is_job_dir = removal.removed.contains(dir) || removal.left.iter().any(|(left, _)| left == dir);
+            if !is_job_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         removal
     }
 
@@ -609,16 +617,6 @@ impl JobCgroup {
             if let Err(e) = fs::remove_dir(dir) {
                 tracing::warn!("could not remove {}: {}", dir.display(), e.io());
             }
-        }
-    }
-
-    fn remove_created_ancestors(&mut self, keep: &[PathBuf]) {
-        for dir in std::mem::take(&mut self.created).iter().rev() {
-            if keep.contains(dir) || !dir.exists() {
-                continue;
-            }
-            // Busy or not empty: another job uses it. That is fine.
-            let _ = std::fs::remove_dir(dir);
         }
     }
 }
