@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 
 use crate::bench_common::{
-    CleanupGuard, Machine, Stats, build_ffrtmp, compile_c, monotonic_ns, ms, own_hierarchies, target_dir,
+    CleanupGuard, Flags, Machine, Stats, build_ffrtmp, compile_c, monotonic_ns, ms, own_hierarchies, target_dir,
     workspace_root, write_section,
 };
 
@@ -75,25 +75,13 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         gap_ms: 0,
         write: false,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<usize> {
-            let v = match &inline {
-                Some(v) => v.clone(),
-                None => it.next().cloned().with_context(|| format!("{name} needs a value"))?,
-            };
-            v.parse()
-                .with_context(|| format!("invalid value '{v}' for {name}: expected a whole number"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some((a, flag)) = flags.next_flag() {
         match flag {
-            "--iterations" | "-n" => o.iterations = value("--iterations")?,
-            "--warmup" => o.warmup = value("--warmup")?,
-            "--gap-ms" => o.gap_ms = value("--gap-ms")? as u64,
-            "--write" if inline.is_none() => o.write = true,
+            "--iterations" | "-n" => o.iterations = flags.number(flag)? as usize,
+            "--warmup" => o.warmup = flags.number(flag)? as usize,
+            "--gap-ms" => o.gap_ms = flags.number(flag)?,
+            "--write" if !flags.has_inline() => o.write = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);

@@ -419,6 +419,52 @@ pub fn write_section(root: &Path, section: &str, start: &str, end: &str, tag: &s
     Ok(())
 }
 
+/// `--flag VALUE` and `--flag=VALUE` reading shared by the bench tasks.
+pub struct Flags<'a> {
+    it: std::slice::Iter<'a, String>,
+    inline: Option<&'a str>,
+}
+
+impl<'a> Flags<'a> {
+    pub fn new(args: &'a [String]) -> Flags<'a> {
+        Flags {
+            it: args.iter(),
+            inline: None,
+        }
+    }
+
+    /// The next argument and its flag part (before any `=`).
+    pub fn next_flag(&mut self) -> Option<(&'a str, &'a str)> {
+        let arg = self.it.next()?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (arg.as_str(), None),
+        };
+        self.inline = inline;
+        Some((arg, flag))
+    }
+
+    /// Whether the current flag came with `=value` (a switch must not).
+    pub fn has_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+
+    /// The current flag's value: inline or the next argument.
+    pub fn text(&mut self, flag: &str) -> anyhow::Result<String> {
+        match self.inline.take() {
+            Some(v) => Ok(v.to_string()),
+            None => self.it.next().cloned().with_context(|| format!("{flag} needs a value")),
+        }
+    }
+
+    /// The current flag's value as a whole number.
+    pub fn number(&mut self, flag: &str) -> anyhow::Result<u64> {
+        let v = self.text(flag)?;
+        v.parse()
+            .with_context(|| format!("invalid value '{v}' for {flag}: expected a whole number"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use crate::bench_common::{
-    CleanupGuard, Hierarchy, Machine, Stats, build_ffrtmp, cgroup_mounts, compile_c, monotonic_ns, ms, own_hierarchies,
-    target_dir, workspace_root, write_section,
+    CleanupGuard, Flags, Hierarchy, Machine, Stats, build_ffrtmp, cgroup_mounts, compile_c, monotonic_ns, ms,
+    own_hierarchies, target_dir, workspace_root, write_section,
 };
 
 const TAG: &str = "bench-watch";
@@ -393,38 +393,24 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         ffrtmp: None,
         write: false,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let mut text = |name: &str| -> anyhow::Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().cloned().with_context(|| format!("{name} needs a value")),
-            }
-        };
-        let num = |name: &str, v: String| -> anyhow::Result<u64> {
-            v.parse()
-                .with_context(|| format!("invalid value '{v}' for {name}: expected a whole number"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some((a, flag)) = flags.next_flag() {
         match flag {
-            "--spawns" | "-n" => o.spawns = num(flag, text(flag)?)? as usize,
-            "--poll-spawns" => o.poll_spawns = num(flag, text(flag)?)? as usize,
-            "--warmup" => o.warmup = num(flag, text(flag)?)? as usize,
-            "--gap-ms" => o.gap_ms = num(flag, text(flag)?)?,
-            "--timeout-ms" => o.timeout_ms = num(flag, text(flag)?)?,
-            "--linger-ms" => o.linger_ms = num(flag, text(flag)?)?,
-            "--idle-secs" => o.idle_secs = num(flag, text(flag)?)?,
-            "--storm-secs" => o.storm_secs = num(flag, text(flag)?)?,
-            "--storm-rate" => o.storm_rate = num(flag, text(flag)?)?,
-            "--storm-workers" => o.storm_workers = num(flag, text(flag)?)? as usize,
-            "--scan-interval" => o.scan_interval = text(flag)?,
-            "--target-name" => o.target_name = text(flag)?,
-            "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(text(flag)?)),
+            "--spawns" | "-n" => o.spawns = flags.number(flag)? as usize,
+            "--poll-spawns" => o.poll_spawns = flags.number(flag)? as usize,
+            "--warmup" => o.warmup = flags.number(flag)? as usize,
+            "--gap-ms" => o.gap_ms = flags.number(flag)?,
+            "--timeout-ms" => o.timeout_ms = flags.number(flag)?,
+            "--linger-ms" => o.linger_ms = flags.number(flag)?,
+            "--idle-secs" => o.idle_secs = flags.number(flag)?,
+            "--storm-secs" => o.storm_secs = flags.number(flag)?,
+            "--storm-rate" => o.storm_rate = flags.number(flag)?,
+            "--storm-workers" => o.storm_workers = flags.number(flag)? as usize,
+            "--scan-interval" => o.scan_interval = flags.text(flag)?,
+            "--target-name" => o.target_name = flags.text(flag)?,
+            "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(flags.text(flag)?)),
             "--only" => {
-                let v = text(flag)?;
+                let v = flags.text(flag)?;
                 o.only = Vec::new();
                 for k in v.split(',').filter(|k| !k.is_empty()) {
                     let g = ALL_GOVS
@@ -434,9 +420,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
                     o.only.push(*g);
                 }
             }
-            "--no-storm" if inline.is_none() => o.storm = false,
-            "--no-install" if inline.is_none() => o.install = false,
-            "--write" if inline.is_none() => o.write = true,
+            "--no-storm" if !flags.has_inline() => o.storm = false,
+            "--no-install" if !flags.has_inline() => o.install = false,
+            "--write" if !flags.has_inline() => o.write = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
