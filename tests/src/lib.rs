@@ -524,6 +524,20 @@ impl TestRoot {
             .collect()
     }
 
+    /// Does every thread of `pid` sit in `job`'s cgroup in every hierarchy a
+    /// job uses?
+    pub fn holds_all_threads(&self, pid: u32, job: &str) -> bool {
+        let tids = threads(pid);
+        !tids.is_empty()
+            && tids.iter().all(|tid| {
+                let file = PathBuf::from(format!("/proc/{pid}/task/{tid}/cgroup"));
+                self.host
+                    .job_controllers()
+                    .into_iter()
+                    .all(|c| self.host.cgroup_in(&file, c) == Some(self.job_cgroup(c, job)))
+            })
+    }
+
     /// Wait until the job's cgroup holds a process that has exec'd `comm`
     /// (so everything ffrtmp does before exec, such as nice, is done); its pid.
     #[track_caller]

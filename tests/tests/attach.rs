@@ -5,30 +5,18 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use tests::{
-    Controller, EXIT_TIMEOUT, Host, PidGuard, Signal, Spawned, TestRoot, comm, descendants, ffrtmp, nice_of,
-    proc_state, require_privileged, run_ffrtmp, skip, stat_field, stub_bin, threads, wait_until,
+    Controller, EXIT_TIMEOUT, PidGuard, Signal, Spawned, TestRoot, comm, descendants, ffrtmp, nice_of, proc_state,
+    require_privileged, run_ffrtmp, skip, stat_field, stub_bin, threads, wait_until,
 };
-
-/// Does every thread of `pid` sit in the job's cgroup in every hierarchy a job uses?
-fn all_threads_in(host: &Host, root: &TestRoot, pid: u32, job: &str) -> bool {
-    let tids = threads(pid);
-    !tids.is_empty()
-        && tids.iter().all(|tid| {
-            let file = PathBuf::from(format!("/proc/{pid}/task/{tid}/cgroup"));
-            host.job_controllers()
-                .into_iter()
-                .all(|c| host.cgroup_in(&file, c) == Some(root.job_cgroup(c, job)))
-        })
-}
 
 /// Wait until process `pid` (all its threads) is in the job's cgroup.
 #[track_caller]
-fn wait_moved(host: &Host, root: &TestRoot, pid: u32, job: &str, attach: &Spawned) {
+fn wait_moved(root: &TestRoot, pid: u32, job: &str, attach: &Spawned) {
     let moved = wait_until(tests::POLL_TIMEOUT, || {
-        all_threads_in(host, root, pid, job) || !attach.running()
+        root.holds_all_threads(pid, job) || !attach.running()
     });
     assert!(
-        moved && all_threads_in(host, root, pid, job),
+        moved && root.holds_all_threads(pid, job),
         "pid {pid} not moved into job {job}; attach stderr: {}",
         attach.stderr_now()
     );
@@ -61,7 +49,7 @@ fn attach_moves_and_renices_every_thread() {
     assert_eq!(threads(pid).len(), 5, "the stub should run 5 threads");
 
     let ffrtmp = attach(&root, pid, "threads", &["--nice", "7", "--cpu-quota", "40"]);
-    wait_moved(host, &root, pid, "threads", &ffrtmp);
+    wait_moved(&root, pid, "threads", &ffrtmp);
     // Renicing follows the move: poll for it too, with a deadline.
     let reniced = wait_until(tests::POLL_TIMEOUT, || {
         threads(pid).iter().all(|&t| nice_of(pid, t) == Some(7))
@@ -170,7 +158,7 @@ fn sigterm_detaches_and_the_limits_stay() {
     let target = Spawned::start_with_stdin(Command::new("sleep").arg("60"), Stdio::null());
     let pid = target.pid();
     let ffrtmp = attach(&root, pid, "detach", &["--cpu-quota", "30", "--memory-limit", "256"]);
-    wait_moved(host, &root, pid, "detach", &ffrtmp);
+    wait_moved(&root, pid, "detach", &ffrtmp);
     // attach blocks SIGTERM before it creates the cgroup: it is safe to send now.
     ffrtmp.signal(Signal::SIGTERM);
     let out = ffrtmp.wait(EXIT_TIMEOUT);
@@ -181,10 +169,7 @@ fn sigterm_detaches_and_the_limits_stay() {
     assert_eq!(json["exit_code"], tests::Value::Null, "{json}");
     // The process runs on, untouched, in its cgroup, under its limits.
     assert!(target.running(), "the target died: state {:?}", proc_state(pid));
-    assert!(
-        all_threads_in(host, &root, pid, "detach"),
-        "the target left the job cgroup"
-    );
+    assert!(root.holds_all_threads(pid, "detach"), "the target left the job cgroup");
     assert_eq!(root.cpu_max("detach"), "30000 100000");
     assert_eq!(root.memory_max("detach"), Some(256 << 20));
     // `target` is dropped (killed, reaped) before `root` removes the cgroups.
@@ -212,9 +197,9 @@ fn tree_moves_descendants_forked_before_the_move() {
     let guards: Vec<PidGuard> = tree.iter().map(|&p| PidGuard::new(p)).collect();
 
     let ffrtmp = attach(&root, pid, "tree", &["--tree", "--cpu-quota", "25"]);
-    wait_moved(host, &root, pid, "tree", &ffrtmp);
+    wait_moved(&root, pid, "tree", &ffrtmp);
     for &p in &tree {
-        wait_moved(host, &root, p, "tree", &ffrtmp);
+        wait_moved(&root, p, "tree", &ffrtmp);
     }
     let mut procs = root.procs(Controller::Cpu, "tree");
     procs.sort_unstable();

@@ -416,11 +416,11 @@ impl Daemon {
 
     /// Wait until every pid sits (all its threads) in its `auto-<name>-<pid>` cgroup.
     #[track_caller]
-    fn wait_governed(&self, host: &Host, root: &TestRoot, name: &str, pids: &[u32], timeout: Duration) {
+    fn wait_governed(&self, root: &TestRoot, name: &str, pids: &[u32], timeout: Duration) {
         let ungoverned = || -> Vec<u32> {
             pids.iter()
                 .copied()
-                .filter(|&p| !in_job(host, root, p, &job_of(name, p)))
+                .filter(|&p| !root.holds_all_threads(p, &job_of(name, p)))
                 .collect()
         };
         wait_until(timeout, || ungoverned().is_empty() || !self.proc.running());
@@ -488,18 +488,6 @@ fn tail(log: &str) -> String {
 
 fn job_of(name: &str, pid: u32) -> String {
     format!("auto-{name}-{pid}")
-}
-
-/// Does every thread of `pid` sit in `job`'s cgroup in every hierarchy a job uses?
-fn in_job(host: &Host, root: &TestRoot, pid: u32, job: &str) -> bool {
-    let tids = threads(pid);
-    !tids.is_empty()
-        && tids.iter().all(|tid| {
-            let file = PathBuf::from(format!("/proc/{pid}/task/{tid}/cgroup"));
-            host.job_controllers()
-                .into_iter()
-                .all(|c| host.cgroup_in(&file, c) == Some(root.job_cgroup(c, job)))
-        })
 }
 
 /// How many log lines end with `suffix`.
@@ -609,7 +597,7 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
     let stub = threaded_stub(&target_path);
     let pid = stub.pid();
     assert!(threads(pid).len() > STUB_THREADS, "the stub should be multi-threaded");
-    daemon.wait_governed(host, &root, &name, &[pid], POLL_TIMEOUT);
+    daemon.wait_governed(&root, &name, &[pid], POLL_TIMEOUT);
     assert_limits(&root, &name, pid);
     assert!(
         root.procs(Controller::Cpu, &job_of(&name, pid)) == vec![pid],
@@ -646,7 +634,7 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
     // Stopping left the target running, governed, with its limits.
     assert!(stub.running(), "the target died with the daemon");
     assert!(
-        in_job(host, &root, pid, &job_of(&name, pid)),
+        root.holds_all_threads(pid, &job_of(&name, pid)),
         "stopping moved the target out"
     );
     assert_limits(&root, &name, pid);
@@ -680,7 +668,7 @@ fn running_targets_are_caught_up(backend: Backend) {
     let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
 
     let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
-    daemon.wait_governed(host, &root, &name, &pids, POLL_TIMEOUT);
+    daemon.wait_governed(&root, &name, &pids, POLL_TIMEOUT);
     for &pid in &pids {
         assert_limits(&root, &name, pid);
     }
@@ -719,7 +707,7 @@ fn twenty_concurrent_targets_are_governed_once(backend: Backend) {
         .collect();
     let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
 
-    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    daemon.wait_governed(&root, &name, &pids, BULK_TIMEOUT);
     for &pid in &pids {
         let job = job_of(&name, pid);
         assert_eq!(
@@ -780,7 +768,7 @@ fn targets_started_during_catch_up_are_governed_once(backend: Backend) {
     );
     let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
 
-    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    daemon.wait_governed(&root, &name, &pids, BULK_TIMEOUT);
     let log = daemon.stop();
     let found: u64 = discovered(&log).iter().sum();
     assert!(
@@ -869,7 +857,7 @@ fn exit_scenario(backend: Backend, reap_at_once: bool) {
     );
     let pid = target.pid();
     let job = job_of(&name, pid);
-    daemon.wait_governed(host, &root, &name, &[pid], POLL_TIMEOUT);
+    daemon.wait_governed(&root, &name, &[pid], POLL_TIMEOUT);
     daemon.wait_log(POLL_TIMEOUT, "`✓ Attached` line", |log| {
         log.contains(&format!("✓ Attached to PID {pid} (job: {job})"))
     });
@@ -990,7 +978,7 @@ fn lost_events_are_counted_and_reconciled(backend: Backend) {
     daemon.wait_log(POLL_TIMEOUT, "`process event(s) lost; reconciling` line", |log| {
         !lost_counts(log).is_empty()
     });
-    daemon.wait_governed(host, &root, &name, &pids, BULK_TIMEOUT);
+    daemon.wait_governed(&root, &name, &pids, BULK_TIMEOUT);
     assert!(targets.iter().all(Target::running), "a target died");
     let log = daemon.stop();
     let lost: u64 = lost_counts(&log).iter().sum();
@@ -1065,7 +1053,7 @@ fn kill_9_leaves_targets_governed(backend: Backend) {
     let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
     let targets: Vec<Target> = (0..2).map(|_| Target::sleeping(&path)).collect();
     let pids: Vec<u32> = targets.iter().map(Target::pid).collect();
-    daemon.wait_governed(host, &root, &name, &pids, POLL_TIMEOUT);
+    daemon.wait_governed(&root, &name, &pids, POLL_TIMEOUT);
     for &pid in &pids {
         assert_limits(&root, &name, pid);
     }
@@ -1077,7 +1065,7 @@ fn kill_9_leaves_targets_governed(backend: Backend) {
     for (target, &pid) in targets.iter().zip(&pids) {
         assert!(target.running(), "target {pid} died with the daemon");
         assert!(
-            in_job(host, &root, pid, &job_of(&name, pid)),
+            root.holds_all_threads(pid, &job_of(&name, pid)),
             "target {pid} left its cgroup"
         );
         assert_limits(&root, &name, pid);
@@ -1109,7 +1097,7 @@ fn never_governs_itself(backend: Backend) {
         Some(name.as_str()),
         "the daemon runs under the target's name"
     );
-    daemon.wait_governed(host, &root, &name, &[sentinel.pid()], POLL_TIMEOUT);
+    daemon.wait_governed(&root, &name, &[sentinel.pid()], POLL_TIMEOUT);
     let log = daemon.wait_log(POLL_TIMEOUT, "`Discovered` line", |log| !discovered(log).is_empty());
     assert_eq!(cgroup_file(dpid), before, "the daemon moved itself");
     let log = {
