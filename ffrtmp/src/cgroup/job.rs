@@ -528,6 +528,15 @@ impl JobCgroup {
             .map_or(self.dirs[0].dir.as_path(), |d| d.dir.as_path())
     }
 
+    /// A cheap handle that reads this job's usage, for readers outside the
+    /// job's owner (the metrics endpoint reads it at scrape time).
+    pub fn usage_reader(&self) -> UsageReader {
+        UsageReader {
+            version: self.version,
+            dirs: self.dirs.iter().map(|d| (d.controllers.clone(), d.dir.clone())).collect(),
+        }
+    }
+
     /// Move a whole process (all its threads) into the job, in every hierarchy.
     pub fn add_process(&self, pid: u32) -> Result<(), FsError> {
         for procs in self.procs_files() {
@@ -547,33 +556,7 @@ impl JobCgroup {
 
     /// Read usage; a counter the kernel does not offer stays `None`.
     pub fn usage(&self) -> Usage {
-        let read = |c: Controller, file: &str| fs::read_optional(&self.dir_for(c).join(file)).ok().flatten();
-        let mut u = Usage::default();
-        match self.version {
-            Version::V2 => {
-                if let Some(stat) = read(Controller::Cpu, "cpu.stat") {
-                    u.cpu_seconds = fs::keyed_value(&stat, "usage_usec").map(|us| us as f64 / 1e6);
-                    u.throttled_periods = fs::keyed_value(&stat, "nr_throttled");
-                    u.throttled_seconds = fs::keyed_value(&stat, "throttled_usec").map(|us| us as f64 / 1e6);
-                }
-                u.memory_peak_bytes = read(Controller::Memory, "memory.peak").and_then(|s| s.trim().parse().ok());
-                u.oom_kills = read(Controller::Memory, "memory.events").and_then(|s| fs::keyed_value(&s, "oom_kill"));
-            }
-            Version::V1 => {
-                u.cpu_seconds = read(Controller::Cpuacct, "cpuacct.usage")
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .map(|ns| ns as f64 / 1e9);
-                if let Some(stat) = read(Controller::Cpu, "cpu.stat") {
-                    u.throttled_periods = fs::keyed_value(&stat, "nr_throttled");
-                    u.throttled_seconds = fs::keyed_value(&stat, "throttled_time").map(|ns| ns as f64 / 1e9);
-                }
-                u.memory_peak_bytes =
-                    read(Controller::Memory, "memory.max_usage_in_bytes").and_then(|s| s.trim().parse().ok());
-                u.oom_kills =
-                    read(Controller::Memory, "memory.oom_control").and_then(|s| fs::keyed_value(&s, "oom_kill"));
-            }
-        }
-        u
+        self.usage_reader().read()
     }
 
     /// Remove the job's directories, and the ancestors this job created when
@@ -618,6 +601,65 @@ impl JobCgroup {
                 tracing::warn!("could not remove {}: {}", dir.display(), e.io());
             }
         }
+    }
+}
+
+/// Reads a job's usage from its cgroup files.
+#[derive(Debug, Clone)]
+pub struct UsageReader {
+    version: Version,
+    dirs: Vec<(Vec<Controller>, PathBuf)>,
+}
+
+impl UsageReader {
+    fn dir_for(&self, controller: Controller) -> &Path {
+        self.dirs
+            .iter()
+            .find(|(controllers, _)| controllers.contains(&controller))
+            .map_or(self.dirs[0].1.as_path(), |(_, dir)| dir.as_path())
+    }
+
+    /// Read usage; a counter the kernel does not offer stays `None`.
+    pub fn read(&self) -> Usage {
+        let read = |c: Controller, file: &str| fs::read_optional(&self.dir_for(c).join(file)).ok().flatten();
+        let mut u = Usage::default();
+        match self.version {
+            Version::V2 => {
+                if let Some(stat) = read(Controller::Cpu, "cpu.stat") {
+                    u.cpu_seconds = fs::keyed_value(&stat, "usage_usec").map(|us| us as f64 / 1e6);
+                    u.throttled_periods = fs::keyed_value(&stat, "nr_throttled");
+                    u.throttled_seconds = fs::keyed_value(&stat, "throttled_usec").map(|us| us as f64 / 1e6);
+                }
+                u.memory_peak_bytes = read(Controller::Memory, "memory.peak").and_then(|s| s.trim().parse().ok());
+                u.oom_kills = read(Controller::Memory, "memory.events").and_then(|s| fs::keyed_value(&s, "oom_kill"));
+            }
+            Version::V1 => {
+                u.cpu_seconds = read(Controller::Cpuacct, "cpuacct.usage")
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(|ns| ns as f64 / 1e9);
+                if let Some(stat) = read(Controller::Cpu, "cpu.stat") {
+                    u.throttled_periods = fs::keyed_value(&stat, "nr_throttled");
+                    u.throttled_seconds = fs::keyed_value(&stat, "throttled_time").map(|ns| ns as f64 / 1e9);
+                }
+                u.memory_peak_bytes =
+                    read(Controller::Memory, "memory.max_usage_in_bytes").and_then(|s| s.trim().parse().ok());
+                u.oom_kills =
+                    read(Controller::Memory, "memory.oom_control").and_then(|s| fs::keyed_value(&s, "oom_kill"));
+            }
+        }
+        u
+    }
+
+    /// Current memory use in bytes (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    pub fn memory_current(&self) -> Option<u64> {
+        let file = match self.version {
+            Version::V2 => "memory.current",
+            Version::V1 => "memory.usage_in_bytes",
+        };
+        fs::read_optional(&self.dir_for(Controller::Memory).join(file))
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse().ok())
     }
 }
 

@@ -7,6 +7,6 @@ pub mod limits;
 pub mod names;
 
 pub use hierarchy::{Controller, Hierarchy};
-pub use job::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage};
+pub use job::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};
 pub use limits::{Limits, Version};
 pub use names::{CgroupRoot, JobId};

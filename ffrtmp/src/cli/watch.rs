@@ -8,7 +8,7 @@ use clap::Args;
 use super::args::LimitArgs;
 use crate::cgroup::CgroupRoot;
 use crate::events::scan::Targets;
-use crate::watch::{self, Backend, WatchConfig};
+use crate::watch::{self, Backend, RetryConfig, Rules, StateConfig, WatchConfig};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -52,13 +52,16 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 pub fn execute(args: WatchArgs) -> anyhow::Result<i32> {
     let config = WatchConfig {
-        targets: Targets::new(args.targets),
-        limits: args.limits.limits(),
+        rules: Rules::simple(Targets::new(args.targets), args.limits.limits()),
         cgroup_root: args.cgroup_root,
         backend: args.backend,
         scan_interval: args.scan_interval,
         ring_bytes: args.ebpf_ring_bytes,
         netlink_rcvbuf: args.netlink_rcvbuf,
+        config_file: None,
+        state: StateConfig::default(),
+        retry: RetryConfig::default(),
+        metrics_listen: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -82,7 +82,7 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tracing::info!("Starting auto-attach service...");
     tracing::info!("Scan interval: {:?}", config.scan_interval);
-    tracing::info!("Target commands: {:?}", config.targets.names());
+    tracing::info!("Target commands: {:?}", config.rules.targets.names());
 
     let governor = Arc::new(lifecycle::governor(config.cgroup_root.clone())?);
 
@@ -174,7 +174,7 @@ impl Daemon {
         if self.adopting.contains(&pid) {
             return;
         }
-        let Some(candidate) = scan::check(pid, &self.config.targets) else {
+        let Some(candidate) = scan::check(pid, &self.config.rules.targets) else {
             return;
         };
         if self.tracked.get(&pid).is_some_and(|t| t.id == candidate.info.id) {
@@ -196,7 +196,7 @@ impl Daemon {
         let job_id = JobId::parse(&format!("auto-{}-{pid}", candidate.command)).unwrap_or_else(|_| JobId::unnamed(pid));
         tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
         let governor = Arc::clone(&self.governor);
-        let limits = self.config.limits.clone();
+        let limits = self.config.rules.limits_for(&candidate.command).clone();
         self.adoptions.spawn_blocking(move || {
             let result = adopt_blocking(&governor, &candidate, &job_id, &limits);
             Adoption {
@@ -285,7 +285,7 @@ impl Daemon {
             return;
         }
         self.counters.reconcile_scans += 1;
-        let targets = self.config.targets.clone();
+        let targets = self.config.rules.targets.clone();
         self.scanning = Some(tokio::task::spawn_blocking(move || scan::scan(&targets)));
     }
 

@@ -2,21 +2,23 @@
 //! a job cgroup immediately → report the job when it exits.
 
 mod daemon;
+pub mod rules;
 mod source;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use daemon::run;
+pub use rules::{CommandRule, DirMatch, Filters, ParentMatch, Rules};
 pub use source::Backend;
 
-use crate::cgroup::{CgroupRoot, Limits};
-use crate::events::scan::Targets;
+use crate::cgroup::CgroupRoot;
 
 /// Everything the daemon needs.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
-    pub targets: Targets,
-    pub limits: Limits,
+    pub rules: Rules,
     pub cgroup_root: CgroupRoot,
     pub backend: Backend,
     /// The poll backend's scan period.
@@ -25,6 +27,43 @@ pub struct WatchConfig {
     pub ring_bytes: u32,
     /// Proc connector receive buffer in bytes.
     pub netlink_rcvbuf: usize,
+    /// The `--watch-config` file, re-read on SIGHUP.
+    pub config_file: Option<PathBuf>,
+    pub state: StateConfig,
+    pub retry: RetryConfig,
+    /// `--metrics-listen`: serve `/metrics` and `/healthz` here.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `--enable-state`, `--state-path`, `--state-flush-interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub flush_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig {
+            enabled: false,
+            path: PathBuf::from("/var/lib/ffrtmp/watch-state.json"),
+            flush_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Transient adoption failures are retried with bounded exponential backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts after the first one (0 = never retry).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        RetryConfig { max_attempts: 3 }
+    }
 }
 
 impl WatchConfig {

@@ -45,7 +45,7 @@ impl Source {
     pub fn open(backend: Backend, config: &super::WatchConfig) -> io::Result<(Source, String)> {
         let mut why = Vec::new();
         if matches!(backend, Backend::Auto | Backend::Ebpf) {
-            let names: Vec<&str> = config.targets.names().iter().map(String::as_str).collect();
+            let names: Vec<&str> = config.rules.targets.names().iter().map(String::as_str).collect();
             match EbpfSource::load(&names, config.ring_bytes) {
                 Ok(source) => {
                     // Parsing the kernel's BTF for the offsets takes several
