@@ -82,12 +82,12 @@ pub struct Removal {
 
 /// One hierarchy's directory for a job (v2 has exactly one).
 #[derive(Debug, Clone)]
-struct JobDir {
-    controllers: Vec<Controller>,
-    dir: PathBuf,
+pub(super) struct JobDir {
+    pub(super) controllers: Vec<Controller>,
+    pub(super) dir: PathBuf,
     /// An empty cgroup of an earlier job with this id, seen before
     /// creation: it is removed and made anew so no stale limit survives.
-    leftover: bool,
+    pub(super) leftover: bool,
 }
 
 /// Creates job cgroups under one root, on one hierarchy.
@@ -100,6 +100,10 @@ pub struct Governor {
 impl Governor {
     pub fn new(hierarchy: Hierarchy, root: CgroupRoot) -> Governor {
         Governor { hierarchy, root }
+    }
+
+    pub fn root(&self) -> &CgroupRoot {
+        &self.root
     }
 
     pub fn hierarchy(&self) -> &Hierarchy {
@@ -153,7 +157,7 @@ impl Governor {
 
     /// v1: distinct mounts holding the always-used controllers plus `extra`,
     /// and the controllers of `extra` that are not mounted.
-    fn v1_mounts(&self, extra: &[Controller]) -> (Vec<(Mount, Vec<Controller>)>, Vec<Controller>) {
+    pub(super) fn v1_mounts(&self, extra: &[Controller]) -> (Vec<(Mount, Vec<Controller>)>, Vec<Controller>) {
         let Some(mounted) = self.hierarchy.v1_controllers() else {
             return (Vec::new(), Vec::new());
         };
@@ -480,12 +484,12 @@ fn enable_chain(mount: &Mount, root: &Path, controller: Controller) -> Result<()
 /// A job's cgroup (one directory per hierarchy used).
 #[derive(Debug)]
 pub struct JobCgroup {
-    id: JobId,
-    version: Version,
-    dirs: Vec<JobDir>,
+    pub(super) id: JobId,
+    pub(super) version: Version,
+    pub(super) dirs: Vec<JobDir>,
     /// Directories this job created (ancestors, then job dirs), in order.
-    created: Vec<PathBuf>,
-    outcomes: Vec<LimitOutcome>,
+    pub(super) created: Vec<PathBuf>,
+    pub(super) outcomes: Vec<LimitOutcome>,
 }
 
 impl JobCgroup {
@@ -612,6 +616,11 @@ pub struct UsageReader {
 }
 
 impl UsageReader {
+    /// A reader for job dirs given as (controllers, directory).
+    pub fn for_dirs(version: Version, dirs: Vec<(Vec<Controller>, PathBuf)>) -> UsageReader {
+        UsageReader { version, dirs }
+    }
+
     fn dir_for(&self, controller: Controller) -> &Path {
         self.dirs
             .iter()
@@ -689,7 +698,7 @@ fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     }
 }
 
-fn get_xattr(path: &Path, name: &str) -> Option<String> {
+pub(super) fn get_xattr(path: &Path, name: &str) -> Option<String> {
     let p = cstring(path).ok()?;
     let n = std::ffi::CString::new(name).ok()?;
     let mut buf = [0u8; 256];

@@ -444,6 +444,93 @@ impl Limits {
     }
 }
 
+/// The settings that turn a live cgroup's `old` limits into `new`: a changed
+/// limit is written, a removed one is put back to the kernel's "no limit".
+/// Unchanged limits are not written (a `memory.max` write can reclaim).
+pub fn update_settings(old: &Limits, new: &Limits, version: Version) -> Vec<Setting> {
+    let mut out = Vec::new();
+    let wanted = new.settings(version);
+    let take = |kind: LimitKind| wanted.iter().filter(move |s| s.kind == kind).cloned();
+    let reset = |kind: LimitKind, controller: Controller, writes: &[(&'static str, &str)]| Setting {
+        kind,
+        value: "default".into(),
+        writes: writes
+            .iter()
+            .map(|(file, value)| FileWrite {
+                controller,
+                file,
+                value: (*value).to_string(),
+            })
+            .collect(),
+    };
+    if old.cpu_max != new.cpu_max {
+        match new.cpu_max {
+            Some(_) => out.extend(take(LimitKind::CpuMax)),
+            None => out.push(match version {
+                Version::V2 => reset(LimitKind::CpuMax, Controller::Cpu, &[("cpu.max", "max 100000")]),
+                Version::V1 => reset(LimitKind::CpuMax, Controller::Cpu, &[("cpu.cfs_quota_us", "-1")]),
+            }),
+        }
+    }
+    if old.cpu_weight != new.cpu_weight {
+        match new.cpu_weight {
+            Some(_) => out.extend(take(LimitKind::CpuWeight)),
+            None => out.push(match version {
+                Version::V2 => reset(LimitKind::CpuWeight, Controller::Cpu, &[("cpu.weight", "100")]),
+                Version::V1 => reset(LimitKind::CpuWeight, Controller::Cpu, &[("cpu.shares", "1024")]),
+            }),
+        }
+    }
+    if old.memory_max != new.memory_max {
+        match new.memory_max {
+            Some(_) => out.extend(take(LimitKind::MemoryMax)),
+            None => out.push(match version {
+                Version::V2 => reset(LimitKind::MemoryMax, Controller::Memory, &[("memory.max", "max")]),
+                Version::V1 => reset(LimitKind::MemoryMax, Controller::Memory, &[("memory.limit_in_bytes", "-1")]),
+            }),
+        }
+    }
+    // io: a device whose line changed or went away is reset first (a v2
+    // write leaves unnamed keys as they were), then written anew.
+    for io in &old.io_max {
+        if new.io_max.contains(io) {
+            continue;
+        }
+        let dev = io.device.to_string();
+        let mut setting = match version {
+            Version::V2 => reset(LimitKind::IoMax, Controller::Io, &[("io.max", "")]),
+            Version::V1 => reset(
+                LimitKind::IoMax,
+                Controller::Io,
+                &[
+                    ("blkio.throttle.read_bps_device", ""),
+                    ("blkio.throttle.write_bps_device", ""),
+                    ("blkio.throttle.read_iops_device", ""),
+                    ("blkio.throttle.write_iops_device", ""),
+                ],
+            ),
+        };
+        for w in &mut setting.writes {
+            w.value = match version {
+                Version::V2 => format!("{dev} rbps=max wbps=max riops=max wiops=max"),
+                Version::V1 => format!("{dev} 0"),
+            };
+        }
+        setting.value = format!("{dev} default");
+        out.push(setting);
+    }
+    for (io, setting) in new
+        .io_max
+        .iter()
+        .zip(wanted.iter().filter(|s| s.kind == LimitKind::IoMax))
+    {
+        if !old.io_max.contains(io) {
+            out.push(setting.clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
