@@ -30,7 +30,9 @@ impl ExistingJob {
     }
 
     pub fn is_populated(&self) -> bool {
-        self.dirs.iter().any(|d| matches!(is_populated(&d.dir, self.version), Ok(true)))
+        self.dirs
+            .iter()
+            .any(|d| matches!(is_populated(&d.dir, self.version), Ok(true)))
     }
 
     pub fn dirs(&self) -> Vec<&std::path::Path> {
@@ -40,13 +42,18 @@ impl ExistingJob {
     /// When the job dir was made (its birth/modification time): a job
     /// re-adopted without a state file counts its age from here.
     pub fn created(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.dirs[0].dir).and_then(|m| m.created().or_else(|_| m.modified())).ok()
+        std::fs::metadata(&self.dirs[0].dir)
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .ok()
     }
 
     pub fn usage_reader(&self) -> UsageReader {
         UsageReader::for_dirs(
             self.version,
-            self.dirs.iter().map(|d| (d.controllers.clone(), d.dir.clone())).collect(),
+            self.dirs
+                .iter()
+                .map(|d| (d.controllers.clone(), d.dir.clone()))
+                .collect(),
         )
     }
 
@@ -125,23 +132,44 @@ impl Governor {
 }
 
 impl JobCgroup {
-    /// Change a live job's limits from `old` to `new` (reload): changed
-    /// limits are written, removed ones reset. Returns each write's outcome;
-    /// nice is the caller's (it is per thread, not in the cgroup).
-    pub fn update_limits(&mut self, old: &Limits, new: &Limits) -> Vec<LimitOutcome> {
+    /// A handle that changes this job's limits while it runs (reload),
+    /// usable on another thread while the job stays with its owner.
+    pub fn limit_writer(&self) -> LimitWriter {
+        LimitWriter {
+            version: self.version,
+            dirs: self
+                .dirs
+                .iter()
+                .map(|d| (d.controllers.clone(), d.dir.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Writes a live job's limits.
+#[derive(Debug, Clone)]
+pub struct LimitWriter {
+    version: super::Version,
+    dirs: Vec<(Vec<Controller>, PathBuf)>,
+}
+
+impl LimitWriter {
+    /// Change the limits from `old` to `new` (see [`update_settings`]):
+    /// each write's outcome. Nice is the caller's (it is per thread).
+    pub fn update(&self, old: Option<&Limits>, new: &Limits) -> Vec<LimitOutcome> {
         let mut outcomes = Vec::new();
         for setting in update_settings(old, new, self.version) {
             let mut files = Vec::new();
             let mut error = None;
             for write in &setting.writes {
-                let Some(dir) = self.dirs.iter().find(|d| d.controllers.contains(&write.controller)) else {
+                let Some((_, dir)) = self.dirs.iter().find(|(c, _)| c.contains(&write.controller)) else {
                     error = Some(format!(
                         "the job has no {} cgroup (it was created without that controller; applies to new jobs)",
                         write.controller.v1_name()
                     ));
                     break;
                 };
-                let path = dir.dir.join(write.file);
+                let path = dir.join(write.file);
                 files.push(path.clone());
                 if let Err(e) = fs::write_file(&path, &write.value) {
                     error = Some(e.to_string());

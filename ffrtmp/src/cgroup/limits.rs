@@ -447,7 +447,12 @@ impl Limits {
 /// The settings that turn a live cgroup's `old` limits into `new`: a changed
 /// limit is written, a removed one is put back to the kernel's "no limit".
 /// Unchanged limits are not written (a `memory.max` write can reclaim).
-pub fn update_settings(old: &Limits, new: &Limits, version: Version) -> Vec<Setting> {
+/// `old: None` (not known, e.g. a job taken over after a restart) writes
+/// every limit of `new` and resets the cpu and memory limits it lacks.
+pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> Vec<Setting> {
+    let unknown = Limits::default();
+    let changed = |a: bool| old.is_none() || a;
+    let old = old.unwrap_or(&unknown);
     let mut out = Vec::new();
     let wanted = new.settings(version);
     let take = |kind: LimitKind| wanted.iter().filter(move |s| s.kind == kind).cloned();
@@ -463,7 +468,7 @@ pub fn update_settings(old: &Limits, new: &Limits, version: Version) -> Vec<Sett
             })
             .collect(),
     };
-    if old.cpu_max != new.cpu_max {
+    if changed(old.cpu_max != new.cpu_max) {
         match new.cpu_max {
             Some(_) => out.extend(take(LimitKind::CpuMax)),
             None => out.push(match version {
@@ -472,7 +477,7 @@ pub fn update_settings(old: &Limits, new: &Limits, version: Version) -> Vec<Sett
             }),
         }
     }
-    if old.cpu_weight != new.cpu_weight {
+    if changed(old.cpu_weight != new.cpu_weight) {
         match new.cpu_weight {
             Some(_) => out.extend(take(LimitKind::CpuWeight)),
             None => out.push(match version {
@@ -481,12 +486,16 @@ pub fn update_settings(old: &Limits, new: &Limits, version: Version) -> Vec<Sett
             }),
         }
     }
-    if old.memory_max != new.memory_max {
+    if changed(old.memory_max != new.memory_max) {
         match new.memory_max {
             Some(_) => out.extend(take(LimitKind::MemoryMax)),
             None => out.push(match version {
                 Version::V2 => reset(LimitKind::MemoryMax, Controller::Memory, &[("memory.max", "max")]),
-                Version::V1 => reset(LimitKind::MemoryMax, Controller::Memory, &[("memory.limit_in_bytes", "-1")]),
+                Version::V1 => reset(
+                    LimitKind::MemoryMax,
+                    Controller::Memory,
+                    &[("memory.limit_in_bytes", "-1")],
+                ),
             }),
         }
     }

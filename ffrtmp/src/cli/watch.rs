@@ -1,68 +1,113 @@
 //! `ffrtmp watch`: the event-driven daemon.
+//!
+//! Every setting flag is an `Option` without a clap default, so that a flag
+//! given wins over `--watch-config` and one not given leaves the file's
+//! value; the defaults (shown in --help) are applied by `config::load`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::args::LimitArgs;
+use super::args::{LimitArgs, MemoryArg};
 use crate::cgroup::CgroupRoot;
-use crate::events::scan::Targets;
-use crate::watch::{self, Backend, RetryConfig, Rules, StateConfig, WatchConfig};
+use crate::watch::config::{self, Overrides, PartialLimits};
+use crate::watch::{self, Backend};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// A command to govern, matched on the exact basename of argv[0] (repeatable)
-    #[arg(long = "target", value_name = "NAME", value_parser = parse_target,
-          default_values = ["ffmpeg", "gst-launch-1.0"])]
-    pub targets: Vec<String>,
-    /// Where processes are learned of: auto tries ebpf, then netlink, then poll
-    #[arg(long, value_enum, default_value = "auto")]
-    pub backend: Backend,
-    /// How often the poll backend scans /proc (e.g. 10s, 500ms)
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
-    pub scan_interval: Duration,
-    /// Where job cgroups live: absolute (/ffrtmp) or relative to ffrtmp's own cgroup
-    #[arg(long, value_name = "PATH", env = "FFRTMP_CGROUP_ROOT", default_value = "/ffrtmp", value_parser = CgroupRoot::parse)]
-    pub cgroup_root: CgroupRoot,
+    /// Read the settings from this YAML file (TOML when it ends in .toml); flags given here win over it. SIGHUP re-reads it
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    pub watch_config: Option<PathBuf>,
+    /// Validate FILE, print the effective configuration (FILE merged with the other flags) and exit; touches nothing
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+    /// A command to govern, matched on the exact basename of argv[0] (repeatable; replaces the file's target_commands) [default: ffmpeg gst-launch-1.0]
+    #[arg(long = "target", value_name = "NAME", value_parser = config::parse_target)]
+    pub targets: Option<Vec<String>>,
+    /// Where processes are learned of: auto tries ebpf, then netlink, then poll [default: auto]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// How often the poll backend scans /proc (e.g. 10s, 500ms) [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_scan_interval)]
+    pub scan_interval: Option<Duration>,
+    /// Where job cgroups live: absolute (/ffrtmp) or relative to ffrtmp's own cgroup [default: /ffrtmp]
+    #[arg(long, value_name = "PATH", env = "FFRTMP_CGROUP_ROOT", value_parser = CgroupRoot::parse)]
+    pub cgroup_root: Option<CgroupRoot>,
+    /// Serve /metrics and /healthz here: a port (on 127.0.0.1), ADDR:PORT or [IPv6]:PORT
+    #[arg(long, value_name = "ADDR", value_parser = config::parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Keep the governed jobs in a state file, so a restarted daemon takes them back
+    #[arg(long)]
+    pub enable_state: bool,
+    /// The state file [default: /var/lib/ffrtmp/watch-state.json]
+    #[arg(long, value_name = "PATH")]
+    pub state_path: Option<PathBuf>,
+    /// How often the state file is written [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_flush_interval)]
+    pub state_flush_interval: Option<Duration>,
+    /// Retry adoptions that failed for a transient reason (accepted for compatibility: on by default)
+    #[arg(long)]
+    pub enable_retry: bool,
+    /// Retries after a failed adoption, 0..100 (0 = never retry) [default: 3]
+    #[arg(long, value_name = "N", value_parser = config::parse_retry_attempts)]
+    pub max_retry_attempts: Option<u32>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// eBPF ring buffer size in bytes (testing and tuning)
-    #[arg(long, hide = true, default_value_t = WatchConfig::DEFAULT_RING_BYTES)]
-    pub ebpf_ring_bytes: u32,
+    #[arg(long, hide = true)]
+    pub ebpf_ring_bytes: Option<u32>,
     /// Proc connector receive buffer in bytes (testing and tuning)
-    #[arg(long, hide = true, default_value_t = WatchConfig::DEFAULT_NETLINK_RCVBUF)]
-    pub netlink_rcvbuf: usize,
+    #[arg(long, hide = true)]
+    pub netlink_rcvbuf: Option<usize>,
 }
 
-fn parse_target(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.contains('/') || s.contains('\0') {
-        Err("expected a command name (the basename of argv[0]), without '/'".into())
-    } else {
-        Ok(s.to_owned())
+impl WatchArgs {
+    /// What the command line set explicitly.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            targets: self.targets.clone(),
+            limits: limit_overrides(&self.limits),
+            backend: self.backend,
+            scan_interval: self.scan_interval,
+            cgroup_root: self.cgroup_root.clone(),
+            metrics_listen: self.metrics_listen,
+            state_enabled: self.enable_state.then_some(true),
+            state_path: self.state_path.clone(),
+            state_flush_interval: self.state_flush_interval,
+            retry_enabled: self.enable_retry.then_some(true),
+            max_retry_attempts: self.max_retry_attempts,
+            ring_bytes: self.ebpf_ring_bytes,
+            netlink_rcvbuf: self.netlink_rcvbuf,
+        }
     }
 }
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
-        _ => Err("expected a duration of at least 10ms such as 10s, 500ms or 1m".into()),
+/// The limit flags given, with the precedence `LimitArgs::limits` documents
+/// (`--cpu-quota` over `--cpu-max`, `--memory-limit` over `--memory-max`).
+fn limit_overrides(args: &LimitArgs) -> PartialLimits {
+    PartialLimits {
+        cpu_max: args.cpu_quota.or(args.cpu_max),
+        cpu_weight: args.cpu_weight,
+        memory_max: args.memory_limit.or(args.memory_max).map(|MemoryArg(m)| m),
+        io_max: (!args.io_max.is_empty()).then(|| args.io_max.clone()),
+        nice: args.nice,
     }
 }
 
 pub fn execute(args: WatchArgs) -> anyhow::Result<i32> {
-    let config = WatchConfig {
-        rules: Rules::simple(Targets::new(args.targets), args.limits.limits()),
-        cgroup_root: args.cgroup_root,
-        backend: args.backend,
-        scan_interval: args.scan_interval,
-        ring_bytes: args.ebpf_ring_bytes,
-        netlink_rcvbuf: args.netlink_rcvbuf,
-        config_file: None,
-        state: StateConfig::default(),
-        retry: RetryConfig::default(),
-        metrics_listen: None,
-    };
+    let overrides = args.overrides();
+    let file = args.check_config.as_deref().or(args.watch_config.as_deref());
+    let (config, warnings) = config::load(file, &overrides)?;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    if args.check_config.is_some() {
+        print!("{}", config::render(&config, &warnings));
+        return Ok(0);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -86,16 +86,16 @@ pub fn check(pid: u32, targets: &Targets) -> Option<Candidate> {
     Some(Candidate { info, command })
 }
 
-/// Every running process that matches a target.
-pub fn scan(targets: &Targets) -> Vec<Candidate> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
+/// Every running process that matches a target. Only a `/proc` that cannot
+/// be listed is an error; processes that vanish meanwhile are skipped.
+pub fn scan(targets: &Targets) -> std::io::Result<Vec<Candidate>> {
+    let entries =
+        std::fs::read_dir("/proc").map_err(|e| std::io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
+    Ok(entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| check(pid, targets))
-        .collect()
+        .collect())
 }
 
 /// Is this process ffrtmp itself or one of its descendants? ffrtmp never

@@ -1,125 +1,262 @@
-//! The watch loop: one task owns all state; blocking cgroup work runs on
-//! tokio's blocking pool so a slow `memory.max` write never stalls events.
+//! The watch loop: one task owns all state; blocking work (reading `/proc`,
+//! writing cgroup files, name-service lookups) runs on tokio's blocking pool
+//! through [`super::adopt`], so events keep flowing while it happens.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::WatchConfig;
+use super::adopt::{self, Adopted, Finished, Reattached, Takeover, job_id_for};
+use super::event::WatchEvent;
+use super::health::Health;
+use super::metrics::{self, Metrics};
+use super::rules::Rules;
 use super::source::Source;
-use crate::cgroup::{Governor, JobCgroup, JobId};
+use super::state::{STATE_VERSION, StateFile, StateJob, unix_ms};
+use crate::cgroup::{Governor, JobCgroup, JobId, LimitOutcome, Limits};
 use crate::events::scan::{self, Candidate};
 use crate::events::source::SourceEvent;
-use crate::job::{self as lifecycle, Created, Finish};
-use crate::process::ProcError;
-use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks, descendants_of};
-use crate::process::nice::{NiceError, renice_all_threads};
+use crate::job as lifecycle;
+use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks};
 use crate::process::{PidFd, ProcessId};
-use crate::report::{Ending, Mode};
+
+/// Requests to a running daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration file (SIGHUP).
+    Reload,
+    /// Stop; governed processes keep their cgroups. The text says why.
+    Stop(&'static str),
+}
+
+/// Where [`WatchEvent`]s go: a bounded queue that never blocks the daemon.
+/// When the reader falls behind, events are dropped and counted.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<WatchEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// A sink holding up to `capacity` events, and its receiving end.
+    pub fn new(capacity: usize) -> (EventSink, mpsc::Receiver<WatchEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            EventSink {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Events dropped so far because the reader was not keeping up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A shared counter of the events dropped.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    fn send(&self, event: WatchEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A configuration re-read on the blocking pool, and its warnings.
+type Loading = JoinHandle<anyhow::Result<(WatchConfig, Vec<String>)>>;
 
 /// A governed process.
 struct Tracked {
     id: ProcessId,
     job_id: JobId,
+    command: String,
     cgroup: JobCgroup,
     attached: SystemTime,
+    /// The limits last asked for (a reload diffs against these).
+    limits: Limits,
 }
 
-/// The outcome of one adoption on the blocking pool.
+/// The outcome of one adoption attempt on the blocking pool.
 struct Adoption {
     candidate: Candidate,
     job_id: JobId,
-    result: anyhow::Result<(JobCgroup, PidFd)>,
+    attempt: u32,
+    seen: Option<Instant>,
+    outcome: Adopted,
 }
 
-/// Counters reported at shutdown (and, later, as metrics).
-#[derive(Debug, Default)]
-struct Counters {
-    events: u64,
-    lost: u64,
-    reconcile_scans: u64,
-    adopted: u64,
-    adopt_failures: u64,
-    exited: u64,
+/// A candidate whose time has come: its `min_runtime` passed, or a retry is due.
+struct Due {
+    candidate: Candidate,
+    attempt: u32,
+    seen: Option<Instant>,
+}
+
+/// Retry backoff: 100 ms, 200 ms, 400 ms, … at most 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
 struct Daemon {
     config: WatchConfig,
+    rules: Arc<Rules>,
     governor: Arc<Governor>,
     source: Source,
     tracked: HashMap<u32, Tracked>,
-    /// Pids with an adoption in flight: never adopted twice.
+    /// Pids with an adoption in flight or a retry scheduled: never adopted twice.
     adopting: HashSet<u32>,
+    /// Processes waiting for their `min_runtime`.
+    pending: HashMap<u32, ProcessId>,
+    /// Processes a filter rejected (forgotten when a scan no longer sees them).
+    rejected: HashMap<u32, ProcessId>,
     /// Exit statuses reported by the source, until the pidfd says "exited".
     statuses: HashMap<u32, i32>,
     adoptions: JoinSet<Adoption>,
-    finishing: JoinSet<()>,
-    scanning: Option<tokio::task::JoinHandle<Vec<Candidate>>>,
-    rescan: bool,
+    finishing: JoinSet<Finished>,
+    updating: JoinSet<(ProcessId, JobId, Vec<LimitOutcome>)>,
+    scanning: Option<(JoinHandle<std::io::Result<Vec<Candidate>>>, &'static str)>,
+    rescan: Option<&'static str>,
+    reloading: Option<Loading>,
+    saving: Option<JoinHandle<()>>,
+    state_dirty: bool,
     /// The source's kernel-side drop count when last looked at.
     kernel_drops: u64,
     /// Exited processes, with the status their pidfd knew (6.15+).
     exits_tx: mpsc::UnboundedSender<(ProcessId, Option<i32>)>,
-    counters: Counters,
+    due_tx: mpsc::UnboundedSender<Due>,
+    metrics: Metrics,
+    health: Health,
+    sink: Option<EventSink>,
 }
 
-/// Run the daemon until SIGINT or SIGTERM. Governed processes are left in
-/// their cgroups with their limits and never signalled.
+/// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the configuration.
+/// Governed processes are left in their cgroups with their limits and never
+/// signalled.
 pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
-    }
+    use tokio::signal::unix::{SignalKind, signal};
     // Before anything is logged: a signal sent as soon as the daemon looks
     // ready must stop it cleanly, not kill it.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (control_tx, control_rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                _ = sigint.recv() => Control::Stop("SIGINT"),
+                _ = sigterm.recv() => Control::Stop("SIGTERM"),
+                _ = sighup.recv() => Control::Reload,
+            };
+            if control_tx.send(request).await.is_err() {
+                break;
+            }
+        }
+    });
+    serve(config, control_rx, None).await
+}
+
+/// The daemon itself, driven by `control`; events go to `sink`.
+pub async fn serve(
+    config: WatchConfig,
+    mut control: mpsc::Receiver<Control>,
+    sink: Option<EventSink>,
+) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
+    }
     tracing::info!("Starting auto-attach service...");
     tracing::info!("Scan interval: {:?}", config.scan_interval);
     tracing::info!("Target commands: {:?}", config.rules.targets.names());
 
     let governor = Arc::new(lifecycle::governor(config.cgroup_root.clone())?);
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let listener = match config.metrics_listen {
+        Some(addr) => Some(super::http::bind(addr).await?),
+        None => None,
+    };
 
     // Subscribe first, then catch up: a target started in between is seen
     // by both and adopted once.
     let (source, why) = Source::open(config.backend, &config).context("opening an event source")?;
     tracing::info!("Event source: {} ({why})", source.name());
+    metrics.set_backend(source.name());
 
     let (exits_tx, mut exits_rx) = mpsc::unbounded_channel();
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
+        rules: Arc::new(config.rules.clone()),
         config,
         governor,
         source,
         tracked: HashMap::new(),
         adopting: HashSet::new(),
+        pending: HashMap::new(),
+        rejected: HashMap::new(),
         statuses: HashMap::new(),
         adoptions: JoinSet::new(),
         finishing: JoinSet::new(),
+        updating: JoinSet::new(),
         scanning: None,
-        rescan: false,
+        rescan: None,
+        reloading: None,
+        saving: None,
+        state_dirty: false,
         kernel_drops: 0,
         exits_tx,
-        counters: Counters::default(),
+        due_tx,
+        metrics,
+        health,
+        sink,
     };
-    d.start_scan();
+    d.emit(WatchEvent::Started {
+        backend: d.source.name().to_string(),
+        reason: why,
+        targets: d.rules.targets.names().to_vec(),
+    });
+    d.take_over().await;
+    d.start_scan("startup");
+    if let Some(listener) = listener {
+        tracing::info!("Serving /metrics and /healthz on http://{}", listener.local_addr()?);
+        tokio::spawn(super::http::serve(listener, d.metrics.clone(), d.health.clone()));
+    }
+    let mut flush = tokio::time::interval(d.config.state.flush_interval.max(Duration::from_millis(100)));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut batch = Vec::new();
-    let signal_name = loop {
+    let reason = loop {
         tokio::select! {
             biased;
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
+            request = control.recv() => match request {
+                Some(Control::Reload) => d.start_reload(),
+                Some(Control::Stop(why)) => break why,
+                None => break "the controlling handle was dropped",
+            },
             next = d.source.next(&mut batch) => {
-                let scan_due = next.context("reading process events")?;
+                let scan_due = match next {
+                    Ok(due) => due,
+                    Err(e) => {
+                        d.health.source_failed(&e.to_string());
+                        d.shutdown().await;
+                        return Err(anyhow::Error::new(e).context("reading process events"));
+                    }
+                };
                 d.handle_events(&mut batch);
                 if scan_due {
-                    d.start_scan();
+                    d.start_scan("poll");
                 }
             }
             Some(done) = d.adoptions.join_next() => match done {
@@ -127,29 +264,53 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
                 Err(e) => tracing::error!("adoption task failed: {e}"),
             },
             Some((id, status)) = exits_rx.recv() => d.exited(id, status),
-            found = async { d.scanning.as_mut().expect("guarded").await }, if d.scanning.is_some() => {
-                d.scanning = None;
+            Some(due) = due_rx.recv() => d.due(due),
+            found = async { (&mut d.scanning.as_mut().expect("guarded").0).await }, if d.scanning.is_some() => {
+                let (_, trigger) = d.scanning.take().expect("guarded");
                 match found {
-                    Ok(candidates) => d.scanned(candidates),
+                    Ok(result) => d.scanned(trigger, result),
                     Err(e) => tracing::error!("scan task failed: {e}"),
                 }
             }
-            Some(_) = d.finishing.join_next() => {}
+            loaded = async { d.reloading.as_mut().expect("guarded").await }, if d.reloading.is_some() => {
+                d.reloading = None;
+                match loaded {
+                    Ok(result) => d.reloaded(result),
+                    Err(e) => tracing::error!("reload task failed: {e}"),
+                }
+            }
+            Some(done) = d.finishing.join_next() => match done {
+                Ok(finished) => d.finished(finished),
+                Err(e) => tracing::error!("finishing task failed: {e}"),
+            },
+            Some(done) = d.updating.join_next() => match done {
+                Ok((id, job_id, outcomes)) => d.updated(id, &job_id, outcomes),
+                Err(e) => tracing::error!("limit update task failed: {e}"),
+            },
+            _ = flush.tick(), if d.config.state.enabled => d.flush_state(),
         }
     };
-    tracing::info!("Received signal {signal_name}, shutting down...");
+    tracing::info!("Received signal {reason}, shutting down...");
     d.shutdown().await;
     tracing::info!("Service stopped gracefully");
     Ok(())
 }
 
 impl Daemon {
+    fn emit(&self, event: WatchEvent) {
+        if let Some(sink) = &self.sink {
+            sink.send(event);
+        }
+    }
+
     fn handle_events(&mut self, batch: &mut Vec<SourceEvent>) {
+        let seen = Instant::now();
+        let source = self.source.name();
+        self.metrics.events(source, batch.len() as u64);
         let mut lost = 0;
         for event in batch.drain(..) {
-            self.counters.events += 1;
             match event {
-                SourceEvent::Exec { pid } => self.consider(pid),
+                SourceEvent::Exec { pid } => self.consider(pid, Some(seen)),
                 SourceEvent::Exit { pid, status } => {
                     if self.tracked.contains_key(&pid) {
                         self.statuses.insert(pid, status);
@@ -160,89 +321,240 @@ impl Daemon {
         }
         // Kernel-side drops (eBPF ring buffer full) are a running total.
         let dropped = self.source.drops();
-        lost += dropped.saturating_sub(self.kernel_drops);
+        let kernel = dropped.saturating_sub(self.kernel_drops);
         self.kernel_drops = dropped;
+        self.metrics.kernel_drops(kernel);
+        lost += kernel;
         if lost > 0 {
             tracing::warn!("{lost} process event(s) lost; reconciling with a /proc scan");
-            self.counters.lost += lost;
-            self.start_scan();
+            self.metrics.lost(source, lost);
+            self.health.events_lost(lost);
+            self.emit(WatchEvent::EventsLost {
+                source: source.to_string(),
+                count: lost,
+            });
+            self.start_scan("loss");
         }
+    }
+
+    /// Is this process already governed, being adopted, waiting or rejected?
+    fn known(&self, id: ProcessId) -> bool {
+        self.adopting.contains(&id.pid)
+            || self.tracked.get(&id.pid).is_some_and(|t| t.id == id)
+            || self.pending.get(&id.pid) == Some(&id)
+            || self.rejected.get(&id.pid) == Some(&id)
     }
 
     /// An exec: adopt it if it is a target we do not govern yet.
-    fn consider(&mut self, pid: u32) {
+    fn consider(&mut self, pid: u32, seen: Option<Instant>) {
         if self.adopting.contains(&pid) {
             return;
         }
-        let Some(candidate) = scan::check(pid, &self.config.rules.targets) else {
+        let Some(candidate) = scan::check(pid, &self.rules.targets) else {
             return;
         };
-        if self.tracked.get(&pid).is_some_and(|t| t.id == candidate.info.id) {
+        if self.known(candidate.info.id) || !self.governable(&candidate) {
             return;
         }
+        self.schedule(candidate, seen);
+    }
+
+    /// ffrtmp never governs itself, its children, or a process already in
+    /// an ffrtmp job (such as the child of `ffrtmp run`).
+    fn governable(&self, candidate: &Candidate) -> bool {
+        let pid = candidate.info.id.pid;
         if scan::is_self_or_descendant(&candidate.info) {
-            return;
+            return false;
         }
         if self.governor.in_job_cgroup(pid) {
             tracing::debug!("PID {pid} is already in an ffrtmp job cgroup; leaving it there");
-            return;
+            return false;
         }
-        self.adopt(candidate);
+        true
     }
 
-    fn adopt(&mut self, candidate: Candidate) {
+    /// Adopt now, or when the process has run for its `min_runtime`.
+    fn schedule(&mut self, candidate: Candidate, seen: Option<Instant>) {
+        let min = self.rules.min_runtime_for(&candidate.command);
+        let age = process_age(candidate.info.id);
+        if age < min {
+            let wait = min - age;
+            tracing::debug!(
+                "PID {} ({}): adopting in {wait:?}, when it has run for min_runtime {min:?}",
+                candidate.info.id.pid,
+                candidate.command
+            );
+            self.pending.insert(candidate.info.id.pid, candidate.info.id);
+            self.later(
+                wait,
+                Due {
+                    candidate,
+                    attempt: 0,
+                    seen: None,
+                },
+            );
+            return;
+        }
+        self.adopt(candidate, 0, seen);
+    }
+
+    /// One timer task per waiting process: free while nothing happens.
+    fn later(&self, wait: Duration, due: Due) {
+        let tx = self.due_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(due);
+        });
+    }
+
+    fn due(&mut self, due: Due) {
+        let id = due.candidate.info.id;
+        if due.attempt == 0 {
+            if self.pending.get(&id.pid) != Some(&id) {
+                return;
+            }
+            self.pending.remove(&id.pid);
+        } else {
+            self.adopting.remove(&id.pid);
+        }
+        // Still the same process, still running?
+        match ProcessInfo::read(id.pid) {
+            Ok(now) if now.id == id && !now.is_zombie() => self.adopt(due.candidate, due.attempt, due.seen),
+            _ => tracing::debug!("PID {} exited before it was adopted", id.pid),
+        }
+    }
+
+    fn adopt(&mut self, candidate: Candidate, attempt: u32, seen: Option<Instant>) {
         let pid = candidate.info.id.pid;
         self.adopting.insert(pid);
-        let job_id = JobId::parse(&format!("auto-{}-{pid}", candidate.command)).unwrap_or_else(|_| JobId::unnamed(pid));
-        tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
+        let job_id = job_id_for(&candidate.command, pid);
+        if attempt == 0 {
+            tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
+        }
         let governor = Arc::clone(&self.governor);
-        let limits = self.config.rules.limits_for(&candidate.command).clone();
+        let rules = Arc::clone(&self.rules);
         self.adoptions.spawn_blocking(move || {
-            let result = adopt_blocking(&governor, &candidate, &job_id, &limits);
+            let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id);
             Adoption {
                 candidate,
                 job_id,
-                result,
+                attempt,
+                seen,
+                outcome,
             }
         });
     }
 
     fn adopted(&mut self, adoption: Adoption) {
-        let id = adoption.candidate.info.id;
+        let Adoption {
+            candidate,
+            job_id,
+            attempt,
+            seen,
+            outcome,
+        } = adoption;
+        let id = candidate.info.id;
         self.adopting.remove(&id.pid);
-        match adoption.result {
-            Ok((cgroup, pidfd)) => {
-                self.counters.adopted += 1;
-                for o in cgroup.outcomes().iter().filter(|o| !o.applied()) {
-                    tracing::warn!(
-                        "PID {}: {} not applied: {}",
-                        id.pid,
-                        o.limit,
-                        o.error.as_deref().unwrap_or("")
-                    );
-                }
-                tracing::info!("✓ Attached to PID {} (job: {})", id.pid, adoption.job_id);
-                self.source.govern(id.pid);
-                self.watch_exit(id, pidfd);
-                self.tracked.insert(
-                    id.pid,
+        match outcome {
+            Adopted::Governed { cgroup, pidfd } => {
+                let latency = seen.map(|s| s.elapsed());
+                self.metrics.adopted(&candidate.command, latency);
+                self.health.attach_ok();
+                let limits = self.rules.limits_for(&candidate.command).clone();
+                self.log_failed_limits(id.pid, cgroup.outcomes());
+                tracing::info!("✓ Attached to PID {} (job: {job_id})", id.pid);
+                self.emit(WatchEvent::Attached {
+                    job_id: job_id.to_string(),
+                    pid: id.pid,
+                    start_time: id.start_time,
+                    command: candidate.command.clone(),
+                    reattached: false,
+                    limits: cgroup.outcomes().to_vec(),
+                });
+                self.track(
                     Tracked {
                         id,
-                        job_id: adoption.job_id,
+                        job_id,
+                        command: candidate.command,
                         cgroup,
                         attached: SystemTime::now(),
+                        limits,
                     },
+                    pidfd,
                 );
             }
-            Err(e) => {
-                self.counters.adopt_failures += 1;
-                tracing::warn!(
-                    "could not attach to PID {} ({}): {e:#}",
-                    id.pid,
-                    adoption.candidate.command
-                );
+            Adopted::Filtered(rejected) => {
+                tracing::info!("PID {} ({}) not governed: {rejected}", id.pid, candidate.command);
+                self.metrics.filtered(&candidate.command, rejected.filter);
+                self.emit(WatchEvent::Filtered {
+                    pid: id.pid,
+                    command: candidate.command,
+                    filter: rejected.filter.to_string(),
+                    detail: rejected.detail,
+                });
+                self.rejected.insert(id.pid, id);
+            }
+            Adopted::Failed { error, transient } => {
+                let retry = transient && attempt < self.config.retry.max_attempts;
+                // Counted once as failed, or as a retry when one follows.
+                self.metrics.adoption_failed(&candidate.command, retry);
+                self.health.attach_failed(&format!("{error:#}"));
+                let retry_in = retry.then(|| backoff(attempt));
+                match retry_in {
+                    Some(wait) => {
+                        tracing::warn!(
+                            "could not attach to PID {} ({}): {error:#}; retrying in {wait:?} (attempt {} of {})",
+                            id.pid,
+                            candidate.command,
+                            attempt + 2,
+                            self.config.retry.max_attempts + 1
+                        );
+                    }
+                    None => tracing::warn!("could not attach to PID {} ({}): {error:#}", id.pid, candidate.command),
+                }
+                self.emit(WatchEvent::AttachFailed {
+                    pid: id.pid,
+                    command: candidate.command.clone(),
+                    error: format!("{error:#}"),
+                    retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+                });
+                if let Some(wait) = retry_in {
+                    // Held in `adopting` until the retry: never adopted twice.
+                    self.adopting.insert(id.pid);
+                    self.later(
+                        wait,
+                        Due {
+                            candidate,
+                            attempt: attempt + 1,
+                            seen,
+                        },
+                    );
+                }
             }
         }
+    }
+
+    fn log_failed_limits(&self, pid: u32, outcomes: &[LimitOutcome]) {
+        for o in outcomes.iter().filter(|o| !o.applied()) {
+            tracing::warn!(
+                "PID {pid}: {} not applied: {}",
+                o.limit,
+                o.error.as_deref().unwrap_or("")
+            );
+            self.metrics.limit_failed(&o.limit.to_string());
+        }
+    }
+
+    /// Start governing: exit watcher, kernel exit reports, metrics, state.
+    fn track(&mut self, tracked: Tracked, pidfd: PidFd) {
+        let id = tracked.id;
+        self.source.govern(id.pid);
+        self.watch_exit(id, pidfd);
+        self.metrics
+            .job_started(tracked.job_id.as_str(), &tracked.command, tracked.cgroup.usage_reader());
+        self.tracked.insert(id.pid, tracked);
+        self.metrics.set_governed(self.tracked.len());
+        self.state_dirty = true;
     }
 
     /// A task per governed process waits for its pidfd to become readable:
@@ -269,46 +581,307 @@ impl Daemon {
     }
 
     fn exited(&mut self, id: ProcessId, pidfd_status: Option<i32>) {
-        let Some(tracked) = self.tracked.remove(&id.pid).filter(|t| t.id == id) else {
+        let Some(t) = self.tracked.remove(&id.pid).filter(|t| t.id == id) else {
             return;
         };
-        self.counters.exited += 1;
+        self.metrics.set_governed(self.tracked.len());
+        self.state_dirty = true;
         // The source's status (eBPF: computed like wait(2)) first, then what
         // the pidfd or the zombie's /proc/<pid>/stat told the exit watcher.
         let status = self.statuses.remove(&id.pid).or(pidfd_status);
-        self.finishing.spawn_blocking(move || finish_blocking(tracked, status));
+        self.finishing
+            .spawn_blocking(move || adopt::finish(t.id, t.job_id, t.command, t.cgroup, t.attached, status));
     }
 
-    fn start_scan(&mut self) {
+    fn finished(&mut self, f: Finished) {
+        tracing::info!(
+            "Process {} exited (job {}, duration: {:.2}s)",
+            f.id.pid,
+            f.job_id,
+            f.result.processing_seconds
+        );
+        tracing::info!("{}", f.result.summary_line());
+        self.metrics.job_finished(f.job_id.as_str());
+        self.metrics.job_ended(
+            &f.command,
+            f.result.platform_sla_reason.as_str(),
+            &metrics::exit_label(f.ending),
+        );
+        self.emit(WatchEvent::Detached {
+            command: f.command,
+            result: Box::new(f.result),
+        });
+    }
+
+    fn start_scan(&mut self, trigger: &'static str) {
         if self.scanning.is_some() {
-            self.rescan = true;
+            self.rescan = Some(trigger);
             return;
         }
-        self.counters.reconcile_scans += 1;
-        let targets = self.config.rules.targets.clone();
-        self.scanning = Some(tokio::task::spawn_blocking(move || scan::scan(&targets)));
+        self.metrics.reconcile_scan(trigger);
+        let targets = self.rules.targets.clone();
+        self.scanning = Some((tokio::task::spawn_blocking(move || scan::scan(&targets)), trigger));
     }
 
-    fn scanned(&mut self, candidates: Vec<Candidate>) {
+    fn scanned(&mut self, trigger: &'static str, result: std::io::Result<Vec<Candidate>>) {
+        let candidates = match result {
+            Ok(c) => {
+                self.health.scan_ok();
+                c
+            }
+            Err(e) => {
+                tracing::warn!("reconcile scan ({trigger}) failed: {e}");
+                self.health.scan_failed(&e.to_string());
+                self.metrics.scan_failed();
+                Vec::new()
+            }
+        };
+        // Forget rejections of processes that are gone.
+        let present: HashSet<ProcessId> = candidates.iter().map(|c| c.info.id).collect();
+        self.rejected.retain(|_, id| present.contains(id));
         let new: Vec<Candidate> = candidates
             .into_iter()
-            .filter(|c| {
-                let pid = c.info.id.pid;
-                !self.adopting.contains(&pid)
-                    && self.tracked.get(&pid).is_none_or(|t| t.id != c.info.id)
-                    && !scan::is_self_or_descendant(&c.info)
-                    && !self.governor.in_job_cgroup(pid)
-            })
+            .filter(|c| !self.known(c.info.id) && self.governable(c))
             .collect();
         if !new.is_empty() {
             tracing::info!("Discovered {} new process(es)", new.len());
         }
+        self.emit(WatchEvent::Reconciled {
+            trigger: trigger.to_string(),
+            found: new.len(),
+        });
         for c in new {
-            self.adopt(c);
+            self.schedule(c, None);
         }
-        if std::mem::take(&mut self.rescan) {
-            self.start_scan();
+        if let Some(trigger) = self.rescan.take() {
+            self.start_scan(trigger);
         }
+    }
+
+    /// Take over the jobs an earlier daemon left under the root.
+    async fn take_over(&mut self) {
+        let state = self.load_state();
+        let governor = Arc::clone(&self.governor);
+        let rules = Arc::clone(&self.rules);
+        let takeover = tokio::task::spawn_blocking(move || adopt::take_over(&governor, &rules, &state)).await;
+        let Takeover {
+            reattached,
+            removed,
+            failed,
+        } = match takeover {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("taking over earlier jobs failed: {e}");
+                return;
+            }
+        };
+        for job in removed {
+            tracing::info!("removed the empty job cgroup {job} of an earlier run");
+        }
+        for (job, why) in failed {
+            tracing::warn!("could not take over job {job}: {why}");
+        }
+        self.metrics.reattached(reattached.len() as u64);
+        for r in reattached {
+            self.reattached(r);
+        }
+    }
+
+    fn reattached(&mut self, r: Reattached) {
+        let Reattached {
+            id,
+            job_id,
+            command,
+            cgroup,
+            pidfd,
+            attached,
+            limits,
+            outcomes,
+        } = r;
+        tracing::info!("↻ Re-attached to PID {} (job: {job_id}, {command})", id.pid);
+        self.log_failed_limits(id.pid, &outcomes);
+        self.emit(WatchEvent::Attached {
+            job_id: job_id.to_string(),
+            pid: id.pid,
+            start_time: id.start_time,
+            command: command.clone(),
+            reattached: true,
+            limits: outcomes,
+        });
+        self.track(
+            Tracked {
+                id,
+                job_id,
+                command,
+                cgroup,
+                attached,
+                limits,
+            },
+            pidfd,
+        );
+    }
+
+    fn load_state(&self) -> Vec<StateJob> {
+        if !self.config.state.enabled {
+            return Vec::new();
+        }
+        match StateFile::load(&self.config.state.path) {
+            Ok(state) => state.jobs,
+            Err(e) => {
+                tracing::warn!("{e}; relying on the cgroup tree alone");
+                Vec::new()
+            }
+        }
+    }
+
+    fn state_now(&self) -> StateFile {
+        let mut jobs: Vec<StateJob> = self
+            .tracked
+            .values()
+            .map(|t| StateJob {
+                job_id: t.job_id.to_string(),
+                pid: t.id.pid,
+                start_time: t.id.start_time,
+                command: t.command.clone(),
+                attached_unix_ms: unix_ms(t.attached),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.pid);
+        StateFile {
+            version: STATE_VERSION,
+            jobs,
+        }
+    }
+
+    /// Write the state file on the blocking pool if it changed (one write
+    /// at a time; a change meanwhile is written at the next tick).
+    fn flush_state(&mut self) {
+        if !self.state_dirty || self.saving.as_ref().is_some_and(|s| !s.is_finished()) {
+            return;
+        }
+        self.state_dirty = false;
+        let state = self.state_now();
+        let path = self.config.state.path.clone();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.save(&path) {
+                tracing::warn!("{e}");
+            }
+        }));
+    }
+
+    fn start_reload(&mut self) {
+        let Some(file) = self.config.config_file.clone() else {
+            tracing::info!("SIGHUP: no --watch-config file to re-read; nothing to reload");
+            return;
+        };
+        if self.reloading.is_some() {
+            return;
+        }
+        tracing::info!("Reloading configuration from {}", file.display());
+        let overrides = self.config.overrides.clone();
+        self.reloading = Some(tokio::task::spawn_blocking(move || {
+            super::config::load(Some(&file), &overrides).map_err(anyhow::Error::new)
+        }));
+    }
+
+    fn reloaded(&mut self, result: anyhow::Result<(WatchConfig, Vec<String>)>) {
+        let (new, warnings) = match result {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::error!("configuration reload failed, keeping the running configuration: {error}");
+                self.metrics.reload(false);
+                self.emit(WatchEvent::Reloaded {
+                    ok: false,
+                    error: Some(error),
+                });
+                return;
+            }
+        };
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        self.warn_restart_only(&new);
+        let rules = Arc::new(new.rules.clone());
+        if rules.targets != self.rules.targets {
+            let names: Vec<&str> = rules.targets.names().iter().map(String::as_str).collect();
+            if let Err(e) = self.source.set_targets(&names) {
+                tracing::error!("updating the kernel's target list: {e}; new targets are found by scans only");
+            }
+            tracing::info!("Target commands: {:?}", rules.targets.names());
+        }
+        if new.scan_interval != self.config.scan_interval {
+            self.source.set_scan_interval(new.scan_interval);
+        }
+        self.rules = rules;
+        self.config.rules = new.rules;
+        self.config.scan_interval = new.scan_interval;
+        self.config.retry = new.retry;
+        self.update_running_jobs();
+        // Filters may have changed: decide again about every running target.
+        self.rejected.clear();
+        self.start_scan("reload");
+        self.metrics.reload(true);
+        self.emit(WatchEvent::Reloaded { ok: true, error: None });
+        tracing::info!("Configuration reloaded");
+    }
+
+    /// Settings that only take effect at start.
+    fn warn_restart_only(&self, new: &WatchConfig) {
+        let old = &self.config;
+        let changed = [
+            ("cgroup_root", old.cgroup_root != new.cgroup_root),
+            ("backend", old.backend != new.backend),
+            ("state", old.state != new.state),
+            ("metrics.listen", old.metrics_listen != new.metrics_listen),
+        ];
+        for (key, _) in changed.iter().filter(|(_, c)| *c) {
+            tracing::warn!("{key} changed in the configuration; it takes effect at the next start");
+        }
+    }
+
+    /// Apply each running job's new limits (limits are live-adjustable).
+    fn update_running_jobs(&mut self) {
+        for t in self.tracked.values_mut() {
+            let new = self.rules.limits_for(&t.command).clone();
+            if new == t.limits {
+                continue;
+            }
+            let old = std::mem::replace(&mut t.limits, new.clone());
+            let writer = t.cgroup.limit_writer();
+            let procs = t.cgroup.procs_files();
+            let (id, job_id) = (t.id, t.job_id.clone());
+            self.updating.spawn_blocking(move || {
+                let pids = procs
+                    .first()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .map(|s| {
+                        s.split_whitespace()
+                            .filter_map(|p| p.parse().ok())
+                            .collect::<Vec<u32>>()
+                    })
+                    .unwrap_or_default();
+                let outcomes = adopt::update_limits(&writer, id.pid, &pids, Some(&old), &new);
+                (id, job_id, outcomes)
+            });
+        }
+    }
+
+    fn updated(&mut self, id: ProcessId, job_id: &JobId, outcomes: Vec<LimitOutcome>) {
+        let applied: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.applied())
+            .map(|o| format!("{}={}", o.limit, o.value))
+            .collect();
+        if !applied.is_empty() {
+            tracing::info!("PID {} (job: {job_id}): limits updated: {}", id.pid, applied.join(", "));
+        }
+        self.log_failed_limits(id.pid, &outcomes);
+        self.emit(WatchEvent::LimitsUpdated {
+            job_id: job_id.to_string(),
+            pid: id.pid,
+            limits: outcomes,
+        });
     }
 
     async fn shutdown(mut self) {
@@ -318,81 +891,36 @@ impl Daemon {
                 self.adopted(adoption);
             }
         }
-        while self.finishing.join_next().await.is_some() {}
+        while let Some(done) = self.finishing.join_next().await {
+            if let Ok(finished) = done {
+                self.finished(finished);
+            }
+        }
+        while self.updating.join_next().await.is_some() {}
+        if self.config.state.enabled {
+            if let Some(saving) = self.saving.take() {
+                let _ = saving.await;
+            }
+            // Synchronously: the next start reads exactly this.
+            let state = self.state_now();
+            let path = self.config.state.path.clone();
+            match tokio::task::spawn_blocking(move || state.save(&path)).await {
+                Ok(Ok(())) => tracing::info!("State saved to {}", self.config.state.path.display()),
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("saving the state failed: {e}"),
+            }
+        }
         for t in self.tracked.values() {
             tracing::info!("⊗ Detached from PID {} (job: {})", t.id.pid, t.job_id);
         }
-        tracing::debug!("counters: {:?}", self.counters);
+        self.emit(WatchEvent::Stopped {
+            governed: self.tracked.len(),
+        });
     }
 }
 
-/// Identity check, job cgroup, move, nice — all on the blocking pool.
-fn adopt_blocking(
-    governor: &Governor,
-    candidate: &Candidate,
-    job_id: &JobId,
-    limits: &crate::cgroup::Limits,
-) -> anyhow::Result<(JobCgroup, PidFd)> {
-    let id = candidate.info.id;
-    let pidfd = PidFd::open(id.pid).with_context(|| format!("pidfd_open({})", id.pid))?;
-    if ProcessInfo::read(id.pid)?.id != id {
-        bail!("pid {} was reused before it could be adopted", id.pid);
-    }
-    let mut cgroup = match lifecycle::create(governor, job_id, limits, false)? {
-        Created::Job(cg) => cg,
-        Created::Failed { error, .. } => bail!("creating its cgroup: {error}"),
-    };
-    if let Err(e) = cgroup.add_process(id.pid) {
-        cgroup.discard();
-        return Err(anyhow::Error::new(e).context("moving it into its cgroup"));
-    }
-    // Children it forked before the move stayed behind (later ones are born
-    // inside): they belong to the same job.
-    let mut moved = vec![id.pid];
-    for child in descendants_of(id.pid) {
-        match cgroup.add_process(child) {
-            Ok(()) => moved.push(child),
-            Err(e) if e.io().raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => tracing::warn!("PID {}: child {child} not moved: {e}", id.pid),
-        }
-    }
-    if let Some(nice) = limits.nice {
-        let errors: Vec<String> = moved
-            .iter()
-            .filter_map(|&pid| match renice_all_threads(pid, nice.get()) {
-                // A child that exited meanwhile needs no nice value.
-                Err(NiceError::Proc(ProcError::NotFound { .. })) if pid != id.pid => None,
-                other => other.err().map(|e| e.to_string()),
-            })
-            .collect();
-        let error = (!errors.is_empty()).then(|| errors.join("; "));
-        cgroup.record(lifecycle::nice_outcome(nice.get(), error));
-    }
-    Ok((cgroup, pidfd))
-}
-
-/// Usage, removal and the summary line of one exited process.
-fn finish_blocking(tracked: Tracked, status: Option<i32>) {
-    let id = tracked.id;
-    let ending = status.map_or(Ending::ExitedUnknown, Ending::from_wait_status);
-    let process_seconds = boot_time_now() - id.start_time as f64 / clock_ticks() as f64;
-    let result = lifecycle::finish(
-        Created::Job(tracked.cgroup),
-        Finish {
-            job_id: tracked.job_id.clone(),
-            pid: id.pid,
-            mode: Mode::Watch,
-            started: tracked.attached,
-            ending,
-            joined_by: Some("moved"),
-            process_seconds: Some(process_seconds),
-        },
-    );
-    tracing::info!(
-        "Process {} exited (job {}, duration: {:.2}s)",
-        id.pid,
-        tracked.job_id,
-        result.processing_seconds
-    );
-    tracing::info!("{}", result.summary_line());
+/// How long a process has been running.
+fn process_age(id: ProcessId) -> Duration {
+    let started = id.start_time as f64 / clock_ticks() as f64;
+    Duration::from_secs_f64((boot_time_now() - started).max(0.0))
 }

@@ -1,15 +1,24 @@
 //! `ffrtmp watch`: kernel process events → match a target → adopt it into
 //! a job cgroup immediately → report the job when it exits.
 
+pub mod config;
+mod adopt;
 mod daemon;
+pub mod event;
+pub mod filter;
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod rules;
+pub mod state;
 mod source;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use daemon::run;
+pub use daemon::{Control, EventSink, run, serve};
+pub use event::WatchEvent;
 pub use rules::{CommandRule, DirMatch, Filters, ParentMatch, Rules};
 pub use source::Backend;
 
@@ -33,6 +42,9 @@ pub struct WatchConfig {
     pub retry: RetryConfig,
     /// `--metrics-listen`: serve `/metrics` and `/healthz` here.
     pub metrics_listen: Option<SocketAddr>,
+    /// What the command line set explicitly: re-applied over the file when
+    /// it is re-read on SIGHUP.
+    pub overrides: config::Overrides,
 }
 
 /// `--enable-state`, `--state-path`, `--state-flush-interval`.

@@ -77,7 +77,30 @@ pub struct Filters {
     pub dir_match: DirMatch,
 }
 
+impl Filters {
+    /// Whether `filter::check` has anything to check in this set, i.e.
+    /// whether a process's facts must be read for it (`min_runtime` is a
+    /// timer in the daemon, not a check).
+    pub fn checks_process(&self) -> bool {
+        !(self.allowed_users.is_empty()
+            && self.blocked_users.is_empty()
+            && self.allowed_uids.is_empty()
+            && self.blocked_uids.is_empty()
+            && self.allowed_parents.is_empty()
+            && self.blocked_parents.is_empty()
+            && self.allowed_dirs.is_empty()
+            && self.blocked_dirs.is_empty()
+            && self.max_runtime.is_none())
+    }
+}
+
 impl Rules {
+    /// Whether a process of `command` must pass `filter::check` (some filter
+    /// set of it checks something), so its facts are worth reading.
+    pub fn checks_process_for(&self, command: &str) -> bool {
+        self.filters_for(command).any(Filters::checks_process)
+    }
+
     /// Rules that govern `targets` with `limits` and filter nothing.
     pub fn simple(targets: Targets, limits: Limits) -> Rules {
         Rules {

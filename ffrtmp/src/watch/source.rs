@@ -9,7 +9,8 @@ use crate::events::netlink::NetlinkSource;
 use crate::events::source::SourceEvent;
 
 /// `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// eBPF, else the proc connector, else polling
     Auto,
@@ -80,8 +81,7 @@ impl Source {
                 Err(e) => why.push(format!("netlink unavailable ({e})")),
             }
         }
-        let mut interval = tokio::time::interval(config.scan_interval.max(Duration::from_millis(10)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = poll_interval(config.scan_interval);
         why.push(format!("scanning /proc every {:?}", config.scan_interval));
         Ok((Source::Poll(interval), why.join("; ")))
     }
@@ -118,6 +118,22 @@ impl Source {
         }
     }
 
+    /// Replace the target list the kernel filters on (eBPF only; the other
+    /// sources read every exec).
+    pub fn set_targets(&mut self, names: &[&str]) -> io::Result<()> {
+        match self {
+            Source::Ebpf { source, .. } => source.set_targets(names).map_err(io::Error::other),
+            _ => Ok(()),
+        }
+    }
+
+    /// The poll backend's scan period.
+    pub fn set_scan_interval(&mut self, period: Duration) {
+        if let Source::Poll(interval) = self {
+            *interval = poll_interval(period);
+        }
+    }
+
     /// Events lost inside the source so far (kernel-side drops).
     pub fn drops(&self) -> u64 {
         match self {
@@ -125,4 +141,10 @@ impl Source {
             _ => 0,
         }
     }
+}
+
+fn poll_interval(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period.max(Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
