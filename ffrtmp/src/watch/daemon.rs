@@ -144,15 +144,26 @@ struct Daemon {
 
 /// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the configuration.
 /// Governed processes are left in their cgroups with their limits and never
-/// signalled.
+/// signalled. Events go to `events` when given (`--events`).
 pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
+    run_with(super::WatchService::new(config).without_events(), |_| {}).await
+}
+
+/// [`run`] for a prepared service; `with_handle` sees the running service
+/// first (e.g. to take its events).
+pub async fn run_with(
+    service: super::WatchService,
+    with_handle: impl FnOnce(&mut super::WatchHandle),
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Before anything is logged: a signal sent as soon as the daemon looks
     // ready must stop it cleanly, not kill it.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let (control_tx, control_rx) = mpsc::channel(8);
+    let mut handle = service.start().await?;
+    with_handle(&mut handle);
+    let control = handle.controller();
     tokio::spawn(async move {
         loop {
             let request = tokio::select! {
@@ -160,20 +171,33 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
                 _ = sigterm.recv() => Control::Stop("SIGTERM"),
                 _ = sighup.recv() => Control::Reload,
             };
-            if control_tx.send(request).await.is_err() {
+            if control.send(request).await.is_err() {
                 break;
             }
         }
     });
-    serve(config, control_rx, None).await
+    handle.wait().await
 }
 
 /// The daemon itself, driven by `control`; events go to `sink`.
 pub async fn serve(
     config: WatchConfig,
-    mut control: mpsc::Receiver<Control>,
+    control: mpsc::Receiver<Control>,
     sink: Option<EventSink>,
 ) -> anyhow::Result<()> {
+    start(config, sink).await?.run(control).await
+}
+
+/// A started daemon: subscribed to process events, earlier jobs taken over,
+/// the catch-up scan under way. [`Started::run`] drives it.
+pub struct Started {
+    d: Daemon,
+    exits_rx: mpsc::UnboundedReceiver<(ProcessId, Option<i32>)>,
+    due_rx: mpsc::UnboundedReceiver<Due>,
+}
+
+/// Start the daemon: everything that can fail at start fails here.
+pub async fn start(config: WatchConfig, sink: Option<EventSink>) -> anyhow::Result<Started> {
     if !nix::unistd::geteuid().is_root() {
         bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
     }
@@ -195,8 +219,8 @@ pub async fn serve(
     tracing::info!("Event source: {} ({why})", source.name());
     metrics.set_backend(source.name());
 
-    let (exits_tx, mut exits_rx) = mpsc::unbounded_channel();
-    let (due_tx, mut due_rx) = mpsc::unbounded_channel();
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let (due_tx, due_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         rules: Arc::new(config.rules.clone()),
         config,
@@ -233,67 +257,92 @@ pub async fn serve(
         tracing::info!("Serving /metrics and /healthz on http://{}", listener.local_addr()?);
         tokio::spawn(super::http::serve(listener, d.metrics.clone(), d.health.clone()));
     }
-    let mut flush = tokio::time::interval(d.config.state.flush_interval.max(Duration::from_millis(100)));
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Ok(Started { d, exits_rx, due_rx })
+}
 
-    let mut batch = Vec::new();
-    let reason = loop {
-        tokio::select! {
-            biased;
-            request = control.recv() => match request {
-                Some(Control::Reload) => d.start_reload(),
-                Some(Control::Stop(why)) => break why,
-                None => break "the controlling handle was dropped",
-            },
-            next = d.source.next(&mut batch) => {
-                let scan_due = match next {
-                    Ok(due) => due,
-                    Err(e) => {
-                        d.health.source_failed(&e.to_string());
-                        d.shutdown().await;
-                        return Err(anyhow::Error::new(e).context("reading process events"));
+impl Started {
+    /// Run until `control` says stop (or is dropped). Governed processes
+    /// keep their cgroups and limits.
+    pub async fn run(self, mut control: mpsc::Receiver<Control>) -> anyhow::Result<()> {
+        let Started {
+            d,
+            mut exits_rx,
+            mut due_rx,
+        } = self;
+        d.main_loop(&mut control, &mut exits_rx, &mut due_rx).await
+    }
+}
+
+impl Daemon {
+    async fn main_loop(
+        mut self,
+        control: &mut mpsc::Receiver<Control>,
+        exits_rx: &mut mpsc::UnboundedReceiver<(ProcessId, Option<i32>)>,
+        due_rx: &mut mpsc::UnboundedReceiver<Due>,
+    ) -> anyhow::Result<()> {
+        let d = &mut self;
+        let mut flush = tokio::time::interval(d.config.state.flush_interval.max(Duration::from_millis(100)));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let mut batch = Vec::new();
+        let reason = loop {
+            tokio::select! {
+                biased;
+                request = control.recv() => match request {
+                    Some(Control::Reload) => d.start_reload(),
+                    Some(Control::Stop(why)) => break why,
+                    None => break "the controlling handle was dropped",
+                },
+                next = d.source.next(&mut batch) => {
+                    let scan_due = match next {
+                        Ok(due) => due,
+                        Err(e) => {
+                            d.health.source_failed(&e.to_string());
+                            self.shutdown().await;
+                            return Err(anyhow::Error::new(e).context("reading process events"));
+                        }
+                    };
+                    d.handle_events(&mut batch);
+                    if scan_due {
+                        d.start_scan("poll");
                     }
-                };
-                d.handle_events(&mut batch);
-                if scan_due {
-                    d.start_scan("poll");
                 }
-            }
-            Some(done) = d.adoptions.join_next() => match done {
-                Ok(adoption) => d.adopted(adoption),
-                Err(e) => tracing::error!("adoption task failed: {e}"),
-            },
-            Some((id, status)) = exits_rx.recv() => d.exited(id, status),
-            Some(due) = due_rx.recv() => d.due(due),
-            found = async { (&mut d.scanning.as_mut().expect("guarded").0).await }, if d.scanning.is_some() => {
-                let (_, trigger) = d.scanning.take().expect("guarded");
-                match found {
-                    Ok(result) => d.scanned(trigger, result),
-                    Err(e) => tracing::error!("scan task failed: {e}"),
+                Some(done) = d.adoptions.join_next() => match done {
+                    Ok(adoption) => d.adopted(adoption),
+                    Err(e) => tracing::error!("adoption task failed: {e}"),
+                },
+                Some((id, status)) = exits_rx.recv() => d.exited(id, status),
+                Some(due) = due_rx.recv() => d.due(due),
+                found = async { (&mut d.scanning.as_mut().expect("guarded").0).await }, if d.scanning.is_some() => {
+                    let (_, trigger) = d.scanning.take().expect("guarded");
+                    match found {
+                        Ok(result) => d.scanned(trigger, result),
+                        Err(e) => tracing::error!("scan task failed: {e}"),
+                    }
                 }
-            }
-            loaded = async { d.reloading.as_mut().expect("guarded").await }, if d.reloading.is_some() => {
-                d.reloading = None;
-                match loaded {
-                    Ok(result) => d.reloaded(result),
-                    Err(e) => tracing::error!("reload task failed: {e}"),
+                loaded = async { d.reloading.as_mut().expect("guarded").await }, if d.reloading.is_some() => {
+                    d.reloading = None;
+                    match loaded {
+                        Ok(result) => d.reloaded(result),
+                        Err(e) => tracing::error!("reload task failed: {e}"),
+                    }
                 }
+                Some(done) = d.finishing.join_next() => match done {
+                    Ok(finished) => d.finished(finished),
+                    Err(e) => tracing::error!("finishing task failed: {e}"),
+                },
+                Some(done) = d.updating.join_next() => match done {
+                    Ok((id, job_id, outcomes)) => d.updated(id, &job_id, outcomes),
+                    Err(e) => tracing::error!("limit update task failed: {e}"),
+                },
+                _ = flush.tick(), if d.config.state.enabled => d.flush_state(),
             }
-            Some(done) = d.finishing.join_next() => match done {
-                Ok(finished) => d.finished(finished),
-                Err(e) => tracing::error!("finishing task failed: {e}"),
-            },
-            Some(done) = d.updating.join_next() => match done {
-                Ok((id, job_id, outcomes)) => d.updated(id, &job_id, outcomes),
-                Err(e) => tracing::error!("limit update task failed: {e}"),
-            },
-            _ = flush.tick(), if d.config.state.enabled => d.flush_state(),
-        }
-    };
-    tracing::info!("Received signal {reason}, shutting down...");
-    d.shutdown().await;
-    tracing::info!("Service stopped gracefully");
-    Ok(())
+        };
+        tracing::info!("Received signal {reason}, shutting down...");
+        self.shutdown().await;
+        tracing::info!("Service stopped gracefully");
+        Ok(())
+    }
 }
 
 impl Daemon {

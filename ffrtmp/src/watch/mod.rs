@@ -1,25 +1,28 @@
 //! `ffrtmp watch`: kernel process events → match a target → adopt it into
 //! a job cgroup immediately → report the job when it exits.
 
-pub mod config;
 mod adopt;
+pub mod config;
 mod daemon;
 pub mod event;
+pub mod events_out;
 pub mod filter;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod rules;
-pub mod state;
+mod service;
 mod source;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use daemon::{Control, EventSink, run, serve};
+pub use daemon::{Control, EventSink, run, run_with, serve};
 pub use event::WatchEvent;
 pub use rules::{CommandRule, DirMatch, Filters, ParentMatch, Rules};
+pub use service::{DEFAULT_EVENT_CAPACITY, WatchHandle, WatchService};
 pub use source::Backend;
 
 use crate::cgroup::CgroupRoot;
@@ -81,4 +84,25 @@ impl Default for RetryConfig {
 impl WatchConfig {
     pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
     pub const DEFAULT_NETLINK_RCVBUF: usize = 8 * 1024 * 1024;
+
+    /// The defaults of `ffrtmp watch` (root `/ffrtmp`, backend `auto`, no
+    /// limits, no filters) for these target commands.
+    pub fn for_targets<S: Into<String>>(targets: impl IntoIterator<Item = S>) -> WatchConfig {
+        WatchConfig {
+            rules: Rules::simple(
+                crate::events::scan::Targets::new(targets.into_iter().map(Into::into)),
+                crate::cgroup::Limits::default(),
+            ),
+            cgroup_root: CgroupRoot::default(),
+            backend: Backend::Auto,
+            scan_interval: Duration::from_secs(10),
+            ring_bytes: Self::DEFAULT_RING_BYTES,
+            netlink_rcvbuf: Self::DEFAULT_NETLINK_RCVBUF,
+            config_file: None,
+            state: StateConfig::default(),
+            retry: RetryConfig::default(),
+            metrics_listen: None,
+            overrides: config::Overrides::default(),
+        }
+    }
 }
