@@ -117,6 +117,23 @@ impl Governor {
             .collect()
     }
 
+    /// Under systemd delegation (`Delegate=yes`) on cgroup v2: move this
+    /// process into the leaf `<own cgroup>/<leaf>`, so its own cgroup holds
+    /// no process and can hand controllers to a relative job root beside
+    /// the leaf (the no-internal-processes rule). Relative roots keep
+    /// resolving against the cgroup ffrtmp started in. On v1 there is no
+    /// such rule: nothing is moved (`Ok(None)`).
+    pub fn enter_leaf(&self, leaf: &str) -> Result<Option<PathBuf>, super::CgroupError> {
+        let Hierarchy::Unified(mount) = self.hierarchy() else {
+            return Ok(None);
+        };
+        let dir = mount.dir(&mount.own_cgroup).join(leaf);
+        fs::create_dir(&dir)?;
+        // "0" moves the writing process (all its threads).
+        fs::write_file(&dir.join("cgroup.procs"), "0")?;
+        Ok(Some(dir))
+    }
+
     /// The root in every hierarchy a job can span, with its controllers.
     fn all_root_dirs(&self) -> Vec<(PathBuf, Vec<Controller>)> {
         match self.hierarchy() {

@@ -140,7 +140,11 @@ struct Daemon {
     metrics: Metrics,
     health: Health,
     sink: Option<EventSink>,
+    systemd_notify: bool,
 }
+
+/// The leaf a delegated daemon moves into.
+const DAEMON_LEAF: &str = "daemon";
 
 /// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the configuration.
 /// Governed processes are left in their cgroups with their limits and never
@@ -185,7 +189,17 @@ pub async fn serve(
     control: mpsc::Receiver<Control>,
     sink: Option<EventSink>,
 ) -> anyhow::Result<()> {
-    start(config, sink).await?.run(control).await
+    start(config, sink, StartOptions::default()).await?.run(control).await
+}
+
+/// How the daemon fits into the process that runs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Tell systemd (`Type=notify`) when it is ready, reloading, stopping.
+    pub systemd_notify: bool,
+    /// Running in a delegated cgroup (`Delegate=yes`): move into the leaf
+    /// `daemon` first (see [`Governor::enter_leaf`]).
+    pub delegated: bool,
 }
 
 /// A started daemon: subscribed to process events, earlier jobs taken over,
@@ -197,7 +211,7 @@ pub struct Started {
 }
 
 /// Start the daemon: everything that can fail at start fails here.
-pub async fn start(config: WatchConfig, sink: Option<EventSink>) -> anyhow::Result<Started> {
+pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartOptions) -> anyhow::Result<Started> {
     if !nix::unistd::geteuid().is_root() {
         bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
     }
@@ -206,6 +220,15 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>) -> anyhow::Resu
     tracing::info!("Target commands: {:?}", config.rules.targets.names());
 
     let governor = Arc::new(lifecycle::governor(config.cgroup_root.clone())?);
+    if options.delegated {
+        match governor
+            .enter_leaf(DAEMON_LEAF)
+            .context("moving into the leaf of the delegated cgroup")?
+        {
+            Some(dir) => tracing::info!("Delegated cgroup: the daemon runs in {}", dir.display()),
+            None => tracing::info!("Delegated cgroup: cgroup v1 has no leaf rule; the daemon stays where it is"),
+        }
+    }
     let metrics = Metrics::new();
     let health = Health::new();
     let listener = match config.metrics_listen {
@@ -245,6 +268,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>) -> anyhow::Resu
         metrics,
         health,
         sink,
+        systemd_notify: options.systemd_notify,
     };
     d.emit(WatchEvent::Started {
         backend: d.source.name().to_string(),
@@ -257,6 +281,10 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>) -> anyhow::Resu
         tracing::info!("Serving /metrics and /healthz on http://{}", listener.local_addr()?);
         tokio::spawn(super::http::serve(listener, d.metrics.clone(), d.health.clone()));
     }
+    d.notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("governing with {}", d.source.name())),
+    ]);
     Ok(Started { d, exits_rx, due_rx })
 }
 
@@ -346,6 +374,15 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Tell systemd about a state change (`Type=notify`), when asked to.
+    fn notify(&self, states: &[sd_notify::NotifyState]) {
+        if self.systemd_notify
+            && let Err(e) = sd_notify::notify(states)
+        {
+            tracing::warn!("notifying systemd: {e}");
+        }
+    }
+
     fn emit(&self, event: WatchEvent) {
         if let Some(sink) = &self.sink {
             sink.send(event);
@@ -827,6 +864,9 @@ impl Daemon {
             return;
         }
         tracing::info!("Reloading configuration from {}", file.display());
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        self.notify(&states);
         let overrides = self.config.overrides.clone();
         self.reloading = Some(tokio::task::spawn_blocking(move || {
             super::config::load(Some(&file), &overrides).map_err(anyhow::Error::new)
@@ -834,6 +874,7 @@ impl Daemon {
     }
 
     fn reloaded(&mut self, result: anyhow::Result<(WatchConfig, Vec<String>)>) {
+        self.notify(&[sd_notify::NotifyState::Ready]);
         let (new, warnings) = match result {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -934,6 +975,7 @@ impl Daemon {
     }
 
     async fn shutdown(mut self) {
+        self.notify(&[sd_notify::NotifyState::Stopping]);
         // Let adoptions in flight complete so no half-made cgroup is left.
         while let Some(done) = self.adoptions.join_next().await {
             if let Ok(adoption) = done {

@@ -34,7 +34,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::daemon::{self, Control, EventSink};
+use super::daemon::{self, Control, EventSink, StartOptions};
 use super::{WatchConfig, WatchEvent, config};
 
 /// How many events wait for the reader before new ones are dropped.
@@ -46,6 +46,7 @@ pub struct WatchService {
     config: WatchConfig,
     event_capacity: usize,
     events: bool,
+    options: StartOptions,
 }
 
 impl WatchService {
@@ -54,6 +55,7 @@ impl WatchService {
             config,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             events: true,
+            options: StartOptions::default(),
         }
     }
 
@@ -79,6 +81,21 @@ impl WatchService {
         self
     }
 
+    /// Send systemd `Type=notify` readiness, reload and stop notifications
+    /// (`ffrtmp watch` does; an embedding program usually has its own).
+    pub fn notify_systemd(mut self, yes: bool) -> WatchService {
+        self.options.systemd_notify = yes;
+        self
+    }
+
+    /// The process runs in a delegated cgroup (`Delegate=yes`): on cgroup v2
+    /// it first moves itself into the leaf `daemon` of its own cgroup, so a
+    /// relative `cgroup_root` can live beside it in the same subtree.
+    pub fn delegated(mut self, yes: bool) -> WatchService {
+        self.options.delegated = yes;
+        self
+    }
+
     /// Start on the current tokio runtime. Returns once the service is
     /// subscribed to process events and has taken over the jobs of an
     /// earlier run; any start-up failure (not root, no cgroup hierarchy,
@@ -93,7 +110,7 @@ impl WatchService {
         let dropped = sink
             .as_ref()
             .map_or_else(|| Arc::new(AtomicU64::new(0)), EventSink::dropped_counter);
-        let started = daemon::start(self.config, sink).await?;
+        let started = daemon::start(self.config, sink, self.options).await?;
         let (control, control_rx) = mpsc::channel(8);
         let task = tokio::spawn(started.run(control_rx));
         Ok(WatchHandle {
