@@ -14,7 +14,8 @@ use clap::Args;
 use super::args::{LimitArgs, MemoryArg};
 use crate::cgroup::CgroupRoot;
 use crate::watch::config::{self, Overrides, PartialLimits};
-use crate::watch::{self, Backend};
+use crate::watch::events_out::{EventsOutput, EventsTarget};
+use crate::watch::{self, Backend, WatchService};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -54,8 +55,17 @@ pub struct WatchArgs {
     /// Retries after a failed adoption, 0..100 (0 = never retry) [default: 3]
     #[arg(long, value_name = "N", value_parser = config::parse_retry_attempts)]
     pub max_retry_attempts: Option<u32>,
+    /// Write every attach, detach and event as one JSON object per line to FILE (appended; a named pipe works), or - for stdout. Never slows adoption: a reader that falls behind costs dropped lines, counted in the stream
+    #[arg(long, value_name = "FILE|-", value_parser = EventsTarget::parse)]
+    pub events: Option<EventsTarget>,
+    /// Run in a delegated cgroup (systemd Delegate=yes): on cgroup v2 move into the leaf `daemon` of ffrtmp's own cgroup first, so a relative --cgroup-root can sit beside it
+    #[arg(long)]
+    pub delegated: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Events queued for the --events writer before new ones are dropped (testing and tuning)
+    #[arg(long, hide = true, default_value_t = watch::DEFAULT_EVENT_CAPACITY)]
+    pub events_buffer: usize,
     /// eBPF ring buffer size in bytes (testing and tuning)
     #[arg(long, hide = true)]
     pub ebpf_ring_bytes: Option<u32>,
@@ -108,10 +118,42 @@ pub fn execute(args: WatchArgs) -> anyhow::Result<i32> {
         print!("{}", config::render(&config, &warnings));
         return Ok(0);
     }
+    let service = WatchService::new(config)
+        .event_capacity(args.events_buffer)
+        .notify_systemd(true)
+        .delegated(args.delegated);
+    let service = if args.events.is_some() {
+        service
+    } else {
+        service.without_events()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch::run(config))?;
+    let output = args.events.map(EventsOutput::open).transpose()?;
+    let mut writer = None;
+    runtime.block_on(watch::run_with(service, |handle| {
+        if let (Some(output), Some(events)) = (output, handle.take_events()) {
+            writer = Some(output.spawn(events, handle.dropped_counter()));
+        }
+    }))?;
+    if let Some(writer) = writer {
+        finish_writer(writer.context("starting the event stream writer")?);
+    }
     Ok(0)
+}
+
+/// Give the event writer a moment to write the last lines (it sees the
+/// queue close); a writer stuck on a reader that never reads is left behind.
+fn finish_writer(writer: std::thread::JoinHandle<()>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if writer.is_finished() {
+        let _ = writer.join();
+    } else {
+        tracing::warn!("the event stream reader is not reading; its last lines are lost");
+    }
 }

@@ -35,6 +35,9 @@ pub enum Adopted {
     Governed { cgroup: JobCgroup, pidfd: PidFd },
     /// A filter said no.
     Filtered(Rejected),
+    /// The process exited (or its pid was reused) before it could be
+    /// governed: nothing failed, there is just nothing left to govern.
+    Gone,
     /// It failed; `transient` failures are worth a retry.
     Failed { error: anyhow::Error, transient: bool },
 }
@@ -43,6 +46,7 @@ pub enum Adopted {
 pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: &JobId) -> Adopted {
     let facts = match ProcessFacts::read(&candidate.info) {
         Ok(facts) => facts,
+        Err(ProcError::NotFound { .. } | ProcError::Zombie { .. }) => return Adopted::Gone,
         Err(e) => {
             return Adopted::Failed {
                 error: anyhow::Error::new(e).context("reading the process"),
@@ -55,6 +59,7 @@ pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: 
     }
     match govern(governor, candidate, job_id, rules.limits_for(&candidate.command)) {
         Ok((cgroup, pidfd)) => Adopted::Governed { cgroup, pidfd },
+        Err(error) if is_gone(&error) => Adopted::Gone,
         Err(error) => {
             let transient = is_transient(&error);
             Adopted::Failed { error, transient }
@@ -71,7 +76,7 @@ fn govern(
     let id = candidate.info.id;
     let pidfd = PidFd::open(id.pid).with_context(|| format!("pidfd_open({})", id.pid))?;
     if ProcessInfo::read(id.pid)?.id != id {
-        bail!("pid {} was reused before it could be adopted", id.pid);
+        return Err(ProcError::Replaced { pid: id.pid }.into());
     }
     let mut cgroup = match lifecycle::create(governor, job_id, limits, false)? {
         Created::Job(cg) => cg,
@@ -112,23 +117,40 @@ fn renice(main: u32, pids: &[u32], limits: &Limits) -> Option<LimitOutcome> {
     Some(lifecycle::nice_outcome(nice.get(), error))
 }
 
+/// The process is no longer there: it exited (ESRCH from pidfd_open or a
+/// cgroup.procs write, /proc gone) or its pid now names another process.
+fn is_gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<ProcError>() {
+            return matches!(
+                e,
+                ProcError::NotFound { .. } | ProcError::Zombie { .. } | ProcError::Replaced { .. }
+            );
+        }
+        errno(cause) == Some(libc::ESRCH)
+    })
+}
+
+fn errno(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+        e.raw_os_error()
+    } else if let Some(e) = cause.downcast_ref::<crate::cgroup::fs::FsError>() {
+        e.io().raw_os_error()
+    } else if let Some(CgroupError::Fs(e)) = cause.downcast_ref::<CgroupError>() {
+        e.io().raw_os_error()
+    } else {
+        None
+    }
+}
+
 /// A failure that may go away by itself: the kernel was busy or short of
 /// memory, or a call was interrupted. A process that is gone, a permission
 /// or a bad value will fail the same way again.
 fn is_transient(error: &anyhow::Error) -> bool {
     const TRANSIENT: [i32; 4] = [libc::EBUSY, libc::EAGAIN, libc::EINTR, libc::ENOMEM];
-    error.chain().any(|cause| {
-        let errno = if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            e.raw_os_error()
-        } else if let Some(e) = cause.downcast_ref::<crate::cgroup::fs::FsError>() {
-            e.io().raw_os_error()
-        } else if let Some(CgroupError::Fs(e)) = cause.downcast_ref::<CgroupError>() {
-            e.io().raw_os_error()
-        } else {
-            None
-        };
-        errno.is_some_and(|n| TRANSIENT.contains(&n))
-    })
+    error
+        .chain()
+        .any(|cause| errno(cause).is_some_and(|n| TRANSIENT.contains(&n)))
 }
 
 /// Apply new limits to a running job (reload): cgroup files, then nice.
@@ -321,5 +343,10 @@ mod tests {
         let gone = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ESRCH)).context("moving");
         assert!(!is_transient(&gone));
         assert!(!is_transient(&anyhow::anyhow!("pid 5 was reused")));
+        assert!(is_gone(&gone));
+        assert!(is_gone(
+            &anyhow::Error::new(ProcError::Replaced { pid: 5 }).context("adopting")
+        ));
+        assert!(!is_gone(&busy));
     }
 }

@@ -167,8 +167,7 @@ pub fn parse_target(s: &str) -> Result<String, String> {
 /// A duration as the old tool wrote them (Go: `10s`, `1m30s`, `500ms`,
 /// `1.5h`); humantime's longer forms (`2days`) are accepted too.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| "expected a duration such as 10s, 1m30s, 500ms or 24h".to_string())
+    humantime::parse_duration(s.trim()).map_err(|_| "expected a duration such as 10s, 1m30s, 500ms or 24h".to_string())
 }
 
 /// `scan_interval` / `--scan-interval`: at least 10ms.
@@ -191,7 +190,9 @@ pub fn parse_flush_interval(s: &str) -> Result<Duration, String> {
 pub fn parse_retry_attempts(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(n) if n <= MAX_RETRY_ATTEMPTS => Ok(n),
-        _ => Err(format!("expected an integer 0..={MAX_RETRY_ATTEMPTS} (0 = never retry)")),
+        _ => Err(format!(
+            "expected an integer 0..={MAX_RETRY_ATTEMPTS} (0 = never retry)"
+        )),
     }
 }
 
@@ -255,7 +256,11 @@ fn parse(text: &str, file: &Path) -> Result<FileConfig, ConfigError> {
     let is_toml = file
         .extension()
         .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("toml"));
-    if is_toml { parse_toml(text, file) } else { parse_yaml(text, file) }
+    if is_toml {
+        parse_toml(text, file)
+    } else {
+        parse_yaml(text, file)
+    }
 }
 
 fn parse_yaml(text: &str, file: &Path) -> Result<FileConfig, ConfigError> {
@@ -269,16 +274,19 @@ fn parse_yaml(text: &str, file: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 /// serde_norway's message without what we print ourselves: the location
-/// at its end and its own key path (sometimes the parent's) in front.
+/// (at its end, or before a syntax error's context) and its own key path
+/// (sometimes the parent's) in front.
 fn yaml_message(error: &serde_norway::Error, key: &str) -> String {
-    let full = error.to_string();
-    let mut message = full.as_str();
+    let mut full = error.to_string();
     if let Some(l) = error.location() {
-        let suffix = format!(" at line {} column {}", l.line(), l.column());
-        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+        full = full.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1);
     }
+    let message = full.as_str();
     // The key and each of its ancestors, longest first.
-    let cuts = key.char_indices().filter(|&(_, c)| c == '.' || c == '[').map(|(i, _)| i);
+    let cuts = key
+        .char_indices()
+        .filter(|&(_, c)| c == '.' || c == '[')
+        .map(|(i, _)| i);
     let mut prefixes: Vec<&str> = cuts.map(|i| &key[..i]).collect();
     prefixes.push(key);
     for prefix in prefixes.iter().rev().filter(|p| !p.is_empty()) {
@@ -339,8 +347,7 @@ fn merge(file: FileConfig, path: Option<&Path>, overrides: &Overrides) -> (Watch
     let targets = Targets::new(target_names);
 
     let file_defaults = file.default_limits.0.over(&Limits::default());
-    let commands: BTreeMap<String, CommandRule> = file
-        .commands
+    let commands: BTreeMap<String, CommandRule> = (file.commands.unwrap_or_default().0)
         .into_iter()
         .map(|(name, command)| {
             let limits = command.limits.unwrap_or_default().0.over(&file_defaults);
@@ -403,9 +410,7 @@ fn merge(file: FileConfig, path: Option<&Path>, overrides: &Overrides) -> (Watch
         config_file: path.map(Path::to_owned),
         state,
         retry: RetryConfig { max_attempts },
-        metrics_listen: overrides
-            .metrics_listen
-            .or(file.metrics.listen.and_then(|l| l.0)),
+        metrics_listen: overrides.metrics_listen.or(file.metrics.listen.and_then(|l| l.0)),
         overrides: overrides.clone(),
     };
     (config, warnings)
@@ -423,12 +428,42 @@ struct FileConfig {
     target_commands: Option<Vec<CommandName>>,
     default_limits: FileLimits,
     filters: FileFilters,
-    commands: BTreeMap<CommandName, FileCommand>,
+    commands: Option<Commands>,
     cgroup_root: Option<CgroupRootValue>,
     backend: Option<Backend>,
     metrics: FileMetrics,
     state: FileState,
     retry: FileRetry,
+}
+
+/// `commands`: a command named twice is an error, not "the last one wins".
+#[derive(Debug, Default)]
+struct Commands(BTreeMap<CommandName, FileCommand>);
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CommandsVisitor;
+
+        impl<'de> Visitor<'de> for CommandsVisitor {
+            type Value = Commands;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping from command names to their limits and filters")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Commands, A::Error> {
+                let mut commands = BTreeMap::new();
+                while let Some((name, command)) = map.next_entry::<CommandName, FileCommand>()? {
+                    if commands.contains_key(&name) {
+                        return Err(de::Error::custom(format!("{:?} is configured twice", name.0)));
+                    }
+                    commands.insert(name, command);
+                }
+                Ok(Commands(commands))
+            }
+        }
+
+        d.deserialize_map(CommandsVisitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -445,7 +480,11 @@ struct FileMetrics {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping with enabled, path and flush_interval")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with enabled, path and flush_interval"
+)]
 struct FileState {
     enabled: Option<bool>,
     path: Option<PathValue>,
@@ -1335,7 +1374,10 @@ commands:
                 "commands:\n  ffmpeg:\n    limits:\n      cpu_wieght: 2\n",
                 "watch.yaml:4:7: commands.ffmpeg.limits.cpu_wieght: unknown field `cpu_wieght`, expected one of",
             ),
-            ("scan_intervall: 10s\n", "watch.yaml:1:1: scan_intervall: unknown field `scan_intervall`"),
+            (
+                "scan_intervall: 10s\n",
+                "watch.yaml:1:1: scan_intervall: unknown field `scan_intervall`",
+            ),
             // Wrong type.
             (
                 "default_limits:\n  memory_limit: lots\n",
@@ -1362,10 +1404,14 @@ commands:
                 "default_limits:\n  io_max:\n    - 8:0 rbps=1M\n    - 8:0 rbps=0\n",
                 "watch.yaml:3:5: default_limits.io_max[1]: \"8:0 rbps=0\" is invalid:",
             ),
+            (
+                "commands:\n  ffmpeg: {}\n  ffmpeg: {}\n",
+                "watch.yaml:2:3: commands: \"ffmpeg\" is configured twice",
+            ),
             // Syntax.
             (
                 "filters:\n\tmin_runtime: 5s\n",
-                "watch.yaml:2:1: filters: found character that cannot start any token",
+                "watch.yaml:2:1: filters: found character that cannot start any token, while scanning for the next token",
             ),
         ];
         for (text, expected) in cases {
@@ -1413,7 +1459,10 @@ commands:
             e.starts_with("watch.yaml:3:5: commands.ffmpeg.limits: cpu_quota and cpu_max both set the CPU limit"),
             "{e}"
         );
-        let e = error("watch.toml", "[default_limits]\nmemory_limit = 1\nmemory_max = \"1G\"\n");
+        let e = error(
+            "watch.toml",
+            "[default_limits]\nmemory_limit = 1\nmemory_max = \"1G\"\n",
+        );
         assert!(
             e.starts_with("watch.toml:") && e.contains("default_limits: memory_limit and memory_max both set"),
             "{e}"
@@ -1423,7 +1472,10 @@ commands:
             "watch.yaml",
             "default_limits: {cpu_quota: 100}\ncommands: {ffmpeg: {limits: {cpu_max: max}}}\n",
         );
-        assert_eq!(c.rules.limits_for("ffmpeg").cpu_max, Some(CpuMax::parse("max").unwrap()));
+        assert_eq!(
+            c.rules.limits_for("ffmpeg").cpu_max,
+            Some(CpuMax::parse("max").unwrap())
+        );
     }
 
     #[test]
@@ -1446,7 +1498,10 @@ commands:
         for name in ["ffmpeg", "gst-launch-1.0", "not-configured"] {
             let limits = config.rules.limits_for(name);
             assert_eq!(limits.cpu_max, pct(50), "{name}");
-            assert_eq!(limits.memory_max, None, "{name}: --memory-limit 0 removes the file's limit");
+            assert_eq!(
+                limits.memory_max, None,
+                "{name}: --memory-limit 0 removes the file's limit"
+            );
             assert_eq!(limits.cpu_weight, weight(100), "{name}: untouched by the flags");
         }
         assert_eq!(config.scan_interval, Duration::from_secs(2));
@@ -1515,17 +1570,22 @@ commands:
 
         let missing = dir.path().join("missing.yaml");
         let e = load(Some(&missing), &Overrides::default()).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("reading the watch configuration {}: ", missing.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("reading the watch configuration {}: ", missing.display())),
+            "{e}"
+        );
     }
 
     #[test]
     fn retry_settings() {
-        let attempts = |text: &str, overrides: Overrides| {
-            from_str("watch.yaml", text, &overrides).unwrap().0.retry.max_attempts
-        };
+        let attempts =
+            |text: &str, overrides: Overrides| from_str("watch.yaml", text, &overrides).unwrap().0.retry.max_attempts;
         assert_eq!(attempts("", Overrides::default()), 3);
         assert_eq!(attempts("retry: {max_attempts: 0}", Overrides::default()), 0);
-        assert_eq!(attempts("retry: {enabled: false, max_attempts: 5}", Overrides::default()), 0);
+        assert_eq!(
+            attempts("retry: {enabled: false, max_attempts: 5}", Overrides::default()),
+            0
+        );
         let enable = Overrides {
             retry_enabled: Some(true),
             ..Overrides::default()
@@ -1606,10 +1666,15 @@ retry: {enabled: false}
         assert_eq!(reloaded.retry, original.retry);
         // Spelled out per command, in the file's own keys.
         assert!(
-            printed.contains("  ffmpeg:\n    limits:\n      cpu_quota: 150\n      memory_max: max\n      io_max: []\n      nice: 3\n"),
+            printed.contains(
+                "  ffmpeg:\n    limits:\n      cpu_quota: 150\n      memory_max: max\n      io_max: []\n      nice: 3\n"
+            ),
             "{printed}"
         );
-        assert!(printed.contains("  x264:\n    limits:\n      cpu_max: max 50000\n"), "{printed}");
+        assert!(
+            printed.contains("  x264:\n    limits:\n      cpu_max: max 50000\n"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -1621,7 +1686,9 @@ retry: {enabled: false}
         )
         .unwrap();
         let printed = render(&config, &warnings);
-        assert!(printed.starts_with("# ffrtmp watch: effective configuration (watch.yaml merged with the command line)\n"));
+        assert!(
+            printed.starts_with("# ffrtmp watch: effective configuration (watch.yaml merged with the command line)\n")
+        );
         assert!(printed.ends_with("# warning: commands.ffprobe is configured but ffprobe is not a target (ffmpeg); its settings are unused\n"), "{printed}");
     }
 

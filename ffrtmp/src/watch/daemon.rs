@@ -506,7 +506,11 @@ impl Daemon {
         // Still the same process, still running?
         match ProcessInfo::read(id.pid) {
             Ok(now) if now.id == id && !now.is_zombie() => self.adopt(due.candidate, due.attempt, due.seen),
-            _ => tracing::debug!("PID {} exited before it was adopted", id.pid),
+            _ => tracing::info!(
+                "PID {} exited before it was adopted ({})",
+                id.pid,
+                due.candidate.command
+            ),
         }
     }
 
@@ -579,6 +583,9 @@ impl Daemon {
                     detail: rejected.detail,
                 });
                 self.rejected.insert(id.pid, id);
+            }
+            Adopted::Gone => {
+                tracing::info!("PID {} exited before it was adopted ({})", id.pid, candidate.command);
             }
             Adopted::Failed { error, transient } => {
                 let retry = transient && attempt < self.config.retry.max_attempts;

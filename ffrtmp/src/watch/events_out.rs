@@ -41,47 +41,58 @@ impl EventsTarget {
     }
 }
 
-/// Open the target (a regular file now, so a bad path fails at start; a
-/// named pipe in the writer thread, as opening one waits for its reader)
-/// and start the writer thread.
-pub fn spawn_writer(
+/// An opened event stream, ready for its writer thread.
+pub struct EventsOutput {
     target: EventsTarget,
-    mut events: mpsc::Receiver<WatchEvent>,
-    dropped: Arc<AtomicU64>,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    let open_now = match &target {
-        EventsTarget::Stdout => None,
-        EventsTarget::Path(p) if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()) => None,
-        EventsTarget::Path(p) => Some(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| io::Error::new(e.kind(), format!("opening the event stream {}: {e}", p.display())))?,
-        ),
-    };
-    std::thread::Builder::new().name("ffrtmp-events".into()).spawn(move || {
-        let out: Box<dyn Write> = match (open_now, &target) {
-            (Some(file), _) => Box::new(file),
-            (None, EventsTarget::Stdout) => Box::new(io::stdout()),
-            (None, EventsTarget::Path(p)) => match File::options().append(true).open(p) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    tracing::error!("opening the event stream {}: {e}; events are dropped", p.display());
+    /// A regular file is opened at start, so a bad path fails at start; a
+    /// named pipe by the writer, as opening one waits for its reader.
+    file: Option<File>,
+}
+
+impl EventsOutput {
+    pub fn open(target: EventsTarget) -> io::Result<EventsOutput> {
+        let file =
+            match &target {
+                EventsTarget::Stdout => None,
+                EventsTarget::Path(p) if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()) => None,
+                EventsTarget::Path(p) => {
+                    Some(File::options().create(true).append(true).open(p).map_err(|e| {
+                        io::Error::new(e.kind(), format!("opening the event stream {}: {e}", p.display()))
+                    })?)
+                }
+            };
+        Ok(EventsOutput { target, file })
+    }
+
+    /// Start the writer thread; it ends when `events` closes (the service
+    /// stopped) after reporting any last drops.
+    pub fn spawn(
+        self,
+        mut events: mpsc::Receiver<WatchEvent>,
+        dropped: Arc<AtomicU64>,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("ffrtmp-events".into()).spawn(move || {
+            let out: Box<dyn Write> = match (self.file, &self.target) {
+                (Some(file), _) => Box::new(file),
+                (None, EventsTarget::Stdout) => Box::new(io::stdout()),
+                (None, EventsTarget::Path(p)) => match File::options().append(true).open(p) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        tracing::error!("opening the event stream {}: {e}; events are dropped", p.display());
+                        return;
+                    }
+                },
+            };
+            let mut writer = LineWriter::new(out, dropped);
+            while let Some(event) = events.blocking_recv() {
+                if let Err(e) = writer.write_event(&event) {
+                    tracing::warn!("writing the event stream: {e}; further events are dropped");
                     return;
                 }
-            },
-        };
-        let mut writer = LineWriter::new(out, dropped);
-        while let Some(event) = events.blocking_recv() {
-            if let Err(e) = writer.write_event(&event) {
-                tracing::warn!("writing the event stream: {e}; further events are dropped");
-                return;
             }
-        }
-        // The service stopped: report drops that no later event carried.
-        let _ = writer.report_drops();
-    })
+            let _ = writer.report_drops();
+        })
+    }
 }
 
 /// Turns events into numbered lines and reports drops in between.
