@@ -44,18 +44,21 @@ pub enum Adopted {
 
 /// Filters, identity check, job cgroup, move, nice.
 pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: &JobId) -> Adopted {
-    let facts = match ProcessFacts::read(&candidate.info) {
-        Ok(facts) => facts,
-        Err(ProcError::NotFound { .. } | ProcError::Zombie { .. }) => return Adopted::Gone,
-        Err(e) => {
-            return Adopted::Failed {
-                error: anyhow::Error::new(e).context("reading the process"),
-                transient: false,
-            };
+    // Without filters there is nothing to read: keep the hot path short.
+    if rules.checks_process_for(&candidate.command) {
+        let facts = match ProcessFacts::read(&candidate.info) {
+            Ok(facts) => facts,
+            Err(ProcError::NotFound { .. } | ProcError::Zombie { .. }) => return Adopted::Gone,
+            Err(e) => {
+                return Adopted::Failed {
+                    error: anyhow::Error::new(e).context("reading the process"),
+                    transient: false,
+                };
+            }
+        };
+        if let Err(rejected) = filter::check(rules.filters_for(&candidate.command), &facts, &SystemEnv) {
+            return Adopted::Filtered(rejected);
         }
-    };
-    if let Err(rejected) = filter::check(rules.filters_for(&candidate.command), &facts, &SystemEnv) {
-        return Adopted::Filtered(rejected);
     }
     match govern(governor, candidate, job_id, rules.limits_for(&candidate.command)) {
         Ok((cgroup, pidfd)) => Adopted::Governed { cgroup, pidfd },
