@@ -598,3 +598,87 @@ fn v2_memory_peak_in_result() {
     assert_eq!(json["usage"]["oom_kills"], 0, "{json}");
     root.assert_job_gone("peak");
 }
+
+/// `ffrtmp watch --delegated` in a delegated cgroup (what systemd's
+/// `Delegate=yes` gives the unit): the daemon moves itself into the leaf
+/// `daemon`, so its unit cgroup holds no process and can hand controllers
+/// to the relative job root `jobs` beside it; every job stays inside the
+/// unit's subtree.
+#[test]
+fn v2_delegated_watch_keeps_jobs_in_its_subtree() {
+    let host = require_v2!();
+    if !controller_usable(host, "cpu") {
+        return;
+    }
+    let root = TestRoot::new(host);
+    let unit = root.dir(Controller::Cpu).join("unit");
+    std::fs::create_dir_all(&unit).unwrap_or_else(|e| panic!("creating {}: {e}", unit.display()));
+    // The root delegates cpu to the unit, as a systemd slice would.
+    for (dir, control) in [
+        (host.own_dir(Controller::Cpu), "+cpu"),
+        (root.dir(Controller::Cpu), "+cpu"),
+    ] {
+        let file = dir.join("cgroup.subtree_control");
+        if !read(&dir, "cgroup.subtree_control")
+            .split_whitespace()
+            .any(|c| c == "cpu")
+        {
+            std::fs::write(&file, control).unwrap_or_else(|e| panic!("writing {control} to {}: {e}", file.display()));
+        }
+    }
+    let stubs = tempfile::tempdir().expect("a temp dir");
+    let name = format!("fd{:x}", std::process::id());
+    let target_path = stubs.path().join(&name);
+    std::fs::copy("/bin/sleep", &target_path).expect("copying sleep");
+
+    // Started inside the unit cgroup, like systemd starts a service.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} watch --delegated --cgroup-root jobs --backend ebpf --target {name} --cpu-quota 20",
+        unit.display(),
+        tests::ffrtmp_bin().display()
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .env("FFRTMP_LOG", "info")
+        .env_remove("FFRTMP_CGROUP_ROOT");
+    let daemon = Spawned::start_with_stdin(cmd, Stdio::null());
+    let ready = wait_until(tests::POLL_TIMEOUT, || {
+        daemon.stderr_now().contains("Event source:") || !daemon.running()
+    });
+    assert!(
+        ready && daemon.running(),
+        "the daemon did not start: {}",
+        daemon.stderr_now()
+    );
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", daemon.pid())).expect("the daemon's cgroup");
+    assert!(
+        own.trim_end().ends_with(&format!("/{}/unit/daemon", root.name())),
+        "the daemon is not in the leaf: {own}; log: {}",
+        daemon.stderr_now()
+    );
+
+    let target = Spawned::start_with_stdin(
+        {
+            let mut c = Command::new(&target_path);
+            c.arg("600");
+            c
+        },
+        Stdio::null(),
+    );
+    let job = unit.join("jobs").join(format!("auto-{name}-{}", target.pid()));
+    let governed = wait_until(tests::POLL_TIMEOUT, || {
+        std::fs::read_to_string(job.join("cgroup.procs"))
+            .is_ok_and(|p| p.split_whitespace().any(|p| p == target.pid().to_string()))
+    });
+    assert!(
+        governed,
+        "the target is not in {}; log: {}",
+        job.display(),
+        daemon.stderr_now()
+    );
+    assert_eq!(read(&job, "cpu.max"), "20000 100000");
+    // The unit cgroup itself holds no process (the no-internal-processes rule).
+    assert_eq!(read(&unit, "cgroup.procs"), "");
+    target.kill();
+    daemon.kill();
+}
