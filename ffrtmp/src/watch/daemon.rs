@@ -1022,3 +1022,27 @@ fn process_age(id: ProcessId) -> Duration {
     let started = id.start_time as f64 / clock_ticks() as f64;
     Duration::from_secs_f64((boot_time_now() - started).max(0.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_and_is_bounded() {
+        let waits: Vec<u64> = (0..10).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(&waits[..6], &[100, 200, 400, 800, 1600, 3200]);
+        assert!(waits[6..].iter().all(|&w| w == 5000), "{waits:?}");
+    }
+
+    #[test]
+    fn a_full_event_queue_drops_and_counts_instead_of_waiting() {
+        let (sink, mut rx) = EventSink::new(2);
+        for governed in 0..5 {
+            sink.send(WatchEvent::Stopped { governed });
+        }
+        assert_eq!(sink.dropped(), 3);
+        assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 0 });
+        assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 1 });
+        assert!(rx.try_recv().is_err());
+    }
+}
