@@ -150,6 +150,10 @@ pub struct Event {
     /// (CLOCK_BOOTTIME). `/proc/<pid>/stat` field 22 is this value divided by
     /// `1e9 / sysconf(_SC_CLK_TCK)`: see [`Event::start_time_ticks`].
     pub start_time_ns: u64,
+    /// When the event fired, in nanoseconds of CLOCK_MONOTONIC
+    /// (`bpf_ktime_get_ns()`): user space measures exec → limits in place
+    /// from it.
+    pub time_ns: u64,
     /// The task's comm (for EXEC: the new image's basename, 15 bytes max).
     pub comm: [u8; TASK_COMM_LEN],
 }
@@ -176,9 +180,11 @@ impl Event {
         if kind != Event::EXEC && kind != Event::EXIT {
             return Err(DecodeError::UnknownKind(kind));
         }
-        let t = offset_of!(Event, start_time_ns);
-        let mut start = [0u8; 8];
-        start.copy_from_slice(&b[t..t + 8]);
+        let u64_at = |at: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[at..at + 8]);
+            u64::from_ne_bytes(v)
+        };
         let c = offset_of!(Event, comm);
         let mut comm = [0u8; TASK_COMM_LEN];
         comm.copy_from_slice(&b[c..c + TASK_COMM_LEN]);
@@ -189,7 +195,8 @@ impl Event {
             ppid: u32_at(offset_of!(Event, ppid)),
             uid: u32_at(offset_of!(Event, uid)),
             exit_status: u32_at(offset_of!(Event, exit_status)),
-            start_time_ns: u64::from_ne_bytes(start),
+            start_time_ns: u64_at(offset_of!(Event, start_time_ns)),
+            time_ns: u64_at(offset_of!(Event, time_ns)),
             comm,
         })
     }
@@ -205,6 +212,7 @@ impl Event {
         put(offset_of!(Event, uid), &self.uid.to_ne_bytes());
         put(offset_of!(Event, exit_status), &self.exit_status.to_ne_bytes());
         put(offset_of!(Event, start_time_ns), &self.start_time_ns.to_ne_bytes());
+        put(offset_of!(Event, time_ns), &self.time_ns.to_ne_bytes());
         put(offset_of!(Event, comm), &self.comm);
         b
     }
@@ -236,6 +244,7 @@ impl fmt::Debug for Event {
             .field("uid", &self.uid)
             .field("exit_status", &self.exit_status)
             .field("start_time_ns", &self.start_time_ns)
+            .field("time_ns", &self.time_ns)
             .field("comm", &EscapedComm(self.comm_name()))
             .finish()
     }
@@ -305,9 +314,10 @@ impl Offsets {
 // 64-bit field is 8-aligned on every target.
 const _: () = {
     assert!(size_of::<CommKey>() == TASK_COMM_LEN);
-    assert!(size_of::<Event>() == 6 * 4 + 8 + TASK_COMM_LEN);
+    assert!(size_of::<Event>() == 6 * 4 + 2 * 8 + TASK_COMM_LEN);
     assert!(offset_of!(Event, start_time_ns) == 24);
-    assert!(offset_of!(Event, comm) == 32);
+    assert!(offset_of!(Event, time_ns) == 32);
+    assert!(offset_of!(Event, comm) == 40);
     assert!(size_of::<Offsets>() == 10 * 4);
 };
 
@@ -338,6 +348,7 @@ mod tests {
             uid: 1000,
             exit_status: 3 << 8,
             start_time_ns: 123_456_789_012,
+            time_ns: 223_456_789_012,
             comm: CommKey::new(b"ffmpeg").comm,
         }
     }
@@ -372,13 +383,13 @@ mod tests {
     fn rejects_short_long_and_unknown() {
         let b = sample().to_bytes();
         assert_eq!(
-            Event::from_bytes(&b[..47]),
-            Err(DecodeError::Length { len: 47, need: 48 })
+            Event::from_bytes(&b[..55]),
+            Err(DecodeError::Length { len: 55, need: 56 })
         );
-        assert_eq!(Event::from_bytes(&[]), Err(DecodeError::Length { len: 0, need: 48 }));
+        assert_eq!(Event::from_bytes(&[]), Err(DecodeError::Length { len: 0, need: 56 }));
         let mut long = Vec::from(&b[..]);
         long.push(0);
-        assert_eq!(Event::from_bytes(&long), Err(DecodeError::Length { len: 49, need: 48 }));
+        assert_eq!(Event::from_bytes(&long), Err(DecodeError::Length { len: 57, need: 56 }));
         let mut bad = b;
         bad[..4].copy_from_slice(&7u32.to_ne_bytes());
         assert_eq!(Event::from_bytes(&bad), Err(DecodeError::UnknownKind(7)));
@@ -411,11 +422,11 @@ mod tests {
         (
             prop_oneof![Just(Event::EXEC), Just(Event::EXIT)],
             any::<(u32, u32, u32, u32, u32)>(),
-            any::<u64>(),
+            any::<(u64, u64)>(),
             any::<[u8; 16]>(),
         )
             .prop_map(
-                |(kind, (pid, tid, ppid, uid, exit_status), start_time_ns, comm)| Event {
+                |(kind, (pid, tid, ppid, uid, exit_status), (start_time_ns, time_ns), comm)| Event {
                     kind,
                     pid,
                     tid,
@@ -423,6 +434,7 @@ mod tests {
                     uid,
                     exit_status,
                     start_time_ns,
+                    time_ns,
                     comm,
                 },
             )

@@ -17,7 +17,9 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
@@ -97,6 +99,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         uid: bpf_get_current_uid_gid() as u32,
         exit_status: 0,
         start_time_ns: leader_start_time(task, &off)?,
+        time_ns: now_ns(),
         comm,
     };
     emit(&event)
@@ -161,8 +164,15 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         uid: bpf_get_current_uid_gid() as u32,
         exit_status: exit_status as u32,
         start_time_ns,
+        time_ns: now_ns(),
         comm,
     })
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: when the event fired.
+fn now_ns() -> u64 {
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only reads the clock.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// The offsets, if user space wrote them; otherwise count and give up.

@@ -47,6 +47,9 @@ pub enum ProcEvent {
 pub struct Message {
     pub cpu: u32,
     pub seq: u32,
+    /// When the kernel made the event: `ktime_get_ns()`, CLOCK_MONOTONIC
+    /// (`drivers/connector/cn_proc.c`).
+    pub timestamp_ns: u64,
     pub event: ProcEvent,
 }
 
@@ -128,6 +131,7 @@ pub fn decode_message(msg: &[u8]) -> Result<Message, DecodeError> {
     }
     let what = u32_at(ev, 0);
     let cpu = u32_at(ev, 4);
+    let timestamp_ns = u64::from_ne_bytes(ev[8..16].try_into().expect("8 bytes: the header length was checked"));
     let data = &ev[PROC_EVENT_HDR..];
     let need_data = |n: usize| {
         if data.len() < n {
@@ -157,7 +161,12 @@ pub fn decode_message(msg: &[u8]) -> Result<Message, DecodeError> {
         }
         _ => ProcEvent::Other,
     };
-    Ok(Message { cpu, seq, event })
+    Ok(Message {
+        cpu,
+        seq,
+        timestamp_ns,
+        event,
+    })
 }
 
 /// Detects lost events from per-CPU sequence numbers.
@@ -267,7 +276,10 @@ impl NetlinkSource {
                     out.push(SourceEvent::Lost { count: lost });
                 }
                 match msg.event {
-                    ProcEvent::Exec { tgid, .. } => out.push(SourceEvent::Exec { pid: tgid }),
+                    ProcEvent::Exec { tgid, .. } => out.push(SourceEvent::Exec {
+                        pid: tgid,
+                        time_ns: Some(msg.timestamp_ns),
+                    }),
                     // Per thread: only the leader's exit carries the process's
                     // status; process exit itself is detected with a pidfd.
                     ProcEvent::Exit { pid, tgid, exit_code } if pid == tgid => out.push(SourceEvent::Exit {
@@ -322,7 +334,7 @@ mod tests {
         m.extend_from_slice(&0u16.to_ne_bytes());
         m.extend_from_slice(&what.to_ne_bytes());
         m.extend_from_slice(&cpu.to_ne_bytes());
-        m.extend_from_slice(&0u64.to_ne_bytes());
+        m.extend_from_slice(&5_000_000_123u64.to_ne_bytes());
         for d in data {
             m.extend_from_slice(&d.to_ne_bytes());
         }
@@ -337,6 +349,7 @@ mod tests {
             Message {
                 cpu: 1,
                 seq: 7,
+                timestamp_ns: 5_000_000_123,
                 event: ProcEvent::Exec { pid: 100, tgid: 100 }
             }
         );

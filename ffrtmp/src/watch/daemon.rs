@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use tokio::io::Interest;
@@ -94,7 +94,7 @@ struct Adoption {
     candidate: Candidate,
     job_id: JobId,
     attempt: u32,
-    seen: Option<Instant>,
+    exec_ns: Option<u64>,
     outcome: Adopted,
 }
 
@@ -102,7 +102,7 @@ struct Adoption {
 struct Due {
     candidate: Candidate,
     attempt: u32,
-    seen: Option<Instant>,
+    exec_ns: Option<u64>,
 }
 
 /// Retry backoff: 100 ms, 200 ms, 400 ms, … at most 5 s.
@@ -390,13 +390,12 @@ impl Daemon {
     }
 
     fn handle_events(&mut self, batch: &mut Vec<SourceEvent>) {
-        let seen = Instant::now();
         let source = self.source.name();
         self.metrics.events(source, batch.len() as u64);
         let mut lost = 0;
         for event in batch.drain(..) {
             match event {
-                SourceEvent::Exec { pid } => self.consider(pid, Some(seen)),
+                SourceEvent::Exec { pid, time_ns } => self.consider(pid, time_ns),
                 SourceEvent::Exit { pid, status } => {
                     if self.tracked.contains_key(&pid) {
                         self.statuses.insert(pid, status);
@@ -432,7 +431,7 @@ impl Daemon {
     }
 
     /// An exec: adopt it if it is a target we do not govern yet.
-    fn consider(&mut self, pid: u32, seen: Option<Instant>) {
+    fn consider(&mut self, pid: u32, exec_ns: Option<u64>) {
         if self.adopting.contains(&pid) {
             return;
         }
@@ -442,7 +441,7 @@ impl Daemon {
         if self.known(candidate.info.id) || !self.governable(&candidate) {
             return;
         }
-        self.schedule(candidate, seen);
+        self.schedule(candidate, exec_ns);
     }
 
     /// ffrtmp never governs itself, its children, or a process already in
@@ -460,7 +459,7 @@ impl Daemon {
     }
 
     /// Adopt now, or when the process has run for its `min_runtime`.
-    fn schedule(&mut self, candidate: Candidate, seen: Option<Instant>) {
+    fn schedule(&mut self, candidate: Candidate, exec_ns: Option<u64>) {
         let min = self.rules.min_runtime_for(&candidate.command);
         let age = process_age(candidate.info.id);
         if age < min {
@@ -476,12 +475,12 @@ impl Daemon {
                 Due {
                     candidate,
                     attempt: 0,
-                    seen: None,
+                    exec_ns: None,
                 },
             );
             return;
         }
-        self.adopt(candidate, 0, seen);
+        self.adopt(candidate, 0, exec_ns);
     }
 
     /// One timer task per waiting process: free while nothing happens.
@@ -505,7 +504,7 @@ impl Daemon {
         }
         // Still the same process, still running?
         match ProcessInfo::read(id.pid) {
-            Ok(now) if now.id == id && !now.is_zombie() => self.adopt(due.candidate, due.attempt, due.seen),
+            Ok(now) if now.id == id && !now.is_zombie() => self.adopt(due.candidate, due.attempt, due.exec_ns),
             _ => tracing::info!(
                 "PID {} exited before it was adopted ({})",
                 id.pid,
@@ -514,7 +513,7 @@ impl Daemon {
         }
     }
 
-    fn adopt(&mut self, candidate: Candidate, attempt: u32, seen: Option<Instant>) {
+    fn adopt(&mut self, candidate: Candidate, attempt: u32, exec_ns: Option<u64>) {
         let pid = candidate.info.id.pid;
         self.adopting.insert(pid);
         let job_id = job_id_for(&candidate.command, pid);
@@ -529,7 +528,7 @@ impl Daemon {
                 candidate,
                 job_id,
                 attempt,
-                seen,
+                exec_ns,
                 outcome,
             }
         });
@@ -540,14 +539,15 @@ impl Daemon {
             candidate,
             job_id,
             attempt,
-            seen,
+            exec_ns,
             outcome,
         } = adoption;
         let id = candidate.info.id;
         self.adopting.remove(&id.pid);
         match outcome {
             Adopted::Governed { cgroup, pidfd } => {
-                let latency = seen.map(|s| s.elapsed());
+                // exec (the kernel's timestamp) → limits in place.
+                let latency = exec_ns.map(|at| Duration::from_nanos(monotonic_ns().saturating_sub(at)));
                 self.metrics.adopted(&candidate.command, latency);
                 self.health.attach_ok();
                 let limits = self.rules.limits_for(&candidate.command).clone();
@@ -619,7 +619,7 @@ impl Daemon {
                         Due {
                             candidate,
                             attempt: attempt + 1,
-                            seen,
+                            exec_ns,
                         },
                     );
                 }
@@ -1015,6 +1015,13 @@ impl Daemon {
             governed: self.tracked.len(),
         });
     }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of the kernel's event
+/// timestamps).
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// How long a process has been running.

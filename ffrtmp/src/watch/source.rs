@@ -97,7 +97,10 @@ impl Source {
                         pid: e.pid,
                         status: e.exit_status as i32,
                     },
-                    _ => SourceEvent::Exec { pid: e.pid },
+                    _ => SourceEvent::Exec {
+                        pid: e.pid,
+                        time_ns: Some(e.time_ns),
+                    },
                 }));
                 Ok(false)
             }
