@@ -356,12 +356,11 @@ fn filters_by_uid_and_user_leave_targets_alone() {
             1,
             "one `not governed` line for {pid}; log:\n{log}"
         );
-        // The filters run as part of the adoption, after its `Attaching` line:
-        // one attempt, never completed.
+        // The filters run before the adoption announces itself.
         assert_eq!(
             count_lines_containing(&log, &format!("Attaching to PID {pid} ")),
-            1,
-            "{pid} should be tried once; log:\n{log}"
+            0,
+            "{pid} was filtered out, yet announced; log:\n{log}"
         );
         assert!(
             !log.contains(&format!("✓ Attached to PID {pid} ")),

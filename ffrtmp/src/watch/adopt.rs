@@ -42,8 +42,9 @@ pub enum Adopted {
     Failed { error: anyhow::Error, transient: bool },
 }
 
-/// Filters, identity check, job cgroup, move, nice.
-pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: &JobId) -> Adopted {
+/// Filters, identity check, job cgroup, move, nice. The first attempt
+/// announces itself (`Attaching to PID …`) once the filters have passed.
+pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: &JobId, first: bool) -> Adopted {
     // Without filters there is nothing to read: keep the hot path short.
     if rules.checks_process_for(&candidate.command) {
         let facts = match ProcessFacts::read(&candidate.info) {
@@ -59,6 +60,10 @@ pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: 
         if let Err(rejected) = filter::check(rules.filters_for(&candidate.command), &facts, &SystemEnv) {
             return Adopted::Filtered(rejected);
         }
+    }
+    if first {
+        let pid = candidate.info.id.pid;
+        tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
     }
     match govern(governor, candidate, job_id, rules.limits_for(&candidate.command)) {
         Ok((cgroup, pidfd)) => Adopted::Governed { cgroup, pidfd },

@@ -517,13 +517,10 @@ impl Daemon {
         let pid = candidate.info.id.pid;
         self.adopting.insert(pid);
         let job_id = job_id_for(&candidate.command, pid);
-        if attempt == 0 {
-            tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
-        }
         let governor = Arc::clone(&self.governor);
         let rules = Arc::clone(&self.rules);
         self.adoptions.spawn_blocking(move || {
-            let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id);
+            let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id, attempt == 0);
             Adoption {
                 candidate,
                 job_id,
