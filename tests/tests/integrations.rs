@@ -170,6 +170,9 @@ fn watch_with_events(root: &TestRoot, name: &str, events: &Path, extra: &[&str])
     daemon
 }
 
+/// A JSON type test such as `Value::is_string`.
+type IsType = fn(&Value) -> bool;
+
 /// Every line of the stream is a JSON object with the documented envelope
 /// and, per kind, the documented fields (docs/events.md).
 #[track_caller]
@@ -196,7 +199,7 @@ fn check_schema(lines: &[Value]) {
             .as_str()
             .unwrap_or_else(|| panic!("no event kind: {line}"));
         assert!(kinds.contains(kind), "undocumented event {kind}: {line}");
-        let fields: &[(&str, fn(&Value) -> bool)] = match kind {
+        let fields: &[(&str, IsType)] = match kind {
             "started" => &[
                 ("backend", Value::is_string),
                 ("reason", Value::is_string),

@@ -4,6 +4,7 @@ mod bench;
 mod bench_common;
 mod bench_watch;
 mod ebpf;
+mod man;
 mod vm;
 
 use std::process::ExitCode;
@@ -30,6 +31,11 @@ const TASKS: &[Task] = &[
         name: "build-ebpf",
         about: "rebuild the committed eBPF object with the pinned nightly (--check: verify it)",
         run: ebpf::main,
+    },
+    Task {
+        name: "man",
+        about: "write the manual pages (ffrtmp.1, ffrtmp-<subcommand>.1) into target/man (--out DIR)",
+        run: man::main,
     },
     Task {
         name: "vm-test",

@@ -537,7 +537,11 @@ impl JobCgroup {
     pub fn usage_reader(&self) -> UsageReader {
         UsageReader {
             version: self.version,
-            dirs: self.dirs.iter().map(|d| (d.controllers.clone(), d.dir.clone())).collect(),
+            dirs: self
+                .dirs
+                .iter()
+                .map(|d| (d.controllers.clone(), d.dir.clone()))
+                .collect(),
         }
     }
 

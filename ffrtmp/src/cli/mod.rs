@@ -2,8 +2,10 @@
 
 mod args;
 mod attach;
+mod completions;
 mod job;
 mod run;
+mod status;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +58,23 @@ Example:
   sudo ffrtmp watch --target ffmpeg --cpu-quota 200 --memory-limit 4096"
     )]
     Watch(watch::WatchArgs),
+    /// Show what is governed now: jobs, processes, usage and the limits in place.
+    #[command(
+        after_help = "Reads the cgroup tree under --cgroup-root and changes nothing; no daemon is needed. \
+Mode is `watch` for the daemon's auto-<cmd>-<pid> jobs, else `run/attach`. A dash means no limit \
+(or a counter this kernel does not offer).\n\n\
+The jobs of the systemd unit ffrtmp-watch.service live under /system.slice/ffrtmp-watch.service/jobs.\n\n\
+Examples:\n  ffrtmp status\n  ffrtmp status --json\n  \
+ffrtmp status --cgroup-root /system.slice/ffrtmp-watch.service/jobs"
+    )]
+    Status(status::StatusArgs),
+    /// Write a shell completion script to stdout.
+    #[command(
+        after_help = "Examples:\n  ffrtmp completions bash > /etc/bash_completion.d/ffrtmp\n  \
+ffrtmp completions zsh > ~/.zfunc/_ffrtmp    # with fpath+=(~/.zfunc) before compinit\n  \
+ffrtmp completions fish > ~/.config/fish/completions/ffrtmp.fish"
+    )]
+    Completions(completions::CompletionsArgs),
 }
 
 /// Parse the command line, run, and return the process exit status.
@@ -69,6 +88,8 @@ pub fn main() -> i32 {
         Command::Run(args) => run::execute(args),
         Command::Attach(args) => attach::execute(args),
         Command::Watch(args) => watch::execute(args),
+        Command::Status(args) => status::execute(args),
+        Command::Completions(args) => completions::execute(args),
     };
     match result {
         Ok(code) => code,
@@ -99,7 +120,14 @@ fn clap_error(e: clap::Error) -> i32 {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ffrtmp: error: {first}");
+            // A value-enum flag lists what it accepts on a line of its own.
+            let expected = match e.get(clap::error::ContextKind::ValidValue) {
+                Some(clap::error::ContextValue::Strings(values)) if !first.contains("expected") => {
+                    format!(": expected one of {}", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            eprintln!("ffrtmp: error: {first}{expected}");
             EXIT_FFRTMP_FAILED
         }
     }

@@ -416,7 +416,11 @@ mod tests {
         // the lengths may differ by a digit or two; the header is the length
         // of the body HEAD did not send.
         let head_len: usize = r.header("Content-Length").expect("a Content-Length").parse().unwrap();
-        assert!(head_len.abs_diff(get_reply.body.len()) <= 3, "{head_len} vs {}", get_reply.body.len());
+        assert!(
+            head_len.abs_diff(get_reply.body.len()) <= 3,
+            "{head_len} vs {}",
+            get_reply.body.len()
+        );
         let r = get(addr, "HEAD", "/metrics").await;
         assert_eq!((r.status, r.body.as_str()), (200, ""));
     }
