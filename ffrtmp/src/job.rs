@@ -8,14 +8,32 @@ use anyhow::{Context, bail};
 
 use crate::cgroup::job::LimitOutcome;
 use crate::cgroup::limits::LimitKind;
-use crate::cgroup::{CgroupRoot, Governor, Hierarchy, JobCgroup, JobId, Limits};
+use crate::cgroup::{CgroupRoot, Delegation, Governor, Hierarchy, JobCgroup, JobId, Limits};
 use crate::report::{CgroupReport, Ending, JobRecord, JobResult, LeftCgroup, Mode};
 
 /// The governor for `root`: detect the hierarchy (logged once) and tidy
 /// leftovers of earlier jobs. Every front door starts with this.
 pub fn governor(root: CgroupRoot) -> anyhow::Result<Governor> {
-    let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
+    delegated_governor(root, None)
+}
+
+/// [`governor`] for a daemon in a delegated cgroup that lives in the leaf
+/// `leaf` of it (see [`crate::cgroup::enter_delegated_leaf`]).
+pub fn delegated_governor(root: CgroupRoot, leaf: Option<&str>) -> anyhow::Result<Governor> {
+    let mut hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
     tracing::info!("{}", hierarchy.describe());
+    if let Some(leaf) = leaf {
+        let (delegated, how) = crate::cgroup::enter_delegated_leaf(hierarchy, leaf)
+            .context("moving into the leaf of the delegated cgroup")?;
+        hierarchy = delegated;
+        match how {
+            Delegation::InLeaf(dir) => tracing::info!("Delegated cgroup: started in the leaf {}", dir.display()),
+            Delegation::Moved(dir) => tracing::info!("Delegated cgroup: the daemon runs in {}", dir.display()),
+            Delegation::NotNeeded => {
+                tracing::info!("Delegated cgroup: cgroup v1 has no leaf rule; the daemon stays where it is")
+            }
+        }
+    }
     let governor = Governor::new(hierarchy, root);
     governor.collect_garbage();
     Ok(governor)

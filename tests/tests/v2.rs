@@ -679,6 +679,37 @@ fn v2_delegated_watch_keeps_jobs_in_its_subtree() {
     assert_eq!(read(&job, "cpu.max"), "20000 100000");
     // The unit cgroup itself holds no process (the no-internal-processes rule).
     assert_eq!(read(&unit, "cgroup.procs"), "");
-    target.kill();
+
+    // A restart while the job runs: the unit's cgroup now hands controllers
+    // to jobs/, so the kernel refuses to start anything in it (what systemd
+    // without DelegateSubgroup= runs into) …
     daemon.kill();
+    let refused = std::fs::write(unit.join("cgroup.procs"), std::process::id().to_string());
+    assert_eq!(
+        refused.as_ref().map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EBUSY)),
+        "joining the unit cgroup should be refused"
+    );
+    // … while a daemon started in the leaf (DelegateSubgroup=daemon) takes
+    // the job over, still resolving `jobs` against the unit's cgroup.
+    let script = script.replace("/cgroup.procs", "/daemon/cgroup.procs");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script]).env("FFRTMP_LOG", "info").env_remove("FFRTMP_CGROUP_ROOT");
+    let restarted = Spawned::start_with_stdin(cmd, Stdio::null());
+    let line = format!("Re-attached to PID {}", target.pid());
+    let retaken = wait_until(tests::POLL_TIMEOUT, || {
+        restarted.stderr_now().contains(&line) || !restarted.running()
+    });
+    assert!(retaken, "the restarted daemon did not take the job over: {}", restarted.stderr_now());
+    assert!(
+        restarted.stderr_now().contains("Delegated cgroup: started in the leaf"),
+        "{}",
+        restarted.stderr_now()
+    );
+    assert!(
+        read(&job, "cgroup.procs").split_whitespace().any(|p| p == target.pid().to_string()),
+        "the target left its job"
+    );
+    target.kill();
+    restarted.kill();
 }

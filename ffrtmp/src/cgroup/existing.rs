@@ -117,23 +117,6 @@ impl Governor {
             .collect()
     }
 
-    /// Under systemd delegation (`Delegate=yes`) on cgroup v2: move this
-    /// process into the leaf `<own cgroup>/<leaf>`, so its own cgroup holds
-    /// no process and can hand controllers to a relative job root beside
-    /// the leaf (the no-internal-processes rule). Relative roots keep
-    /// resolving against the cgroup ffrtmp started in. On v1 there is no
-    /// such rule: nothing is moved (`Ok(None)`).
-    pub fn enter_leaf(&self, leaf: &str) -> Result<Option<PathBuf>, super::CgroupError> {
-        let Hierarchy::Unified(mount) = self.hierarchy() else {
-            return Ok(None);
-        };
-        let dir = mount.dir(&mount.own_cgroup).join(leaf);
-        fs::create_dir(&dir)?;
-        // "0" moves the writing process (all its threads).
-        fs::write_file(&dir.join("cgroup.procs"), "0")?;
-        Ok(Some(dir))
-    }
-
     /// The root in every hierarchy a job can span, with its controllers.
     fn all_root_dirs(&self) -> Vec<(PathBuf, Vec<Controller>)> {
         match self.hierarchy() {
@@ -146,6 +129,42 @@ impl Governor {
                 .collect(),
         }
     }
+}
+
+/// Where a delegated daemon runs (see [`enter_delegated_leaf`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delegation {
+    /// systemd started it in the leaf already (`DelegateSubgroup=`).
+    InLeaf(PathBuf),
+    /// It moved itself into the leaf.
+    Moved(PathBuf),
+    /// cgroup v1: no leaf rule, nothing moved.
+    NotNeeded,
+}
+
+/// Under systemd delegation (`Delegate=yes`) on cgroup v2, the delegated
+/// cgroup must hold no process so it can hand controllers to the job root
+/// beside the daemon (the no-internal-processes rule): the daemon lives in
+/// its leaf child `leaf`. Either systemd put it there (`DelegateSubgroup=`,
+/// systemd 254+: the only way a restart works while jobs run), or it moves
+/// itself there now. Either way the returned hierarchy resolves relative
+/// roots against the delegated cgroup, not the leaf.
+pub fn enter_delegated_leaf(hierarchy: Hierarchy, leaf: &str) -> Result<(Hierarchy, Delegation), super::CgroupError> {
+    let Hierarchy::Unified(mut mount) = hierarchy else {
+        return Ok((hierarchy, Delegation::NotNeeded));
+    };
+    if mount.own_cgroup.file_name().is_some_and(|n| n == leaf)
+        && let Some(delegated) = mount.own_cgroup.parent().map(PathBuf::from)
+    {
+        let dir = mount.dir(&mount.own_cgroup);
+        mount.own_cgroup = delegated;
+        return Ok((Hierarchy::Unified(mount), Delegation::InLeaf(dir)));
+    }
+    let dir = mount.dir(&mount.own_cgroup).join(leaf);
+    fs::create_dir(&dir)?;
+    // "0" moves the writing process (all its threads).
+    fs::write_file(&dir.join("cgroup.procs"), "0")?;
+    Ok((Hierarchy::Unified(mount), Delegation::Moved(dir)))
 }
 
 impl JobCgroup {

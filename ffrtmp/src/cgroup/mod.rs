@@ -7,7 +7,7 @@ pub mod job;
 pub mod limits;
 pub mod names;
 
-pub use existing::{ExistingJob, LimitWriter};
+pub use existing::{Delegation, ExistingJob, LimitWriter, enter_delegated_leaf};
 pub use hierarchy::{Controller, Hierarchy};
 pub use job::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};
 pub use limits::{Limits, Version};

@@ -197,8 +197,8 @@ pub async fn serve(
 pub struct StartOptions {
     /// Tell systemd (`Type=notify`) when it is ready, reloading, stopping.
     pub systemd_notify: bool,
-    /// Running in a delegated cgroup (`Delegate=yes`): move into the leaf
-    /// `daemon` first (see [`Governor::enter_leaf`]).
+    /// Running in a delegated cgroup (`Delegate=yes`): live in its leaf
+    /// `daemon` (see [`crate::cgroup::enter_delegated_leaf`]).
     pub delegated: bool,
 }
 
@@ -219,16 +219,8 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
     tracing::info!("Scan interval: {:?}", config.scan_interval);
     tracing::info!("Target commands: {:?}", config.rules.targets.names());
 
-    let governor = Arc::new(lifecycle::governor(config.cgroup_root.clone())?);
-    if options.delegated {
-        match governor
-            .enter_leaf(DAEMON_LEAF)
-            .context("moving into the leaf of the delegated cgroup")?
-        {
-            Some(dir) => tracing::info!("Delegated cgroup: the daemon runs in {}", dir.display()),
-            None => tracing::info!("Delegated cgroup: cgroup v1 has no leaf rule; the daemon stays where it is"),
-        }
-    }
+    let leaf = options.delegated.then_some(DAEMON_LEAF);
+    let governor = Arc::new(lifecycle::delegated_governor(config.cgroup_root.clone(), leaf)?);
     let metrics = Metrics::new();
     let health = Health::new();
     let listener = match config.metrics_listen {
