@@ -327,6 +327,12 @@ fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
         root.assert_nothing_created();
         escaped.assert_absent();
     }
+    // An unknown option before `--` is a usage error, not a command to run.
+    let out = run_ffrtmp(&["run", "--cgroup-root", root.name(), "--sla-eligibl", "--", "true"]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("'--sla-eligibl'"), "{out:?}");
+    root.assert_nothing_created();
 }
 
 #[test]

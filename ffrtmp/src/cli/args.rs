@@ -16,19 +16,19 @@ pub struct MemoryArg(pub Option<MemoryMax>);
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// CPU quota in percent of one core (100 = one core, 250 = 2.5 cores); wins over --cpu-max
-    #[arg(long, value_name = "PCT", value_parser = CpuMax::parse_percent)]
+    #[arg(long, value_name = "PCT", value_parser = CpuMax::parse_percent, allow_negative_numbers = true)]
     pub cpu_quota: Option<CpuMax>,
     /// Raw cpu.max: "QUOTA PERIOD" in µs, "QUOTA", or "max"
-    #[arg(long, value_name = "\"QUOTA PERIOD\"|max", value_parser = CpuMax::parse)]
+    #[arg(long, value_name = "\"QUOTA PERIOD\"|max", value_parser = CpuMax::parse, allow_negative_numbers = true)]
     pub cpu_max: Option<CpuMax>,
     /// CPU weight 1..10000 (100 = default share; v1: cpu.shares = weight*1024/100)
-    #[arg(long, value_name = "WEIGHT", value_parser = CpuWeight::parse)]
+    #[arg(long, value_name = "WEIGHT", value_parser = CpuWeight::parse, allow_negative_numbers = true)]
     pub cpu_weight: Option<CpuWeight>,
     /// Memory limit in MiB (0 = none); wins over --memory-max
-    #[arg(long, value_name = "MB", value_parser = |s: &str| MemoryMax::parse_mb(s).map(MemoryArg))]
+    #[arg(long, value_name = "MB", value_parser = |s: &str| MemoryMax::parse_mb(s).map(MemoryArg), allow_negative_numbers = true)]
     pub memory_limit: Option<MemoryArg>,
     /// Memory limit in bytes, K/M/G suffixes accepted (0 or max = none)
-    #[arg(long, value_name = "BYTES", value_parser = |s: &str| MemoryMax::parse_bytes(s).map(MemoryArg))]
+    #[arg(long, value_name = "BYTES", value_parser = |s: &str| MemoryMax::parse_bytes(s).map(MemoryArg), allow_negative_numbers = true)]
     pub memory_max: Option<MemoryArg>,
     /// IO limit: "MAJ:MIN|PATH rbps=N wbps=N riops=N wiops=N" (repeatable; a PATH means its filesystem's whole disk)
     #[arg(long, value_name = "SPEC", value_parser = IoMax::parse)]
