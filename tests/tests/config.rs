@@ -175,6 +175,14 @@ fn target_flag_replaces_the_targets_and_warns_about_unused_commands() {
     let warning = "commands.gst-launch-1.0 is configured but gst-launch-1.0 is not a target (ffmpeg)";
     assert!(out.stderr.contains(warning), "{out:?}");
     assert!(out.stdout.contains(&format!("# warning: {warning}")), "{}", out.stdout);
+    // The old tool's --target took a comma-separated list too.
+    let out = check_config(&path, &["--target", "ffmpeg,gst-launch-1.0"]);
+    assert!(
+        out.stdout.contains("target_commands:\n- ffmpeg\n- gst-launch-1.0\ncgroup_root"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("not a target"), "{out:?}");
 }
 
 #[test]

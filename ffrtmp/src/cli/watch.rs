@@ -25,8 +25,8 @@ pub struct WatchArgs {
     /// Validate FILE, print the effective configuration (FILE merged with the other flags) and exit; touches nothing
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
-    /// A command to govern, matched on the exact basename of argv[0] (repeatable; replaces the file's target_commands) [default: ffmpeg gst-launch-1.0]
-    #[arg(long = "target", value_name = "NAME", value_parser = config::parse_target)]
+    /// A command to govern, matched on the exact basename of argv[0] (repeatable or comma-separated; replaces the file's target_commands) [default: ffmpeg gst-launch-1.0]
+    #[arg(long = "target", value_name = "NAME", value_parser = config::parse_target, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
     /// Where processes are learned of: auto tries ebpf, then netlink, then poll [default: auto]
     #[arg(long, value_enum)]
