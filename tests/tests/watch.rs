@@ -401,6 +401,9 @@ fn exit_scenario(backend: Backend, reap_at_once: bool) {
         .find(|l| l.contains(&exited))
         .unwrap_or_else(|| panic!("no `{exited}…` line; log:\n{log}"));
     assert!(exited_line.ends_with("s)"), "{exited_line}");
+    // The old tool's detach line follows every exit.
+    let detached = format!("⊗ Detached from PID {pid} (job: {job})");
+    let log = daemon.wait_log(POLL_TIMEOUT, "detach line", |log| log.contains(&detached));
     // The cgroup is removed before the lines are logged; allow for a
     // daemon that logs first.
     wait_until(POLL_TIMEOUT, || root.all_dirs().iter().all(|d| !d.join(&job).exists()));

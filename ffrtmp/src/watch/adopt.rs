@@ -63,7 +63,7 @@ pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: 
     }
     if first {
         let pid = candidate.info.id.pid;
-        tracing::info!("Attaching to PID {pid} ({}) as {job_id}", candidate.command);
+        tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
     }
     match govern(governor, candidate, job_id, rules.limits_for(&candidate.command)) {
         Ok((cgroup, pidfd)) => Adopted::Governed { cgroup, pidfd },

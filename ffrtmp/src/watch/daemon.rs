@@ -683,6 +683,7 @@ impl Daemon {
             f.result.processing_seconds
         );
         tracing::info!("{}", f.result.summary_line());
+        tracing::info!("⊗ Detached from PID {} (job: {})", f.id.pid, f.job_id);
         self.metrics.job_finished(f.job_id.as_str());
         self.metrics.job_ended(
             &f.command,

@@ -460,7 +460,7 @@ pub fn assert_attached_once(log: &str, name: &str, pids: &[u32]) {
         .iter()
         .filter_map(|&pid| {
             let job = job_of(name, pid);
-            let attaching = count_lines_ending(log, &format!("Attaching to PID {pid} ({name}) as {job}"));
+            let attaching = count_lines_ending(log, &format!("Attaching to PID {pid} ({name}) as job {job}"));
             let attached = count_lines_ending(log, &format!("✓ Attached to PID {pid} (job: {job})"));
             (attaching != 1 || attached != 1).then(|| format!("{pid}: {attaching} Attaching, {attached} ✓ Attached"))
         })
