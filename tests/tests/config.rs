@@ -178,7 +178,8 @@ fn target_flag_replaces_the_targets_and_warns_about_unused_commands() {
     // The old tool's --target took a comma-separated list too.
     let out = check_config(&path, &["--target", "ffmpeg,gst-launch-1.0"]);
     assert!(
-        out.stdout.contains("target_commands:\n- ffmpeg\n- gst-launch-1.0\ncgroup_root"),
+        out.stdout
+            .contains("target_commands:\n- ffmpeg\n- gst-launch-1.0\ncgroup_root"),
         "{}",
         out.stdout
     );

@@ -694,20 +694,28 @@ fn v2_delegated_watch_keeps_jobs_in_its_subtree() {
     // the job over, still resolving `jobs` against the unit's cgroup.
     let script = script.replace("/cgroup.procs", "/daemon/cgroup.procs");
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &script]).env("FFRTMP_LOG", "info").env_remove("FFRTMP_CGROUP_ROOT");
+    cmd.args(["-c", &script])
+        .env("FFRTMP_LOG", "info")
+        .env_remove("FFRTMP_CGROUP_ROOT");
     let restarted = Spawned::start_with_stdin(cmd, Stdio::null());
     let line = format!("Re-attached to PID {}", target.pid());
     let retaken = wait_until(tests::POLL_TIMEOUT, || {
         restarted.stderr_now().contains(&line) || !restarted.running()
     });
-    assert!(retaken, "the restarted daemon did not take the job over: {}", restarted.stderr_now());
+    assert!(
+        retaken,
+        "the restarted daemon did not take the job over: {}",
+        restarted.stderr_now()
+    );
     assert!(
         restarted.stderr_now().contains("Delegated cgroup: started in the leaf"),
         "{}",
         restarted.stderr_now()
     );
     assert!(
-        read(&job, "cgroup.procs").split_whitespace().any(|p| p == target.pid().to_string()),
+        read(&job, "cgroup.procs")
+            .split_whitespace()
+            .any(|p| p == target.pid().to_string()),
         "the target left its job"
     );
     target.kill();

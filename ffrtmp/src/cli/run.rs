@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// Working directory for the command
     #[arg(long, value_name = "DIR", help_heading = "Options")]
     pub workdir: Option<PathBuf>,
+    /// The old tool's flag, accepted so its scripts keep working: whether a
+    /// result counts for SLA statistics is now decided from how the job
+    /// ended (`sla_eligible` in the result)
+    #[arg(long, hide = true)]
+    pub sla_eligible: bool,
     /// The command to run and its arguments (after --)
     #[arg(
         required = true,
@@ -48,6 +53,11 @@ pub struct RunArgs {
 }
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+    if args.sla_eligible {
+        tracing::warn!(
+            "--sla-eligible is accepted for compatibility and changes nothing: sla_eligible in the result says whether the job counts for SLA statistics"
+        );
+    }
     let limits = args.govern.limits.limits();
     if let Some(dir) = &args.workdir
         && !dir.is_dir()
