@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 use super::fs;
 use super::hierarchy::{Controller, Hierarchy};
-use super::job::{Governor, JOB_XATTR, JobCgroup, JobDir, LimitOutcome, UsageReader, get_xattr, is_populated};
+use super::job::{
+    Governor, JOB_XATTR, JobCgroup, JobDir, LimitOutcome, UsageReader, controller_dirs, get_xattr, is_populated,
+};
 use super::limits::{Limits, update_settings};
 use super::names::JobId;
 
@@ -48,13 +50,7 @@ impl ExistingJob {
     }
 
     pub fn usage_reader(&self) -> UsageReader {
-        UsageReader::for_dirs(
-            self.version,
-            self.dirs
-                .iter()
-                .map(|d| (d.controllers.clone(), d.dir.clone()))
-                .collect(),
-        )
+        UsageReader::for_dirs(self.version, controller_dirs(&self.dirs))
     }
 
     /// A control file's content (for `status`), from the hierarchy that has
@@ -173,11 +169,7 @@ impl JobCgroup {
     pub fn limit_writer(&self) -> LimitWriter {
         LimitWriter {
             version: self.version,
-            dirs: self
-                .dirs
-                .iter()
-                .map(|d| (d.controllers.clone(), d.dir.clone()))
-                .collect(),
+            dirs: controller_dirs(&self.dirs),
         }
     }
 }

@@ -535,14 +535,7 @@ impl JobCgroup {
     /// A cheap handle that reads this job's usage, for readers outside the
     /// job's owner (the metrics endpoint reads it at scrape time).
     pub fn usage_reader(&self) -> UsageReader {
-        UsageReader {
-            version: self.version,
-            dirs: self
-                .dirs
-                .iter()
-                .map(|d| (d.controllers.clone(), d.dir.clone()))
-                .collect(),
-        }
+        UsageReader::for_dirs(self.version, controller_dirs(&self.dirs))
     }
 
     /// Move a whole process (all its threads) into the job, in every hierarchy.
@@ -674,6 +667,11 @@ impl UsageReader {
             .flatten()
             .and_then(|s| s.trim().parse().ok())
     }
+}
+
+/// Each job dir with the controllers it serves.
+pub(super) fn controller_dirs(dirs: &[JobDir]) -> Vec<(Vec<Controller>, PathBuf)> {
+    dirs.iter().map(|d| (d.controllers.clone(), d.dir.clone())).collect()
 }
 
 fn remove_with_retry(dir: &Path) -> Result<(), FsError> {
