@@ -30,7 +30,11 @@ use anyhow::{Context, bail, ensure};
 use console::{Console, short};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
-const DEFAULT_MEMORY_MIB: u64 = 2048;
+/// The guest unpacks the whole initramfs (the debug test executables, ~100
+/// MiB each, plus ffmpeg and its libraries: ~750 MiB) into RAM while the
+/// archive itself is still held there: 2048 MiB failed with "Initramfs
+/// unpacking failed: write error".
+const DEFAULT_MEMORY_MIB: u64 = 4096;
 const DEFAULT_SMP: u64 = 2;
 const DISK_MIB: u64 = 64;
 /// How long qemu may take to power off after the result line.
@@ -54,7 +58,7 @@ and busybox-static with apt-get when missing (root). See docs/vm-test.md.
   --keep           keep target/vm/initramfs.cpio and print the qemu command line
   --kernel PKG     use this kernel package instead of the newest
                    linux-image-6.1.0-N-cloud-amd64
-  --memory MIB     guest memory (default 2048)
+  --memory MIB     guest memory (default 4096)
   --smp N          guest CPUs (default 2)
   --include PATH   also copy this host program (and its libraries) into the
                    guest, at the same path; may be repeated
@@ -448,6 +452,11 @@ fn report(
             "TIMED OUT: no result after {} s{during}; killed qemu (pid {}); raise the limit with --timeout SECS",
             timeout.as_secs(),
             run.pid
+        );
+    }
+    if c.initramfs_failed {
+        bail!(
+            "the guest kernel could not unpack the whole initramfs (\"Initramfs unpacking failed\"): files are missing in the guest; give it more memory with --memory MIB"
         );
     }
     if let Some(e) = &c.setup_error {

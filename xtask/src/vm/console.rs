@@ -10,6 +10,9 @@ pub struct Console {
     pub boot: Option<(Duration, String)>,
     pub result: Option<Outcome>,
     pub setup_error: Option<String>,
+    /// The kernel could not unpack the whole initramfs (too little guest
+    /// memory): files are missing in the guest.
+    pub initramfs_failed: bool,
     /// The test executable currently running.
     current: String,
     pub passed: u64,
@@ -37,6 +40,9 @@ impl Console {
     pub fn line(&mut self, raw: &str, elapsed: Duration) {
         let line = strip_ansi(raw);
         let line = line.trim_end();
+        if line.contains("Initramfs unpacking failed") {
+            self.initramfs_failed = true;
+        }
         if let Some(rest) = line.strip_prefix("VM-TEST-BOOT:") {
             let uptime = rest
                 .split_whitespace()
