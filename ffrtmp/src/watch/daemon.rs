@@ -105,6 +105,10 @@ struct Due {
     exec_ns: Option<u64>,
 }
 
+/// How long an exited process waits for the source's report of its exit
+/// status when its pidfd could not tell it.
+const EXIT_STATUS_GRACE: Duration = Duration::from_millis(250);
+
 /// Retry backoff: 100 ms, 200 ms, 400 ms, … at most 5 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
@@ -124,6 +128,8 @@ struct Daemon {
     rejected: HashMap<u32, ProcessId>,
     /// Exit statuses reported by the source, until the pidfd says "exited".
     statuses: HashMap<u32, i32>,
+    /// Exited processes whose status the source has yet to report.
+    awaiting_status: HashMap<u32, Tracked>,
     adoptions: JoinSet<Adoption>,
     finishing: JoinSet<Finished>,
     updating: JoinSet<(ProcessId, JobId, Vec<LimitOutcome>)>,
@@ -246,6 +252,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
         pending: HashMap::new(),
         rejected: HashMap::new(),
         statuses: HashMap::new(),
+        awaiting_status: HashMap::new(),
         adoptions: JoinSet::new(),
         finishing: JoinSet::new(),
         updating: JoinSet::new(),
@@ -389,7 +396,9 @@ impl Daemon {
             match event {
                 SourceEvent::Exec { pid, time_ns } => self.consider(pid, time_ns),
                 SourceEvent::Exit { pid, status } => {
-                    if self.tracked.contains_key(&pid) {
+                    if let Some(t) = self.awaiting_status.remove(&pid) {
+                        self.finish_job(t, Some(status));
+                    } else if self.tracked.contains_key(&pid) {
                         self.statuses.insert(pid, status);
                     }
                 }
@@ -662,7 +671,14 @@ impl Daemon {
         });
     }
 
+    /// The exit watcher saw `id` exit; or, for a process already waiting
+    /// for its status, the wait is over.
     fn exited(&mut self, id: ProcessId, pidfd_status: Option<i32>) {
+        if self.awaiting_status.get(&id.pid).is_some_and(|t| t.id == id) {
+            let t = self.awaiting_status.remove(&id.pid).expect("just seen");
+            self.finish_job(t, None);
+            return;
+        }
         let Some(t) = self.tracked.remove(&id.pid).filter(|t| t.id == id) else {
             return;
         };
@@ -671,6 +687,24 @@ impl Daemon {
         // The source's status (eBPF: computed like wait(2)) first, then what
         // the pidfd or the zombie's /proc/<pid>/stat told the exit watcher.
         let status = self.statuses.remove(&id.pid).or(pidfd_status);
+        if status.is_none() && self.source.reports_exit_status() {
+            // Before 6.15 a pidfd cannot tell the status of a reaped process,
+            // and the proc connector sends its exit event only after the
+            // pidfd wakes (v6.1 kernel/exit.c do_exit(): exit_notify(), then
+            // proc_exit_connector()): give that event a moment to arrive.
+            self.awaiting_status.insert(id.pid, t);
+            let tx = self.exits_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(EXIT_STATUS_GRACE).await;
+                let _ = tx.send((id, None));
+            });
+            return;
+        }
+        self.finish_job(t, status);
+    }
+
+    /// Usage, removal and the summary line, on the blocking pool.
+    fn finish_job(&mut self, t: Tracked, status: Option<i32>) {
         self.finishing
             .spawn_blocking(move || adopt::finish(t.id, t.job_id, t.command, t.cgroup, t.attached, status));
     }
@@ -978,6 +1012,9 @@ impl Daemon {
             if let Ok(adoption) = done {
                 self.adopted(adoption);
             }
+        }
+        for (_, t) in std::mem::take(&mut self.awaiting_status) {
+            self.finish_job(t, None);
         }
         while let Some(done) = self.finishing.join_next().await {
             if let Ok(finished) = done {

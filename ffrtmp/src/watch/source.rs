@@ -137,6 +137,12 @@ impl Source {
         }
     }
 
+    /// Does this source report exit statuses (so one missing when the
+    /// pidfd wakes may still come)?
+    pub fn reports_exit_status(&self) -> bool {
+        !matches!(self, Source::Poll(_))
+    }
+
     /// Events lost inside the source so far (kernel-side drops).
     pub fn drops(&self) -> u64 {
         match self {
