@@ -106,8 +106,11 @@ struct Due {
 }
 
 /// How long an exited process waits for the source's report of its exit
-/// status when its pidfd could not tell it.
-const EXIT_STATUS_GRACE: Duration = Duration::from_millis(250);
+/// status when its pidfd could not tell it. Both sources can report after
+/// the pidfd wakes: the proc connector sends after exit_notify() (6.1), and
+/// the BPF ring buffer wakes its reader through irq_work, later still on a
+/// slow (emulated) CPU. Only a job whose status never comes pays it.
+const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
 
 /// Retry backoff: 100 ms, 200 ms, 400 ms, … at most 5 s.
 fn backoff(attempt: u32) -> Duration {
