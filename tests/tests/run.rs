@@ -301,6 +301,7 @@ fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
         ("--job-id", ".."),
         ("--job-id", "a/b"),
         ("--job-id", ""),
+        ("--job-id", "auto-ffmpeg-1"),
         ("--cgroup-root", &escape_root),
         ("--cgroup-root", "/"),
         ("--cgroup-root", "a/../../b"),

@@ -57,8 +57,8 @@ impl LimitArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GovernArgs {
-    /// Job identifier: [A-Za-z0-9._-], 1-128 characters (default: unnamed-<ffrtmp pid>)
-    #[arg(long, value_name = "ID", value_parser = JobId::parse)]
+    /// Job identifier: [A-Za-z0-9._-], 1-128 characters, not auto-… (default: unnamed-<ffrtmp pid>)
+    #[arg(long, value_name = "ID", value_parser = parse_job_id)]
     pub job_id: Option<JobId>,
     /// Where job cgroups live: absolute (/ffrtmp) or relative to ffrtmp's own cgroup
     #[arg(long, value_name = "PATH", env = "FFRTMP_CGROUP_ROOT", default_value = "/ffrtmp", value_parser = CgroupRoot::parse)]
@@ -74,4 +74,15 @@ pub struct GovernArgs {
     pub result_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `--job-id` of `run` and `attach`: a valid id outside the `auto-` names of
+/// `ffrtmp watch`, whose restarted daemon takes over every populated `auto-*`
+/// job under its root.
+fn parse_job_id(s: &str) -> Result<JobId, String> {
+    let id = JobId::parse(s)?;
+    if id.as_str().starts_with("auto-") {
+        return Err("ids starting with auto- are reserved for the jobs of ffrtmp watch; choose another id".into());
+    }
+    Ok(id)
 }

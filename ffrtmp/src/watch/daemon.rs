@@ -95,6 +95,9 @@ struct Adoption {
     job_id: JobId,
     attempt: u32,
     exec_ns: Option<u64>,
+    /// The limits the adoption wrote (the rules of its start: a reload may
+    /// have come meanwhile).
+    limits: Limits,
     outcome: Adopted,
 }
 
@@ -526,6 +529,7 @@ impl Daemon {
         self.adoptions.spawn_blocking(move || {
             let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id, attempt == 0);
             Adoption {
+                limits: rules.limits_for(&candidate.command).clone(),
                 candidate,
                 job_id,
                 attempt,
@@ -541,6 +545,7 @@ impl Daemon {
             job_id,
             attempt,
             exec_ns,
+            limits,
             outcome,
         } = adoption;
         let id = candidate.info.id;
@@ -551,7 +556,6 @@ impl Daemon {
                 let latency = exec_ns.map(|at| Duration::from_nanos(monotonic_ns().saturating_sub(at)));
                 self.metrics.adopted(&candidate.command, latency);
                 self.health.attach_ok();
-                let limits = self.rules.limits_for(&candidate.command).clone();
                 self.log_failed_limits(id.pid, cgroup.outcomes());
                 tracing::info!("✓ Attached to PID {} (job: {job_id})", id.pid);
                 self.emit(WatchEvent::Attached {
@@ -573,6 +577,8 @@ impl Daemon {
                     },
                     pidfd,
                 );
+                // A reload while it was being adopted: catch up now.
+                self.update_job(id.pid);
             }
             Adopted::Filtered(rejected) => {
                 tracing::info!("PID {} ({}) not governed: {rejected}", id.pid, candidate.command);
@@ -966,29 +972,38 @@ impl Daemon {
 
     /// Apply each running job's new limits (limits are live-adjustable).
     fn update_running_jobs(&mut self) {
-        for t in self.tracked.values_mut() {
-            let new = self.rules.limits_for(&t.command).clone();
-            if new == t.limits {
-                continue;
-            }
-            let old = std::mem::replace(&mut t.limits, new.clone());
-            let writer = t.cgroup.limit_writer();
-            let procs = t.cgroup.procs_files();
-            let (id, job_id) = (t.id, t.job_id.clone());
-            self.updating.spawn_blocking(move || {
-                let pids = procs
-                    .first()
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .map(|s| {
-                        s.split_whitespace()
-                            .filter_map(|p| p.parse().ok())
-                            .collect::<Vec<u32>>()
-                    })
-                    .unwrap_or_default();
-                let outcomes = adopt::update_limits(&writer, id.pid, &pids, Some(&old), &new);
-                (id, job_id, outcomes)
-            });
+        let pids: Vec<u32> = self.tracked.keys().copied().collect();
+        for pid in pids {
+            self.update_job(pid);
         }
+    }
+
+    /// Bring one job's limits to the current rules, if they differ.
+    fn update_job(&mut self, pid: u32) {
+        let Some(t) = self.tracked.get_mut(&pid) else {
+            return;
+        };
+        let new = self.rules.limits_for(&t.command).clone();
+        if new == t.limits {
+            return;
+        }
+        let old = std::mem::replace(&mut t.limits, new.clone());
+        let writer = t.cgroup.limit_writer();
+        let procs = t.cgroup.procs_files();
+        let (id, job_id) = (t.id, t.job_id.clone());
+        self.updating.spawn_blocking(move || {
+            let pids = procs
+                .first()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|s| {
+                    s.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .unwrap_or_default();
+            let outcomes = adopt::update_limits(&writer, id.pid, &pids, Some(&old), &new);
+            (id, job_id, outcomes)
+        });
     }
 
     fn updated(&mut self, id: ProcessId, job_id: &JobId, outcomes: Vec<LimitOutcome>) {
