@@ -142,6 +142,8 @@ struct Daemon {
     scanning: Option<(JoinHandle<std::io::Result<Vec<Candidate>>>, &'static str)>,
     rescan: Option<&'static str>,
     reloading: Option<Loading>,
+    /// A reload was asked for while one was in flight.
+    reload_again: bool,
     saving: Option<JoinHandle<()>>,
     state_dirty: bool,
     /// The source's kernel-side drop count when last looked at.
@@ -265,6 +267,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
         scanning: None,
         rescan: None,
         reloading: None,
+        reload_again: false,
         saving: None,
         state_dirty: false,
         kernel_drops: 0,
@@ -358,6 +361,9 @@ impl Daemon {
                     match loaded {
                         Ok(result) => d.reloaded(result),
                         Err(e) => tracing::error!("reload task failed: {e}"),
+                    }
+                    if std::mem::take(&mut d.reload_again) {
+                        d.start_reload();
                     }
                 }
                 Some(done) = d.finishing.join_next() => match done {
@@ -901,6 +907,8 @@ impl Daemon {
             return;
         };
         if self.reloading.is_some() {
+            // The file may have changed again since that read began.
+            self.reload_again = true;
             return;
         }
         tracing::info!("Reloading configuration from {}", file.display());
