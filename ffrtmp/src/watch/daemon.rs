@@ -68,10 +68,13 @@ impl EventSink {
         Arc::clone(&self.dropped)
     }
 
-    fn send(&self, event: WatchEvent) {
-        if self.tx.try_send(event).is_err() {
+    /// Queue `event` without waiting; false (and counted) when it was dropped.
+    fn send(&self, event: WatchEvent) -> bool {
+        let queued = self.tx.try_send(event).is_ok();
+        if !queued {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 }
 
@@ -395,8 +398,10 @@ impl Daemon {
     }
 
     fn emit(&self, event: WatchEvent) {
-        if let Some(sink) = &self.sink {
-            sink.send(event);
+        if let Some(sink) = &self.sink
+            && !sink.send(event)
+        {
+            self.metrics.event_dropped();
         }
     }
 
@@ -1097,9 +1102,10 @@ mod tests {
     #[test]
     fn a_full_event_queue_drops_and_counts_instead_of_waiting() {
         let (sink, mut rx) = EventSink::new(2);
-        for governed in 0..5 {
-            sink.send(WatchEvent::Stopped { governed });
-        }
+        let queued: Vec<bool> = (0..5)
+            .map(|governed| sink.send(WatchEvent::Stopped { governed }))
+            .collect();
+        assert_eq!(queued, [true, true, false, false, false]);
         assert_eq!(sink.dropped(), 3);
         assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 0 });
         assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 1 });

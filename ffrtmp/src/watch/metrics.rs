@@ -54,6 +54,7 @@ struct Inner {
     jobs: Family<Label3, Counter>,
     reloads: Family<Label1, Counter>,
     reattached: Counter,
+    events_dropped: Counter,
     build_info: Family<Label2, Gauge>,
     running: Arc<JobsCollector>,
 }
@@ -164,6 +165,12 @@ impl Metrics {
             "Jobs of an earlier run re-adopted at start",
             reattached.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "watch_events_dropped",
+            "Watch events (the --events stream, the library's queue) dropped because their reader fell behind",
+            events_dropped.clone(),
+        );
         let build_info = Family::default();
         registry.register(
             "build_info",
@@ -189,6 +196,7 @@ impl Metrics {
                 jobs,
                 reloads,
                 reattached,
+                events_dropped,
                 build_info,
                 running,
             }),
@@ -306,6 +314,11 @@ impl Metrics {
     }
 
     /// The event backend in use; replaces the previous one (after a fallback).
+    /// A watch event was dropped: its reader is not keeping up.
+    pub fn event_dropped(&self) {
+        self.inner.events_dropped.inc();
+    }
+
     pub fn set_backend(&self, backend: &str) {
         self.inner.build_info.clear();
         self.inner
@@ -549,10 +562,13 @@ mod tests {
         m.job_ended("ffmpeg", "observed_to_completion", &exit_label(Ending::Signaled(9)));
         m.reload(true);
         m.reattached(3);
+        m.event_dropped();
+        m.event_dropped();
         m.set_backend("ebpf");
         let text = m.encode().unwrap();
 
         let expect = [
+            ("ffrtmp_watch_events_dropped_total", 2.0),
             ("ffrtmp_events_total{source=\"ebpf\"}", 5.0),
             ("ffrtmp_events_total{source=\"scan\"}", 1.0),
             ("ffrtmp_kernel_drops_total", 4.0),
