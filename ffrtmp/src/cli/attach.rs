@@ -12,7 +12,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::args::GovernArgs;
 use super::job;
 use crate::job::{self as lifecycle, Created, Finish};
-use crate::process::identity::{self, ProcError, ProcessInfo, boot_time_now, clock_ticks};
+use crate::process::identity::{self, ProcError, ProcessInfo};
 use crate::process::nice::renice_all_threads;
 use crate::process::{PidFd, ProcessId};
 use crate::report::{Ending, Mode};
@@ -126,8 +126,7 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     tracing::info!("✓ Attached to PID {} (job: {job_id})", target.pid);
 
     let ending = wait_or_detach(&pidfd, &signals, target)?;
-    let process_seconds =
-        (ending != Ending::Detached).then(|| boot_time_now() - target.start_time as f64 / clock_ticks() as f64);
+    let process_seconds = (ending != Ending::Detached).then(|| target.age().as_secs_f64());
     match ending {
         Ending::Detached => tracing::info!("⊗ Detached from PID {} (job: {job_id})", target.pid),
         _ => tracing::info!("Process {} exited (job {job_id})", target.pid),

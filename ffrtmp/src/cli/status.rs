@@ -13,6 +13,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cgroup::{CgroupRoot, Controller, ExistingJob, Governor, Hierarchy, Version};
+use crate::events::scan;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -172,7 +173,7 @@ impl JobStatus {
         JobStatus {
             job_id: job.id.as_str().to_owned(),
             mode: mode_of(job.id.as_str()),
-            command: pids.first().and_then(|&pid| comm(pid)),
+            command: pids.first().and_then(|&pid| scan::comm(pid)),
             pids,
             age_seconds: job
                 .created()
@@ -251,12 +252,6 @@ fn mode_of(job_id: &str) -> &'static str {
     } else {
         "run/attach"
     }
-}
-
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end_matches('\n').to_owned())
 }
 
 /// The limits in place, from the control files `read(controller, file)`

@@ -21,6 +21,14 @@ pub struct ProcessId {
     pub start_time: u64,
 }
 
+impl ProcessId {
+    /// How long the process has been running (since its start time).
+    pub fn age(&self) -> std::time::Duration {
+        let started = self.start_time as f64 / clock_ticks() as f64;
+        std::time::Duration::from_secs_f64((boot_time_now() - started).max(0.0))
+    }
+}
+
 impl fmt::Display for ProcessId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.pid, self.start_time)

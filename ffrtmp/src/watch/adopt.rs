@@ -12,7 +12,7 @@ use super::state::StateJob;
 use crate::cgroup::{CgroupError, ExistingJob, Governor, JobCgroup, JobId, LimitOutcome, Limits};
 use crate::events::scan::Candidate;
 use crate::job::{self as lifecycle, Created, Finish};
-use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks, descendants_of};
+use crate::process::identity::{ProcessInfo, descendants_of};
 use crate::process::nice::{NiceError, renice_all_threads};
 use crate::process::{PidFd, ProcError, ProcessId};
 use crate::report::{Ending, JobResult, Mode};
@@ -306,7 +306,7 @@ pub fn finish(
     status: Option<i32>,
 ) -> Finished {
     let ending = status.map_or(Ending::ExitedUnknown, Ending::from_wait_status);
-    let process_seconds = boot_time_now() - id.start_time as f64 / clock_ticks() as f64;
+    let process_seconds = id.age().as_secs_f64();
     let result = lifecycle::finish(
         Created::Job(cgroup),
         Finish {

@@ -25,7 +25,7 @@ use crate::cgroup::{Governor, JobCgroup, JobId, LimitOutcome, Limits};
 use crate::events::scan::{self, Candidate};
 use crate::events::source::SourceEvent;
 use crate::job as lifecycle;
-use crate::process::identity::{ProcessInfo, boot_time_now, clock_ticks};
+use crate::process::identity::ProcessInfo;
 use crate::process::{PidFd, ProcessId};
 
 /// Requests to a running daemon.
@@ -479,7 +479,7 @@ impl Daemon {
     /// Adopt now, or when the process has run for its `min_runtime`.
     fn schedule(&mut self, candidate: Candidate, exec_ns: Option<u64>) {
         let min = self.rules.min_runtime_for(&candidate.command);
-        let age = process_age(candidate.info.id);
+        let age = candidate.info.id.age();
         if age < min {
             let wait = min - age;
             tracing::debug!(
@@ -1080,12 +1080,6 @@ impl Daemon {
 fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-}
-
-/// How long a process has been running.
-fn process_age(id: ProcessId) -> Duration {
-    let started = id.start_time as f64 / clock_ticks() as f64;
-    Duration::from_secs_f64((boot_time_now() - started).max(0.0))
 }
 
 #[cfg(test)]

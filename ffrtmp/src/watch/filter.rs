@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::rules::{DirMatch, Filters, ParentMatch};
-use crate::process::identity::{ProcError, ProcessInfo, boot_time_now, clock_ticks, read_status};
+use crate::process::identity::{ProcError, ProcessInfo, read_status};
 
 /// What the filters look at, read once per candidate process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,7 @@ impl ProcessFacts {
         // Unreadable (gone, or no ptrace access) is an answer the dir
         // filters handle: `None`.
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        let started = info.id.start_time as f64 / clock_ticks() as f64;
-        let age = Duration::from_secs_f64((boot_time_now() - started).max(0.0));
+        let age = info.id.age();
         Ok(ProcessFacts {
             pid,
             uid,
