@@ -229,9 +229,15 @@ pub fn take_over(governor: &Governor, rules: &Rules, state: &[StateJob]) -> Take
 
 fn reattach(job: ExistingJob, recorded: Option<&StateJob>, rules: &Rules) -> anyhow::Result<Reattached> {
     let pids = job.pids();
-    let main = main_pid(&job.id, &pids, recorded).context("no process of the job could be read")?;
+    let info = main_process(&job.id, &pids, recorded).context("no process of the job could be read")?;
+    let main = info.id.pid;
+    // Pin the identity: the pid read from cgroup.procs may have exited and
+    // been reused by a stranger since; with the pidfd open, the same process
+    // must still be there and still in the job.
     let pidfd = PidFd::open(main).with_context(|| format!("pidfd_open({main})"))?;
-    let info = ProcessInfo::read(main)?;
+    if ProcessInfo::read(main)?.id != info.id || !job.pids().contains(&main) {
+        return Err(ProcError::Replaced { pid: main }.into());
+    }
     // The process is in our job cgroup, so it is the job's (PID reuse cannot
     // put a stranger there); the state file, when it has the identity, must
     // agree, else the job's own process was replaced by one of its children.
@@ -266,18 +272,19 @@ fn reattach(job: ExistingJob, recorded: Option<&StateJob>, rules: &Rules) -> any
     })
 }
 
-/// The job's main process: the recorded identity if it is still in the
-/// job, else the pid in the job id (`auto-<cmd>-<pid>`), else the lowest.
-fn main_pid(job: &JobId, pids: &[u32], recorded: Option<&StateJob>) -> Option<u32> {
-    let alive = |pid: u32| pids.contains(&pid) && ProcessInfo::read(pid).is_ok();
+/// The job's main process: the recorded pid if it is still in the job,
+/// else the pid in the job id (`auto-<cmd>-<pid>`), else the lowest that is
+/// alive.
+fn main_process(job: &JobId, pids: &[u32], recorded: Option<&StateJob>) -> Option<ProcessInfo> {
+    let alive = |pid: u32| pids.contains(&pid).then(|| ProcessInfo::read(pid).ok()).flatten();
     recorded
-        .map(|r| r.pid)
-        .filter(|&p| alive(p))
+        .and_then(|r| alive(r.pid))
+        .or_else(|| alive(job.as_str().rsplit('-').next()?.parse().ok()?))
         .or_else(|| {
-            let pid = job.as_str().rsplit('-').next()?.parse().ok()?;
-            alive(pid).then_some(pid)
+            let mut sorted = pids.to_vec();
+            sorted.sort_unstable();
+            sorted.into_iter().find_map(alive)
         })
-        .or_else(|| pids.iter().copied().filter(|&p| alive(p)).min())
 }
 
 /// `auto-<cmd>-<pid>` → `<cmd>`.

@@ -825,37 +825,25 @@ impl Daemon {
     }
 
     fn reattached(&mut self, r: Reattached) {
-        let Reattached {
-            id,
-            job_id,
-            command,
-            cgroup,
-            pidfd,
-            attached,
-            limits,
-            outcomes,
-        } = r;
-        tracing::info!("↻ Re-attached to PID {} (job: {job_id}, {command})", id.pid);
-        self.log_failed_limits(id.pid, &outcomes);
+        tracing::info!("↻ Re-attached to PID {} (job: {}, {})", r.id.pid, r.job_id, r.command);
+        self.log_failed_limits(r.id.pid, &r.outcomes);
         self.emit(WatchEvent::Attached {
-            job_id: job_id.to_string(),
-            pid: id.pid,
-            start_time: id.start_time,
-            command: command.clone(),
+            job_id: r.job_id.to_string(),
+            pid: r.id.pid,
+            start_time: r.id.start_time,
+            command: r.command.clone(),
             reattached: true,
-            limits: outcomes,
+            limits: r.outcomes,
         });
-        self.track(
-            Tracked {
-                id,
-                job_id,
-                command,
-                cgroup,
-                attached,
-                limits,
-            },
-            pidfd,
-        );
+        let tracked = Tracked {
+            id: r.id,
+            job_id: r.job_id,
+            command: r.command,
+            cgroup: r.cgroup,
+            attached: r.attached,
+            limits: r.limits,
+        };
+        self.track(tracked, r.pidfd);
     }
 
     fn load_state(&self) -> Vec<StateJob> {
