@@ -205,50 +205,81 @@ fn end(target: Target) {
 /// unset cpu_weight is merged from the defaults). The file uses the old
 /// tool's schema with every old key present.
 fn per_command_limits_from_the_config_file(backend: Backend) {
-    let Some(host) = setup(backend) else { return };
-    let root = TestRoot::new(host);
-    let stubs = Stubs::new();
-    let (a, b) = (unique_target(), unique_target());
-    let (path_a, path_b) = (stubs.sleep(&a), stubs.sleep(&b));
-    let file = ConfigFile::new(&limits_file(&a, &b));
-
-    let daemon = start_with_config(&root, backend, &file, &[]);
-    let ta = Target::sleeping(&path_a);
-    let tb = Target::sleeping(&path_b);
-    daemon.wait_governed(&root, &a, &[ta.pid()], POLL_TIMEOUT);
-    daemon.wait_governed(&root, &b, &[tb.pid()], POLL_TIMEOUT);
-
-    let (ja, jb) = (job_of(&a, ta.pid()), job_of(&b, tb.pid()));
+    let Some(run) = LimitsRun::start(backend, &[]) else {
+        return;
+    };
+    let (root, ja, jb) = (&run.root, &run.ja, &run.jb);
+    assert_eq!(root.cpu_max(ja), "20000 100000", "{ja}: commands.A.limits.cpu_quota 20");
     assert_eq!(
-        root.cpu_max(&ja),
-        "20000 100000",
-        "{ja}: commands.A.limits.cpu_quota 20"
-    );
-    assert_eq!(
-        root.memory_max(&ja),
+        root.memory_max(ja),
         Some(32 * MIB),
         "{ja}: commands.A.limits.memory_limit 32"
     );
     assert_eq!(
-        root.cpu_weight_file(&ja),
-        weight_file_value(&root, 200),
+        root.cpu_weight_file(ja),
+        weight_file_value(root, 200),
         "{ja}: cpu_weight 0 (not set) in commands.A.limits: default_limits.cpu_weight 200"
     );
-    assert_eq!(root.cpu_max(&jb), "50000 100000", "{jb}: default_limits.cpu_quota 50");
+    assert_eq!(root.cpu_max(jb), "50000 100000", "{jb}: default_limits.cpu_quota 50");
     assert_eq!(
-        root.memory_max(&jb),
+        root.memory_max(jb),
         Some(64 * MIB),
         "{jb}: default_limits.memory_limit 64"
     );
-    assert_eq!(root.cpu_weight_file(&jb), weight_file_value(&root, 200), "{jb}");
+    assert_eq!(root.cpu_weight_file(jb), weight_file_value(root, 200), "{jb}");
 
-    let log = daemon.stop();
-    assert_attached_once(&log, &a, &[ta.pid()]);
-    assert_attached_once(&log, &b, &[tb.pid()]);
+    let log = run.daemon.stop();
+    assert_attached_once(&log, &run.a, &[run.ta.pid()]);
+    assert_attached_once(&log, &run.b, &[run.tb.pid()]);
     assert!(
         !log.contains("WARN"),
         "the file should load without a warning; log:\n{log}"
     );
+}
+
+/// Targets A and B (sleep stubs) running, each governed by a daemon under
+/// [`limits_file`] plus `flags`. Fields drop in order: the targets, the
+/// daemon, then the files and the cgroup root.
+struct LimitsRun {
+    ta: Target,
+    tb: Target,
+    daemon: Daemon,
+    a: String,
+    b: String,
+    ja: String,
+    jb: String,
+    _file: ConfigFile,
+    _stubs: Stubs,
+    root: TestRoot,
+}
+
+impl LimitsRun {
+    /// `None` after `skipping:` (a panic under CI=true).
+    fn start(backend: Backend, flags: &[&str]) -> Option<LimitsRun> {
+        let host = setup(backend)?;
+        let root = TestRoot::new(host);
+        let stubs = Stubs::new();
+        let (a, b) = (unique_target(), unique_target());
+        let (path_a, path_b) = (stubs.sleep(&a), stubs.sleep(&b));
+        let file = ConfigFile::new(&limits_file(&a, &b));
+        let daemon = start_with_config(&root, backend, &file, flags);
+        let ta = Target::sleeping(&path_a);
+        let tb = Target::sleeping(&path_b);
+        daemon.wait_governed(&root, &a, &[ta.pid()], POLL_TIMEOUT);
+        daemon.wait_governed(&root, &b, &[tb.pid()], POLL_TIMEOUT);
+        Some(LimitsRun {
+            ja: job_of(&a, ta.pid()),
+            jb: job_of(&b, tb.pid()),
+            ta,
+            tb,
+            daemon,
+            a,
+            b,
+            _file: file,
+            _stubs: stubs,
+            root,
+        })
+    }
 }
 
 /// The old-schema file of the limit tests: A 20 % / 32 MiB, defaults
@@ -271,39 +302,28 @@ fn limits_file(a: &str, b: &str) -> String {
 /// the file.
 #[test]
 fn limit_flags_override_the_file() {
-    let backend = Backend::Ebpf;
-    let Some(host) = setup(backend) else { return };
-    let root = TestRoot::new(host);
-    let stubs = Stubs::new();
-    let (a, b) = (unique_target(), unique_target());
-    let (path_a, path_b) = (stubs.sleep(&a), stubs.sleep(&b));
-    let file = ConfigFile::new(&limits_file(&a, &b));
-
-    let daemon = start_with_config(&root, backend, &file, &["--cpu-quota", "70"]);
-    let ta = Target::sleeping(&path_a);
-    let tb = Target::sleeping(&path_b);
-    daemon.wait_governed(&root, &a, &[ta.pid()], POLL_TIMEOUT);
-    daemon.wait_governed(&root, &b, &[tb.pid()], POLL_TIMEOUT);
-
-    let (ja, jb) = (job_of(&a, ta.pid()), job_of(&b, tb.pid()));
+    let Some(run) = LimitsRun::start(Backend::Ebpf, &["--cpu-quota", "70"]) else {
+        return;
+    };
+    let (root, ja, jb) = (&run.root, &run.ja, &run.jb);
     assert_eq!(
-        root.cpu_max(&ja),
+        root.cpu_max(ja),
         "70000 100000",
         "{ja}: --cpu-quota 70 over commands.A.limits"
     );
     assert_eq!(
-        root.cpu_max(&jb),
+        root.cpu_max(jb),
         "70000 100000",
         "{jb}: --cpu-quota 70 over default_limits"
     );
     assert_eq!(
-        root.memory_max(&ja),
+        root.memory_max(ja),
         Some(32 * MIB),
         "{ja}: memory from commands.A.limits"
     );
-    assert_eq!(root.memory_max(&jb), Some(64 * MIB), "{jb}: memory from default_limits");
-    assert_eq!(root.cpu_weight_file(&ja), weight_file_value(&root, 200), "{ja}");
-    daemon.stop();
+    assert_eq!(root.memory_max(jb), Some(64 * MIB), "{jb}: memory from default_limits");
+    assert_eq!(root.cpu_weight_file(ja), weight_file_value(root, 200), "{ja}");
+    run.daemon.stop();
 }
 
 // ---------------------------------------------------------------------------
