@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{EXIT_TIMEOUT, POLL_TIMEOUT, Signal, Spawned, TestRoot, Value, skip, stub_bin, wait_until};
+use tests::{EXIT_TIMEOUT, Host, POLL_TIMEOUT, Signal, Spawned, TestRoot, Value, skip, stub_bin, wait_until};
 
 /// A target name unique to this process and test (≤ 15 bytes: all of comm).
 fn unique_target() -> String {
@@ -72,12 +72,15 @@ impl Drop for Target {
     }
 }
 
-fn ebpf_available() -> bool {
-    if Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return true;
+/// The host, when privileged tests and the ebpf backend can run here;
+/// `None` after `skipping:` (a panic under CI=true).
+fn ebpf_host() -> Option<&'static Host> {
+    let host = tests::privileged()?;
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        skip("the ebpf backend needs BTF (/sys/kernel/btf/vmlinux)");
+        return None;
     }
-    skip("the ebpf backend needs BTF (/sys/kernel/btf/vmlinux)");
-    false
+    Some(host)
 }
 
 fn json_lines(text: &str) -> Vec<Value> {
@@ -90,10 +93,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 /// the attach and then the detach with the target's real exit code.
 #[test]
 fn the_example_embeds_the_service() {
-    let Some(host) = tests::privileged() else { return };
-    if !ebpf_available() {
-        return;
-    }
+    let Some(host) = ebpf_host() else { return };
     let root = TestRoot::new(host);
     let dir = tempfile::tempdir().expect("a temp dir");
     let name = unique_target();
@@ -232,10 +232,7 @@ fn check_schema(lines: &[Value]) {
 /// attach and the detach with the real exit code, `stopped` last.
 #[test]
 fn event_stream_follows_the_schema() {
-    let Some(host) = tests::privileged() else { return };
-    if !ebpf_available() {
-        return;
-    }
+    let Some(host) = ebpf_host() else { return };
     let root = TestRoot::new(host);
     let dir = tempfile::tempdir().expect("a temp dir");
     let name = unique_target();
@@ -282,10 +279,7 @@ fn event_stream_follows_the_schema() {
 /// and reported once the reader reads again.
 #[test]
 fn a_stalled_reader_never_delays_adoption() {
-    let Some(host) = tests::privileged() else { return };
-    if !ebpf_available() {
-        return;
-    }
+    let Some(host) = ebpf_host() else { return };
     let root = TestRoot::new(host);
     let dir = tempfile::tempdir().expect("a temp dir");
     let name = unique_target();
