@@ -2,10 +2,11 @@
 //! command as it starts and follow each attach and detach.
 //!
 //! ```text
-//! sudo cargo run -p ffrtmp --example embed_watch -- ffmpeg --cpu-quota 150 --memory-limit 2048
+//! sudo cargo run -p ffrtmp --example embed_watch -- ffmpeg --cpu-quota 150 --memory-limit 2048 --cgroup-root ffrtmp-try
 //! ```
 //!
-//! Prints each event as one JSON object per line on stdout; stops after
+//! The jobs go under `--cgroup-root` (or `FFRTMP_CGROUP_ROOT`), like
+//! `ffrtmp watch`; without either, under `/ffrtmp`. Prints each event as one JSON object per line on stdout; stops after
 //! `--detaches N` jobs have ended (default: run until Ctrl-C).
 
 use anyhow::{Context, bail};
@@ -25,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(mb) = args.memory_limit {
         config.rules.default_limits.memory_max = MemoryMax::parse_mb(&mb).map_err(anyhow::Error::msg)?;
     }
-    if let Some(root) = args.cgroup_root {
+    // The flag, else the same environment variable as `ffrtmp watch`.
+    if let Some(root) = args.cgroup_root.or_else(|| std::env::var("FFRTMP_CGROUP_ROOT").ok()) {
         config.cgroup_root = CgroupRoot::parse(&root).map_err(anyhow::Error::msg)?;
     }
 
@@ -46,7 +48,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     // Governed processes keep their cgroups and limits.
-    watch.stop().await
+    watch.stop().await?;
+    Ok(())
 }
 
 struct Args {

@@ -19,9 +19,16 @@
 //! ```
 
 pub mod cgroup;
+/// The command line of the `ffrtmp` binary (feature `cli`, on by default);
+/// not part of the library's API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
 pub mod events;
-pub mod job;
+#[doc(hidden)]
+pub mod fault;
+mod fsutil;
+pub mod lifecycle;
 pub mod process;
 pub mod report;
 pub mod watch;

@@ -721,12 +721,29 @@ impl Output {
 
     /// The `JOB <id> | …` summary line on stderr.
     #[track_caller]
+    /// The `JOB …` summary line on stderr, without the old tool's
+    /// `2006/01/02 15:04:05 ` timestamp in front of it.
     pub fn summary_line(&self) -> &str {
         self.stderr
             .lines()
-            .find(|l| l.starts_with("JOB "))
+            .find_map(|l| without_go_time(l).strip_prefix("JOB ").map(|_| without_go_time(l)))
             .unwrap_or_else(|| panic!("no JOB summary line on stderr: {self:?}"))
     }
+}
+
+/// `line` without the Go log timestamp `2006/01/02 15:04:05 ` it starts
+/// with (if it does).
+pub fn without_go_time(line: &str) -> &str {
+    let b = line.as_bytes();
+    let stamped = b.len() > 20
+        && b[4] == b'/'
+        && b[7] == b'/'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b' '
+        && b[..4].iter().all(u8::is_ascii_digit);
+    if stamped { &line[20..] } else { line }
 }
 
 /// A process we started, with stdout and stderr captured by reader threads.
@@ -1086,6 +1103,49 @@ pub fn scratch_disk() -> Option<TestDisk> {
         path,
         scratch: true,
     })
+}
+
+/// Is this the `cargo xtask vm-test` guest? Every sign must agree: the
+/// variables its `/init` exports (`FFRTMP_VM_TEST=1`, `FFRTMP_VM_DISK`), the
+/// hostname it sets (`ffrtmp-vm`) and the kernel command line the host
+/// boots it with (`cgroup_no_v1=all`). Only there may a test change what is
+/// shared by the whole machine, such as the cgroup2 mount's options: the
+/// guest is thrown away after the run.
+pub fn in_vm_guest() -> bool {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    std::env::var("FFRTMP_VM_TEST").is_ok_and(|v| v == "1")
+        && std::env::var_os("FFRTMP_VM_DISK").is_some()
+        && read("/proc/sys/kernel/hostname").trim() == "ffrtmp-vm"
+        && read("/proc/cmdline")
+            .split_whitespace()
+            .any(|a| a == "cgroup_no_v1=all")
+}
+
+/// For a test that changes what the whole machine shares: true in the
+/// vm-test guest; elsewhere false, after a `note:` line saying what it
+/// would have changed (`what`).
+pub fn vm_guest_only(what: &str) -> bool {
+    if in_vm_guest() {
+        return true;
+    }
+    let _ = writeln!(std::io::stderr(), "note: not in the vm-test guest: this test {what}");
+    false
+}
+
+/// Start `cmd`'s process in a cgroup namespace of its own (unshare before
+/// exec), as a container runtime does.
+pub fn in_new_cgroup_namespace(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: unshare(2) in the forked child before exec; no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// A block device number ("MAJ:MIN") that does not exist on this host.

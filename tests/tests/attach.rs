@@ -38,6 +38,40 @@ fn attach(root: &TestRoot, pid: u32, job: &str, flags: &[&str]) -> Spawned {
     Spawned::start_with_stdin(ffrtmp(&args), Stdio::null())
 }
 
+/// `--oom-score-adj 300`: the attached process's `oom_score_adj`, and the
+/// outcome in the result.
+#[test]
+fn attach_sets_oom_score_adj() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let mut target = Spawned::start(Command::new(stub_bin("stub-threads")).args(["1", "0"]));
+    target.wait_for_stdout("ready");
+    let pid = target.pid();
+    let ffrtmp = attach(&root, pid, "oom", &["--oom-score-adj", "300"]);
+    wait_moved(&root, pid, "oom", &ffrtmp);
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let set = wait_until(tests::POLL_TIMEOUT, || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == "300")
+    });
+    assert!(
+        set,
+        "{path}: {:?}; stderr: {}",
+        std::fs::read_to_string(&path),
+        ffrtmp.stderr_now()
+    );
+    target.write_stdin(b"go\n");
+    let out = ffrtmp.wait(EXIT_TIMEOUT);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let json = out.json();
+    let applied = json["limits"]["applied"].as_array().cloned().unwrap_or_default();
+    assert!(
+        applied
+            .iter()
+            .any(|a| a["limit"] == "oom_score_adj" && a["value"] == "300"),
+        "{json}"
+    );
+}
+
 #[test]
 fn attach_moves_and_renices_every_thread() {
     let host = require_privileged!();
@@ -105,7 +139,80 @@ fn attach_refuses_a_missing_pid() {
     let pid = gone.id();
     gone.wait().expect("reaping true");
     assert!(proc_state(pid).is_none(), "pid {pid} was reused");
-    assert_attach_refused(&root, pid, "no such process");
+    // The old tool's scripts look for "does not exist".
+    assert_attach_refused(&root, pid, &format!("process {pid} does not exist"));
+    assert_attach_refused(&root, 99_999_999, "process 99999999 does not exist");
+}
+
+/// PID 1 is refused: everything init starts afterwards would be born in
+/// the job.
+#[test]
+fn attach_refuses_init() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    assert_attach_refused(&root, 1, "pid 1 is init of this PID namespace");
+}
+
+/// A thread id names a thread, not a process: said so, nothing created.
+#[test]
+fn attach_refuses_a_thread_naming_its_process() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let stub = Spawned::start_with_stdin(Command::new(stub_bin("stub-threads")), Stdio::piped());
+    stub.wait_for_stdout("ready");
+    let pid = stub.pid();
+    let tid = *threads(pid).iter().find(|&&t| t != pid).expect("a second thread");
+    assert_attach_refused(
+        &root,
+        tid,
+        &format!("{tid} is a thread of process {pid}, not a process: attach to --pid {pid}"),
+    );
+}
+
+/// A second attach to a process another job governs is refused, naming
+/// that job, and the first job keeps it; with --force it is taken over.
+#[test]
+fn attach_refuses_a_process_another_job_governs() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let mut target = Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning sleep");
+    let pid = target.id();
+    let _guard = PidGuard::new(pid);
+    let first = attach(&root, pid, "first-job", &[]);
+    wait_moved(&root, pid, "first-job", &first);
+    let before = root.all_dirs();
+    let out = run_ffrtmp(&[
+        "attach",
+        "--pid",
+        &pid.to_string(),
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "second-job",
+    ]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {pid} is already governed by job first-job")),
+        "{out:?}"
+    );
+    assert!(root.holds_all_threads(pid, "first-job"), "the first job lost it");
+    assert!(
+        !root.all_dirs().iter().any(|d| d.join("second-job").exists()),
+        "a second job was made: {before:?}"
+    );
+    let forced = attach(&root, pid, "second-job", &["--force"]);
+    wait_moved(&root, pid, "second-job", &forced);
+    let _ = target.kill();
+    let _ = target.wait();
+    let out = forced.wait(EXIT_TIMEOUT);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stderr.contains("--force: pid"), "{out:?}");
+    let _ = first.wait(EXIT_TIMEOUT);
 }
 
 #[test]
@@ -120,7 +227,11 @@ fn attach_refuses_a_zombie() {
     let pid = child.id();
     let zombie = wait_until(tests::POLL_TIMEOUT, || proc_state(pid) == Some('Z'));
     assert!(zombie, "pid {pid} did not become a zombie");
-    assert_attach_refused(&root, pid, "zombie");
+    assert_attach_refused(
+        &root,
+        pid,
+        &format!("process {pid} does not exist any more: it has exited"),
+    );
     child.wait().expect("reaping the zombie");
 }
 

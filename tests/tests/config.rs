@@ -212,3 +212,57 @@ fn a_missing_file_is_one_line_and_exit_125() {
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
     assert!(out.stderr.contains(&path.display().to_string()), "{out:?}");
 }
+
+/// A file anyone may write is refused, in one line naming it, its mode and
+/// the fix; `--allow-insecure-config` reads it with a warning.
+#[test]
+fn a_configuration_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = config_file(
+        "watch.yaml",
+        "target_commands: [sshd]\ndefault_limits:\n  memory_limit: 1\n",
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = check_config(&path, &[]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    let line = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!(
+            "ffrtmp: error: refusing the watch configuration {}: it {}",
+            path.display(),
+            path.display()
+        )),
+        "{out:?}"
+    );
+    assert!(
+        line.contains("is writable by anyone (mode 0666)") && line.contains("chmod go-w"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let out = check_config(&path, &["--allow-insecure-config"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stderr.contains("warning: --allow-insecure-config: reading"),
+        "{out:?}"
+    );
+}
+
+/// Limits that grant more than the kernel's default to a target nobody
+/// restricts are warned about, at load (and so at start and on reload).
+#[test]
+fn granting_more_than_the_default_to_anyone_is_warned_about() {
+    let yaml = "target_commands: [ffmpeg, gst-launch-1.0]\ndefault_limits:\n  cpu_weight: 500\ncommands:\n  ffmpeg:\n    filters:\n      allowed_users: [video]\n";
+    let (_dir, path) = config_file("watch.yaml", yaml);
+    let out = check_config(&path, &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("more than the kernel's default"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "only the unrestricted target: {out:?}");
+    assert!(
+        warnings[0].contains("gst-launch-1.0 gets cpu_weight 500") && warnings[0].contains("add allowed_users"),
+        "{out:?}"
+    );
+}

@@ -99,16 +99,10 @@ fn the_example_embeds_the_service() {
     let name = unique_target();
     let sh = install(dir.path(), &name, "/bin/sh", &["-c", ":"]);
 
+    // The root through the environment, as for `ffrtmp watch`.
     let mut cmd = Command::new(stub_bin("embed-watch"));
-    cmd.args([
-        name.as_str(),
-        "--cgroup-root",
-        root.name(),
-        "--cpu-quota",
-        "50",
-        "--detaches",
-        "1",
-    ]);
+    cmd.args([name.as_str(), "--cpu-quota", "50", "--detaches", "1"])
+        .env("FFRTMP_CGROUP_ROOT", root.name());
     let example = Spawned::start_with_stdin(cmd, Stdio::null());
     example.wait_for_stdout(r#""event":"started""#);
 
@@ -239,11 +233,19 @@ fn event_stream_follows_the_schema() {
     let sh = install(dir.path(), &name, "/bin/sh", &["-c", ":"]);
     let events = dir.path().join("events.jsonl");
     let daemon = watch_with_events(&root, &name, &events, &["--cpu-quota", "40"]);
+    let read = || std::fs::read_to_string(&events).unwrap_or_default();
+    // After the start-up scan, the target is found by its exec alone (so
+    // its attached event has the latency, measured from the exec).
+    assert!(
+        wait_until(POLL_TIMEOUT, || read()
+            .contains(r#""event":"reconciled","trigger":"startup""#)),
+        "no start-up scan in the stream: {}",
+        read()
+    );
 
     let mut target = Target::start(Command::new(&sh).args(["-c", "sleep 0.5; exit 3"]));
     let pid = target.pid();
     assert_eq!(target.wait().code(), Some(3));
-    let read = || std::fs::read_to_string(&events).unwrap_or_default();
     assert!(
         wait_until(POLL_TIMEOUT, || read().contains(r#""event":"detached""#)),
         "no detached line; stream: {}; log: {}",
@@ -264,6 +266,15 @@ fn event_stream_follows_the_schema() {
         .expect("an attached line");
     assert_eq!(attached["pid"], pid);
     assert_eq!(attached["limits"][0]["value"], "40000 100000");
+    // Started after the daemon: its exec was seen, so the latency is there,
+    // split at the move, the parts within the whole.
+    let latency = |key: &str| {
+        attached["latency"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("latency.{key} missing: {attached}"))
+    };
+    let (total, before, moving) = (latency("total_us"), latency("before_move_us"), latency("move_us"));
+    assert!(before + moving <= total, "{attached}");
     let detached = lines
         .iter()
         .find(|l| l["event"] == "detached")

@@ -126,6 +126,163 @@ fn cpu_quota_wins_over_cpu_max() {
     );
 }
 
+/// The `max` count of a `pids.events` file (forks the kernel refused).
+fn pids_refused(events: &str) -> u64 {
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `--pids-max 20`: `pids.max` is 20 (v1's pids hierarchy, v2) and a fork
+/// bomb in the job stops there: the kernel refuses the forks past it
+/// (`pids.events` counts them) and `pids.current` never passes 20.
+#[test]
+fn pids_max_stops_a_fork_bomb() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    // 40 children that live 3 s; the shell goes on when a fork fails.
+    let bomb = "for i in $(seq 40); do sleep 3 & done; wait";
+    let cmd = ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "forks",
+        "--pids-max",
+        "20",
+        "--",
+        "sh",
+        "-c",
+        bomb,
+    ]);
+    let run = Spawned::start_with_stdin(cmd, std::process::Stdio::null());
+    let dir = root.job_dir(Controller::Pids, "forks");
+    let mut most = 0u64;
+    let refused = wait_until(Duration::from_secs(10), || {
+        let current = std::fs::read_to_string(dir.join("pids.current")).unwrap_or_default();
+        most = most.max(current.trim().parse().unwrap_or(0));
+        std::fs::read_to_string(dir.join("pids.events")).is_ok_and(|e| pids_refused(&e) > 0)
+    });
+    let max = std::fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+    let out = run.wait(EXIT_TIMEOUT);
+    assert!(refused, "no fork was refused: {out:?}");
+    assert_eq!(max.trim(), "20", "{}/pids.max", dir.display());
+    assert!(most <= 20, "pids.current reached {most}");
+    assert!(
+        out.stderr.contains("applied pids_max=20"),
+        "the outcome is reported: {out:?}"
+    );
+    // The shell gives up at the first fork refused; its children live on
+    // in the job for their 3 s (the root's removal waits for them).
+    let drained = wait_until(Duration::from_secs(10), || {
+        root.procs(Controller::Pids, "forks").is_empty()
+    });
+    assert!(drained, "the bomb's children did not end");
+}
+
+/// A memory limit only cgroup v2 has a file for (`flag value` → `file`
+/// holding `bytes`, reported as `limit`): on v2 the workload's first read of
+/// `file` already shows it; on v1 the limit is reported not applied, with
+/// the reason, the job runs, and `--strict` refuses to start instead.
+#[track_caller]
+fn v2_only_memory_limit(flag: &str, value: &str, file: &str, limit: &str, bytes: &str) {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let read_file =
+        format!("cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/{file} 2>/dev/null || echo none");
+    let run = |job: &str, strict: bool, command: &[&str]| {
+        let mut args = vec!["run", "--cgroup-root", root.name(), "--job-id", job, flag, value];
+        if strict {
+            args.push("--strict");
+        }
+        args.push("--");
+        args.extend_from_slice(command);
+        run_ffrtmp(&args)
+    };
+    let out = run("v2-only", false, &["sh", "-c", &read_file]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    match host.version {
+        Version::V2 => {
+            assert_eq!(out.stdout.lines().next(), Some(bytes), "the child read {file}: {out:?}");
+            assert!(out.stderr.contains(&format!("applied {limit}={bytes}")), "{out:?}");
+            assert!(!out.stderr.contains("NOT applied"), "{out:?}");
+        }
+        Version::V1 => {
+            let why = format!("NOT applied {limit}={bytes}: {file} needs cgroup v2");
+            assert!(out.stderr.contains(&why), "{out:?}");
+            let strict = run("v2-only-strict", true, &["true"]);
+            assert_eq!(strict.code(), 125, "{strict:?}");
+            assert!(strict.stderr.contains(limit), "{strict:?}");
+        }
+    }
+    root.assert_job_gone("v2-only");
+}
+
+/// `--memory-high 64M`: the throttle below the hard limit, `memory.high`.
+#[test]
+fn memory_high_on_v2_and_said_not_applied_on_v1() {
+    v2_only_memory_limit("--memory-high", "64M", "memory.high", "memory_high", "67108864");
+}
+
+/// `--memory-swap-max 0` keeps the job out of swap: `memory.swap.max` 0.
+#[test]
+fn memory_swap_max_on_v2_and_said_not_applied_on_v1() {
+    v2_only_memory_limit("--memory-swap-max", "0", "memory.swap.max", "memory_swap_max", "0");
+}
+
+/// Does this process hold CAP_SYS_RESOURCE (bit 24 of CapEff)? Lowering
+/// `oom_score_adj` needs it; the project's sandboxes do not grant it.
+fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// `--oom-score-adj`: the workload's first read of its own
+/// `oom_score_adj` already sees it (written before exec). Lowering it
+/// needs CAP_SYS_RESOURCE: without it the limit is reported not applied,
+/// with the kernel's reason, and the workload keeps 0.
+#[test]
+fn oom_score_adj_is_set_before_exec() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let can_lower = has_cap_sys_resource();
+    for adj in ["500", "-200"] {
+        let out = run_ffrtmp(&[
+            "run",
+            "--cgroup-root",
+            root.name(),
+            "--job-id",
+            "oom",
+            "--oom-score-adj",
+            adj,
+            "--",
+            "cat",
+            "/proc/self/oom_score_adj",
+        ]);
+        assert_eq!(out.code(), 0, "{out:?}");
+        if adj == "500" || can_lower {
+            assert_eq!(out.stdout.lines().next(), Some(adj), "the workload's own read: {out:?}");
+            assert!(out.stderr.contains(&format!("applied oom_score_adj={adj}")), "{out:?}");
+        } else {
+            assert_eq!(out.stdout.lines().next(), Some("0"), "{out:?}");
+            assert!(
+                out.stderr
+                    .contains("NOT applied oom_score_adj=-200: writing /proc/self/oom_score_adj: Permission denied"),
+                "{out:?}"
+            );
+        }
+    }
+    root.assert_job_gone("oom");
+}
+
 #[test]
 fn cpu_weight() {
     let host = require_privileged!();
@@ -272,6 +429,15 @@ fn not_executable_is_126_and_not_found_is_127() {
     }
 }
 
+/// `ffrtmp` alone is a usage error like any other: the help on stderr, 125.
+#[test]
+fn ffrtmp_alone_is_a_usage_error() {
+    let out = run_ffrtmp(&[]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(out.stderr.contains("Usage: ffrtmp [OPTIONS] <COMMAND>"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
 #[test]
 fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
     let host = require_privileged!();
@@ -288,6 +454,14 @@ fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
     let cases: &[(&str, &str)] = &[
         ("--cpu-weight", "0"),
         ("--cpu-weight", "10001"),
+        ("--memory-high", "lots"),
+        ("--memory-swap-max", "lots"),
+        ("--memory-swap-max", "-1"),
+        ("--oom-score-adj", "1001"),
+        ("--oom-score-adj", "lots"),
+        ("--pids-max", "0"),
+        ("--pids-max", "max"),
+        ("--pids-max", "4194305"),
         ("--nice", "99"),
         ("--nice", "-21"),
         ("--cpu-quota", "abc"),
@@ -376,6 +550,61 @@ fn signals_to_the_wrapper_are_forwarded() {
     assert!(summary.starts_with("JOB sig | "), "{out:?}");
     assert!(summary.contains("| exit=3 |"), "{out:?}");
     root.assert_job_gone("sig");
+}
+
+/// `--on-signal detach` (the old tool's behaviour): SIGTERM makes the
+/// wrapper report `detached_workload_continues` and exit 0; the workload
+/// never sees the signal and keeps running in its job cgroup with its
+/// limits.
+#[test]
+fn on_signal_detach_leaves_the_workload_running() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let script = r#"trap "echo got-term; exit 3" TERM; echo ready; sleep 30; echo finished"#;
+    let ffrtmp = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "det",
+        "--cpu-quota",
+        "30",
+        "--on-signal",
+        "detach",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    ffrtmp.wait_for_stdout("ready");
+    let shell = descendants(ffrtmp.pid()).first().copied().expect("the shell");
+    let _guards: Vec<PidGuard> = [shell]
+        .into_iter()
+        .chain(descendants(shell))
+        .filter_map(PidGuard::try_new)
+        .collect();
+    ffrtmp.signal(Signal::SIGTERM);
+    let out = ffrtmp.wait(Duration::from_secs(10));
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(!out.stdout.contains("got-term"), "the workload got the signal: {out:?}");
+    let json: tests::Value = serde_json::from_str(
+        out.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(json["platform_sla_reason"], "detached_workload_continues", "{json}");
+    assert!(
+        out.summary_line().contains("reason=detached_workload_continues"),
+        "{out:?}"
+    );
+    assert!(proc_state(shell).is_some_and(|s| s != 'Z'), "the workload died");
+    assert!(root.holds_all_threads(shell, "det"), "the workload left its cgroup");
+    assert_eq!(root.cpu_max("det"), "30000 100000");
 }
 
 #[test]

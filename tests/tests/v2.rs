@@ -555,7 +555,9 @@ fn v2_memory_max_oom_is_reported() {
     root.assert_job_gone("oom");
 }
 
-/// `usage.memory_peak_bytes` (v2 `memory.peak`) covers what the job touched.
+/// `usage.memory_peak_bytes` (v2 `memory.peak`, Linux 5.19+) covers what the
+/// job touched; on an older kernel, whose job cgroup has no `memory.peak`
+/// (the stub looks), it is `null`, never a made-up figure.
 #[test]
 fn v2_memory_peak_in_result() {
     let host = require_v2!();
@@ -588,6 +590,14 @@ fn v2_memory_peak_in_result() {
     assert!(out.stdout.contains(&format!("done {touched}")), "{out:?}");
     let json = result_file(&result, &out);
     assert_eq!(json["platform_sla_reason"], "completed_successfully", "{json}");
+    if out.stdout.contains("memory.peak no") {
+        eprintln!("note: this kernel has no memory.peak (before 5.19): memory_peak_bytes must be null");
+        assert_eq!(json["usage"]["memory_peak_bytes"], tests::Value::Null, "{json}");
+        assert_eq!(json["usage"]["oom_kills"], 0, "{json}");
+        root.assert_job_gone("peak");
+        return;
+    }
+    assert!(out.stdout.contains("memory.peak yes"), "the stub says nothing: {out:?}");
     let peak = json["usage"]["memory_peak_bytes"]
         .as_u64()
         .unwrap_or_else(|| panic!("usage.memory_peak_bytes missing: {json}"));
@@ -599,105 +609,154 @@ fn v2_memory_peak_in_result() {
     root.assert_job_gone("peak");
 }
 
-/// `ffrtmp watch --delegated` in a delegated cgroup (what systemd's
-/// `Delegate=yes` gives the unit): the daemon moves itself into the leaf
-/// `daemon`, so its unit cgroup holds no process and can hand controllers
-/// to the relative job root `jobs` beside it; every job stays inside the
-/// unit's subtree.
+/// `/bin/sleep` copied to `dir/name`: a target whose comm and argv[0]
+/// are `name`.
+fn sleep_named(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::copy("/bin/sleep", &path).expect("copying sleep");
+    path
+}
+
+/// `path 600`: a target that sleeps until killed (when dropped).
+fn sleeping(path: &Path) -> Spawned {
+    let mut c = Command::new(path);
+    c.arg("600");
+    Spawned::start_with_stdin(c, Stdio::null())
+}
+
+/// A unit cgroup as systemd's `Delegate=yes` makes it: `unit` under the test
+/// root, `cpu` handed down to it. And a target program of a unique name.
+struct DelegatedUnit {
+    root: TestRoot,
+    unit: PathBuf,
+    name: String,
+    target_path: PathBuf,
+    _stubs: tempfile::TempDir,
+}
+
+impl DelegatedUnit {
+    fn new(host: &'static tests::Host) -> DelegatedUnit {
+        let root = TestRoot::new(host);
+        let unit = root.dir(Controller::Cpu).join("unit");
+        std::fs::create_dir_all(&unit).unwrap_or_else(|e| panic!("creating {}: {e}", unit.display()));
+        // The root delegates cpu to the unit, as a systemd slice would.
+        for (dir, control) in [
+            (host.own_dir(Controller::Cpu), "+cpu"),
+            (root.dir(Controller::Cpu), "+cpu"),
+        ] {
+            let file = dir.join("cgroup.subtree_control");
+            if !read(&dir, "cgroup.subtree_control")
+                .split_whitespace()
+                .any(|c| c == "cpu")
+            {
+                std::fs::write(&file, control)
+                    .unwrap_or_else(|e| panic!("writing {control} to {}: {e}", file.display()));
+            }
+        }
+        let stubs = tempfile::tempdir().expect("a temp dir");
+        let name = format!("fd{:x}", std::process::id());
+        let target_path = sleep_named(stubs.path(), &name);
+        DelegatedUnit {
+            root,
+            unit,
+            name,
+            target_path,
+            _stubs: stubs,
+        }
+    }
+
+    /// `ffrtmp watch --delegated --cgroup-root jobs` started in `cgroup`
+    /// (the unit's, or its leaf `daemon`), as systemd starts the unit.
+    fn start_daemon(&self, cgroup: &Path) -> Spawned {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec {} watch --delegated --cgroup-root jobs --backend ebpf --target {} --cpu-quota 20",
+            cgroup.display(),
+            tests::ffrtmp_bin().display(),
+            self.name
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &script])
+            .env("FFRTMP_LOG", "info")
+            .env_remove("FFRTMP_CGROUP_ROOT");
+        let daemon = Spawned::start_with_stdin(cmd, Stdio::null());
+        let ready = wait_until(tests::POLL_TIMEOUT, || {
+            daemon.stderr_now().contains("Event source:") || !daemon.running()
+        });
+        assert!(
+            ready && daemon.running(),
+            "the daemon did not start: {}",
+            daemon.stderr_now()
+        );
+        daemon
+    }
+
+    fn target(&self) -> Spawned {
+        sleeping(&self.target_path)
+    }
+}
+
+/// Wait until `pid` is in the job cgroup `job` (a directory).
+#[track_caller]
+fn assert_lands_in(job: &Path, pid: u32, daemon: &Spawned) {
+    let governed = wait_until(tests::POLL_TIMEOUT, || {
+        std::fs::read_to_string(job.join("cgroup.procs"))
+            .is_ok_and(|p| p.split_whitespace().any(|p| p == pid.to_string()))
+    });
+    assert!(
+        governed,
+        "{pid} is not in {}; log: {}",
+        job.display(),
+        daemon.stderr_now()
+    );
+}
+
+/// `ffrtmp watch --delegated` started by systemd 254+ with
+/// `DelegateSubgroup=daemon`: in the leaf `daemon` of its unit's cgroup. The
+/// unit's cgroup holds no process and hands controllers to the relative job
+/// root `jobs` beside the daemon; every job stays inside the unit's subtree,
+/// and a restart in the leaf while a job runs takes it over.
 #[test]
-fn v2_delegated_watch_keeps_jobs_in_its_subtree() {
+fn v2_delegated_watch_in_its_leaf_keeps_jobs_in_its_unit() {
     let host = require_v2!();
     if !controller_usable(host, "cpu") {
         return;
     }
-    let root = TestRoot::new(host);
-    let unit = root.dir(Controller::Cpu).join("unit");
-    std::fs::create_dir_all(&unit).unwrap_or_else(|e| panic!("creating {}: {e}", unit.display()));
-    // The root delegates cpu to the unit, as a systemd slice would.
-    for (dir, control) in [
-        (host.own_dir(Controller::Cpu), "+cpu"),
-        (root.dir(Controller::Cpu), "+cpu"),
-    ] {
-        let file = dir.join("cgroup.subtree_control");
-        if !read(&dir, "cgroup.subtree_control")
-            .split_whitespace()
-            .any(|c| c == "cpu")
-        {
-            std::fs::write(&file, control).unwrap_or_else(|e| panic!("writing {control} to {}: {e}", file.display()));
-        }
-    }
-    let stubs = tempfile::tempdir().expect("a temp dir");
-    let name = format!("fd{:x}", std::process::id());
-    let target_path = stubs.path().join(&name);
-    std::fs::copy("/bin/sleep", &target_path).expect("copying sleep");
-
-    // Started inside the unit cgroup, like systemd starts a service.
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec {} watch --delegated --cgroup-root jobs --backend ebpf --target {name} --cpu-quota 20",
-        unit.display(),
-        tests::ffrtmp_bin().display()
-    );
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &script])
-        .env("FFRTMP_LOG", "info")
-        .env_remove("FFRTMP_CGROUP_ROOT");
-    let daemon = Spawned::start_with_stdin(cmd, Stdio::null());
-    let ready = wait_until(tests::POLL_TIMEOUT, || {
-        daemon.stderr_now().contains("Event source:") || !daemon.running()
-    });
-    assert!(
-        ready && daemon.running(),
-        "the daemon did not start: {}",
-        daemon.stderr_now()
-    );
+    let u = DelegatedUnit::new(host);
+    let leaf = u.unit.join("daemon");
+    std::fs::create_dir(&leaf).expect("the leaf");
+    let daemon = u.start_daemon(&leaf);
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", daemon.pid())).expect("the daemon's cgroup");
     assert!(
-        own.trim_end().ends_with(&format!("/{}/unit/daemon", root.name())),
+        own.trim_end().ends_with(&format!("/{}/unit/daemon", u.root.name())),
         "the daemon is not in the leaf: {own}; log: {}",
         daemon.stderr_now()
     );
-
-    let target = Spawned::start_with_stdin(
-        {
-            let mut c = Command::new(&target_path);
-            c.arg("600");
-            c
-        },
-        Stdio::null(),
-    );
-    let job = unit.join("jobs").join(format!("auto-{name}-{}", target.pid()));
-    let governed = wait_until(tests::POLL_TIMEOUT, || {
-        std::fs::read_to_string(job.join("cgroup.procs"))
-            .is_ok_and(|p| p.split_whitespace().any(|p| p == target.pid().to_string()))
-    });
     assert!(
-        governed,
-        "the target is not in {}; log: {}",
-        job.display(),
+        daemon.stderr_now().contains("Delegated cgroup: started in the leaf"),
+        "{}",
         daemon.stderr_now()
     );
+
+    let target = u.target();
+    let job = u.unit.join("jobs").join(format!("auto-{}-{}", u.name, target.pid()));
+    assert_lands_in(&job, target.pid(), &daemon);
     assert_eq!(read(&job, "cpu.max"), "20000 100000");
     // The unit cgroup itself holds no process (the no-internal-processes rule).
-    assert_eq!(read(&unit, "cgroup.procs"), "");
+    assert_eq!(read(&u.unit, "cgroup.procs"), "");
 
-    // A restart while the job runs: the unit's cgroup now hands controllers
-    // to jobs/, so the kernel refuses to start anything in it (what systemd
-    // without DelegateSubgroup= runs into) …
+    // The unit's cgroup now hands controllers to jobs/, so the kernel
+    // refuses any process in it: why a daemon started there (systemd
+    // before 254) must not put its jobs below it.
     daemon.kill();
-    let refused = std::fs::write(unit.join("cgroup.procs"), std::process::id().to_string());
+    let refused = std::fs::write(u.unit.join("cgroup.procs"), std::process::id().to_string());
     assert_eq!(
         refused.as_ref().map_err(|e| e.raw_os_error()),
         Err(Some(libc::EBUSY)),
         "joining the unit cgroup should be refused"
     );
-    // … while a daemon started in the leaf (DelegateSubgroup=daemon) takes
-    // the job over, still resolving `jobs` against the unit's cgroup.
-    let script = script.replace("/cgroup.procs", "/daemon/cgroup.procs");
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &script])
-        .env("FFRTMP_LOG", "info")
-        .env_remove("FFRTMP_CGROUP_ROOT");
-    let restarted = Spawned::start_with_stdin(cmd, Stdio::null());
+    // A restart in the leaf takes the job over, still resolving `jobs`
+    // against the unit's cgroup.
+    let restarted = u.start_daemon(&leaf);
     let line = format!("Re-attached to PID {}", target.pid());
     let retaken = wait_until(tests::POLL_TIMEOUT, || {
         restarted.stderr_now().contains(&line) || !restarted.running()
@@ -707,17 +766,165 @@ fn v2_delegated_watch_keeps_jobs_in_its_subtree() {
         "the restarted daemon did not take the job over: {}",
         restarted.stderr_now()
     );
-    assert!(
-        restarted.stderr_now().contains("Delegated cgroup: started in the leaf"),
-        "{}",
-        restarted.stderr_now()
-    );
-    assert!(
-        read(&job, "cgroup.procs")
-            .split_whitespace()
-            .any(|p| p == target.pid().to_string()),
-        "the target left its job"
-    );
+    assert_lands_in(&job, target.pid(), &restarted);
     target.kill();
     restarted.kill();
+}
+
+/// `ffrtmp watch --delegated` started in its unit's cgroup itself, as
+/// systemd before 254 does (it ignores `DelegateSubgroup=`): the daemon
+/// stays there, its jobs go to the absolute root `/ffrtmp` (the unit's
+/// cgroup hands no controllers down), and a restart in the unit's cgroup
+/// while a job runs works and takes the job over. In the vm-test guest only:
+/// it creates `/ffrtmp` at the top of the hierarchy.
+#[test]
+fn v2_delegated_watch_started_in_its_unit_keeps_jobs_out_of_it() {
+    let host = require_v2!();
+    if !tests::vm_guest_only("creates /ffrtmp at the top of the cgroup tree") {
+        return;
+    }
+    if !controller_usable(host, "cpu") {
+        return;
+    }
+    let u = DelegatedUnit::new(host);
+    let daemon = u.start_daemon(&u.unit);
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", daemon.pid())).expect("the daemon's cgroup");
+    assert!(
+        own.trim_end().ends_with(&format!("/{}/unit", u.root.name())),
+        "the daemon left its unit's cgroup: {own}; log: {}",
+        daemon.stderr_now()
+    );
+    assert!(
+        daemon
+            .stderr_now()
+            .contains("not in its leaf daemon (DelegateSubgroup=daemon needs systemd 254+): jobs go to /ffrtmp instead of the relative root jobs"),
+        "{}",
+        daemon.stderr_now()
+    );
+
+    let target = u.target();
+    let top = Path::new("/sys/fs/cgroup/ffrtmp");
+    let job = top.join(format!("auto-{}-{}", u.name, target.pid()));
+    assert_lands_in(&job, target.pid(), &daemon);
+    assert_eq!(read(&job, "cpu.max"), "20000 100000");
+    assert_eq!(
+        read(&u.unit, "cgroup.subtree_control"),
+        "",
+        "the unit hands nothing down"
+    );
+    assert!(!u.unit.join("jobs").exists(), "no job root inside the unit");
+
+    // A restart in the unit's cgroup while the job runs: allowed, and the
+    // job is taken over.
+    daemon.kill();
+    let restarted = u.start_daemon(&u.unit);
+    let line = format!("Re-attached to PID {}", target.pid());
+    let retaken = wait_until(tests::POLL_TIMEOUT, || {
+        restarted.stderr_now().contains(&line) || !restarted.running()
+    });
+    assert!(
+        retaken,
+        "the restarted daemon did not take the job over: {}",
+        restarted.stderr_now()
+    );
+    assert_lands_in(&job, target.pid(), &restarted);
+    target.kill();
+    // The daemon removes the job when its process is gone.
+    let removed = wait_until(tests::POLL_TIMEOUT, || !job.exists());
+    restarted.kill();
+    let _ = std::fs::remove_dir(&job);
+    let _ = std::fs::remove_dir(top);
+    assert!(removed, "{} was not removed after its process exited", job.display());
+}
+
+/// The cgroup2 mount's root options put back when dropped (VM guest only).
+struct RestoreRootOptions {
+    mount: ffrtmp::cgroup::dynmods::Cgroup2Mount,
+    data: String,
+}
+
+impl RestoreRootOptions {
+    /// Remount the cgroup2 mount with exactly the root options `data`.
+    fn set(data: &str) -> RestoreRootOptions {
+        use ffrtmp::cgroup::dynmods;
+        assert!(tests::in_vm_guest(), "remounting outside the VM guest");
+        let mount = dynmods::detect()
+            .expect("detecting the cgroup2 mount")
+            .cgroup2
+            .expect("the guest mounts cgroup2");
+        let before = dynmods::remount_for(&mount).expect("its remount").data;
+        let mut remount = dynmods::remount_for(&mount).expect("its remount");
+        remount.data = data.to_owned();
+        dynmods::remount(&remount).unwrap_or_else(|e| panic!("remounting with {data}: {e}"));
+        RestoreRootOptions { mount, data: before }
+    }
+}
+
+impl Drop for RestoreRootOptions {
+    fn drop(&mut self) {
+        use ffrtmp::cgroup::dynmods;
+        if let Ok(mut remount) = dynmods::remount_for(&self.mount) {
+            remount.data = self.data.clone();
+            if let Err(e) = dynmods::remount(&remount) {
+                eprintln!("restoring the cgroup2 options {}: {e}", self.data);
+            }
+        }
+    }
+}
+
+/// `ffrtmp watch` started in a cgroup namespace of its own (what podman and
+/// containerd give a container on cgroup v2) while PID 1 is the host's: it
+/// joins PID 1's namespace before anything else, so that with `nsdelegate`
+/// (systemd's mount option) the kernel lets it move processes outside the
+/// namespace it was started in, and a relative root is resolved against its
+/// real cgroup. In the vm-test guest only (it remounts cgroup2).
+#[test]
+fn v2_watch_started_in_a_cgroup_namespace_joins_the_hosts() {
+    let host = require_v2!();
+    if !tests::vm_guest_only("remounts cgroup2 with nsdelegate") {
+        return;
+    }
+    if !controller_usable(host, "cpu") {
+        return;
+    }
+    let _options = RestoreRootOptions::set("nsdelegate");
+    let root = TestRoot::new(host);
+    let stubs = tempfile::tempdir().expect("a temp dir");
+    let name = format!("ns{:x}", std::process::id());
+    let target_path = sleep_named(stubs.path(), &name);
+
+    let mut cmd = tests::ffrtmp(&[
+        "watch",
+        "--backend",
+        "ebpf",
+        "--cgroup-root",
+        root.name(),
+        "--target",
+        &name,
+        "--cpu-quota",
+        "20",
+    ]);
+    cmd.env("FFRTMP_LOG", "info");
+    tests::in_new_cgroup_namespace(&mut cmd);
+    let daemon = Spawned::start_with_stdin(cmd, Stdio::null());
+    let ready = wait_until(tests::POLL_TIMEOUT, || {
+        daemon.stderr_now().contains("Event source:") || !daemon.running()
+    });
+    assert!(
+        ready && daemon.running(),
+        "the daemon did not start: {}",
+        daemon.stderr_now()
+    );
+    assert!(
+        daemon.stderr_now().contains("Joined the host's cgroup namespace"),
+        "{}",
+        daemon.stderr_now()
+    );
+
+    let target = sleeping(&target_path);
+    let job = root.dir(Controller::Cpu).join(format!("auto-{name}-{}", target.pid()));
+    assert_lands_in(&job, target.pid(), &daemon);
+    assert_eq!(read(&job, "cpu.max"), "20000 100000");
+    target.kill();
+    daemon.kill();
 }

@@ -19,7 +19,7 @@ mod support;
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -50,6 +50,7 @@ for_backends! {
     kill_9_leaves_targets_governed: [ebpf, netlink, poll];
     never_governs_itself: [ebpf, netlink, poll];
     not_root_is_a_clear_error: [ebpf, netlink, poll];
+    a_name_cut_inside_a_character_is_governed: [ebpf, netlink, poll];
 }
 
 // ---------------------------------------------------------------------------
@@ -113,6 +114,13 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
         ),
     ];
     let before: Vec<String> = others.iter().map(|o| cgroup_file(o.pid())).collect();
+    // The nice they were born with: the test runner's own, which may not be 0
+    // (a suite run under `nice` hands its value down).
+    let nice_before: Vec<Option<i32>> = others.iter().map(|o| nice_of(o.pid(), o.pid())).collect();
+    assert!(
+        nice_before.iter().all(|n| n.is_some() && *n != Some(4)),
+        "the non-targets' nice {nice_before:?} must differ from the targets' 4, or a renice would not show"
+    );
 
     let stub = threaded_stub(&target_path);
     let pid = stub.pid();
@@ -126,7 +134,7 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
 
     // The non-targets' exec events (or the scan that found the target) came
     // before the target's: they have been considered by now.
-    for (other, before) in others.iter().zip(&before) {
+    for ((other, before), nice_before) in others.iter().zip(&before).zip(&nice_before) {
         assert!(other.running(), "non-target {} died", other.pid());
         assert_eq!(
             &cgroup_file(other.pid()),
@@ -136,7 +144,7 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
         );
         assert_eq!(
             nice_of(other.pid(), other.pid()),
-            Some(0),
+            *nice_before,
             "non-target {} reniced",
             other.pid()
         );
@@ -172,6 +180,42 @@ fn new_target_is_governed_with_limits_and_nice(backend: Backend) {
             before,
             "non-target {} was moved",
             other.pid()
+        );
+    }
+}
+
+/// A target whose name's 15th byte falls inside a UTF-8 character: the
+/// kernel's comm keeps the first byte of that character (15 bytes, cut
+/// anywhere), and ffrtmp, comparing bytes as the kernel stores them,
+/// governs the target — found by the catch-up scan and by its exec event.
+/// The name is not a valid job id, so the job is `auto-<pid>`.
+fn a_name_cut_inside_a_character_is_governed(backend: Backend) {
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = format!("{:-<14}é", unique_target());
+    assert_eq!(name.len(), 16);
+    let path = stubs.sleep(&name);
+    let early = Target::sleeping(&path);
+    // (spawn can return a moment before exec has set the new comm.)
+    let kernel_comm = [&name.as_bytes()[..15], b"\n"].concat();
+    let comm = || std::fs::read(format!("/proc/{}/comm", early.pid())).expect("its comm");
+    wait_until(POLL_TIMEOUT, || comm() == kernel_comm);
+    assert_eq!(comm(), kernel_comm, "the kernel cuts comm inside the character");
+    let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
+    let late = Target::sleeping(&path);
+    let job = |pid: u32| format!("auto-{pid}");
+    let pids = [early.pid(), late.pid()];
+    let governed = || pids.iter().all(|&p| root.holds_all_threads(p, &job(p)));
+    wait_until(POLL_TIMEOUT, governed);
+    assert!(governed(), "not governed; log:\n{}", tail(&daemon.log()));
+    assert_eq!(root.cpu_max(&job(late.pid())), "20000 100000");
+    let log = daemon.stop();
+    for pid in pids {
+        assert_eq!(
+            count_lines_ending(&log, &format!("✓ Attached to PID {pid} (job: auto-{pid})")),
+            1,
+            "log:\n{log}"
         );
     }
 }
@@ -393,9 +437,12 @@ fn exit_scenario(backend: Backend, reap_at_once: bool) {
         assert_eq!(proc_state(pid), Some('Z'), "the target should be an unreaped zombie");
     }
 
+    // The old tool's order: the JOB summary, then `Process … exited`.
     let summary_prefix = format!("JOB {job} | ");
-    let log = daemon.wait_log(POLL_TIMEOUT, "summary line", |log| log.contains(&summary_prefix));
     let exited = format!("Process {pid} exited (job {job}, duration: ");
+    let log = daemon.wait_log(POLL_TIMEOUT, "summary and exit lines", |log| {
+        log.contains(&summary_prefix) && log.contains(&exited)
+    });
     let exited_line = log
         .lines()
         .find(|l| l.contains(&exited))
@@ -439,11 +486,11 @@ fn exit_scenario(backend: Backend, reap_at_once: bool) {
         // parent has reaped it: on older kernels the code is best effort.
         let _ = writeln!(
             std::io::stderr(),
-            "note: this kernel lacks PIDFD_INFO_EXIT: the poll backend's exit code of a target reaped at once is best effort, exit=3 or exit=unknown accepted ({summary})"
+            "note: this kernel lacks PIDFD_INFO_EXIT: the poll backend's exit code of a target reaped at once is best effort, exit=3 or exit=-1 (unknown) accepted ({summary})"
         );
         assert!(
-            fields.contains(&"exit=3") || fields.contains(&"exit=unknown"),
-            "poll daemon: the summary should carry exit=3 or exit=unknown (target {how}): {summary}"
+            fields.contains(&"exit=3") || fields.contains(&"exit=-1"),
+            "poll daemon: the summary should carry exit=3 or exit=-1 (unknown, as the old tool wrote) (target {how}): {summary}"
         );
     } else {
         if backend == Backend::Poll && reap_at_once {
@@ -641,12 +688,28 @@ fn never_governs_itself(backend: Backend) {
     assert!(root.procs(Controller::Cpu, &job_of(&name, dpid)).is_empty());
 }
 
+/// `bin` copied into a fresh directory of mode 0755 (removed with the
+/// returned guard), so that any user can run it.
+fn executable_by_anyone(bin: &Path) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+    let copy = dir.path().join("ffrtmp");
+    std::fs::copy(bin, &copy).expect("copying ffrtmp");
+    (dir, copy)
+}
+
 /// Not root: one clear error line and a non-zero exit, nothing created.
 fn not_root_is_a_clear_error(backend: Backend) {
     let Some(host) = setup(backend) else { return };
     let root = TestRoot::new(host);
-    let mut cmd = tests::ffrtmp(&["watch", "--cgroup-root", root.name(), "--target", "ffrtmp-nobody"]);
-    cmd.args(backend.args());
+    // User nobody cannot reach a binary in a checkout only root may enter (a
+    // clone in a `mktemp -d` directory is 0700): run a copy in a 0755 dir.
+    let (_copy, bin) = executable_by_anyone(tests::ffrtmp_bin());
+    let mut cmd = Command::new(&bin);
+    cmd.args(["watch", "--cgroup-root", root.name(), "--target", "ffrtmp-nobody"])
+        .args(backend.args())
+        .env_remove("FFRTMP_CGROUP_ROOT");
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

@@ -1,13 +1,15 @@
-//! Pieces shared by the benchmark tasks (`bench`, `bench-watch`): building
-//! ffrtmp and C helpers, the clock, percentiles, this process's cgroups and
-//! their clean-up, machine facts, and rewriting a marked section of
-//! docs/BENCHMARKS.md.
+//! Pieces shared by the benchmark and reliability tasks (`bench`,
+//! `bench-watch`, `reliability`): building ffrtmp and C helpers, the clock,
+//! percentiles, this process's cgroups and their clean-up, machine facts,
+//! rewriting a marked section of docs/BENCHMARKS.md, signals, a guard for
+//! the processes a task starts, and the exec storm helper.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 
@@ -463,6 +465,240 @@ impl<'a> Flags<'a> {
         v.parse()
             .with_context(|| format!("invalid value '{v}' for {flag}: expected a whole number"))
     }
+}
+
+// ---------------------------------------------------------------- the exec storm
+
+pub const STORM_C: &str = r#"/* Exec storm, written by `cargo xtask bench-watch` and `reliability`: `storm RATE WORKERS PROGRAM`.
+ * WORKERS forked processes each vfork+exec PROGRAM at RATE/WORKERS per second
+ * (absolute schedule; after a stall of more than 100 ms the schedule restarts
+ * instead of bursting). On SIGTERM/SIGINT it stops the workers and prints
+ * "storm EXECS ELAPSED_NS" (successful runs of PROGRAM). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+static void on_signal(int s) { (void)s; stop = 1; }
+
+static long long now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void worker(unsigned long long *count, long long interval, const char *prog)
+{
+    long long next = now();
+    while (!stop) {
+        long long t = now();
+        if (t < next) {
+            struct timespec ts = { next / 1000000000LL, next % 1000000000LL };
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+            continue;
+        }
+        if (t - next > 100000000LL)
+            next = t;
+        pid_t p = vfork();
+        if (p == 0) {
+            execl(prog, "true", (char *)NULL);
+            _exit(127);
+        }
+        if (p > 0) {
+            int st;
+            while (waitpid(p, &st, 0) < 0 && errno == EINTR)
+                ;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+                (*count)++;
+        }
+        next += interval;
+    }
+    _exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: storm RATE WORKERS PROGRAM\n");
+        return 2;
+    }
+    double rate = atof(argv[1]);
+    int workers = atoi(argv[2]);
+    if (rate <= 0 || workers < 1 || workers > 64) {
+        fprintf(stderr, "storm: bad RATE or WORKERS\n");
+        return 2;
+    }
+    unsigned long long *counts = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (counts == MAP_FAILED)
+        return 1;
+    struct sigaction sa = { 0 };
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    long long interval = (long long)(1e9 * workers / rate);
+    long long t0 = now();
+    pid_t kids[64];
+    int n = 0;
+    for (int w = 0; w < workers; w++) {
+        pid_t p = fork();
+        if (p == 0) {
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            worker(&counts[w], interval, argv[3]);
+        }
+        if (p > 0)
+            kids[n++] = p;
+    }
+    while (!stop)
+        sigsuspend(&old);
+    for (int i = 0; i < n; i++)
+        kill(kids[i], SIGTERM);
+    for (int i = 0; i < n; i++)
+        while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR)
+            ;
+    long long t1 = now();
+    unsigned long long total = 0;
+    for (int w = 0; w < workers; w++)
+        total += counts[w];
+    printf("storm %llu %lld\n", total, t1 - t0);
+    return 0;
+}
+"#;
+
+// ---------------------------------------------------------------- signals
+
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT/SIGTERM/SIGHUP set a flag; the task stops at the next check and
+/// every guard (processes, /etc files, cgroups) runs on the way out.
+pub fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        }
+    }
+}
+
+pub fn check_interrupt() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps in short steps so that a signal stops the task promptly.
+pub fn sleep_checked(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        check_interrupt()?;
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A process started here, stopped by PID (SIGTERM, then SIGKILL after 5 s)
+/// when dropped or `stop`ped.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub what: String,
+    /// The task's name, for its messages.
+    pub tag: &'static str,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the child for its output.
+    pub fn stop(&mut self) -> Option<Child> {
+        let mut child = self.child.take()?;
+        if matches!(child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on the PID of our own unreaped child: it cannot
+            // have been reused while we have not waited for it.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!(
+                    "{}: {} (pid {}) ignored SIGTERM; SIGKILL",
+                    self.tag,
+                    self.what,
+                    child.id()
+                );
+                let _ = child.kill();
+            }
+        }
+        Some(child)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.stop() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `kB` field of /proc/<pid>/status.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops the storm helper; returns its achieved exec rate.
+pub fn stop_storm(p: &mut Proc) -> anyhow::Result<f64> {
+    let mut child = p.stop().context("storm helper already stopped")?;
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        so.read_to_string(&mut out)
+            .context("reading the storm helper's output")?;
+    }
+    let _ = child.wait();
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("storm "))
+        .context("no result line from the storm helper")?;
+    let mut f = line.split_whitespace().map(|v| v.parse::<u64>());
+    let (Some(Ok(n)), Some(Ok(ns))) = (f.next(), f.next()) else {
+        bail!("malformed storm line '{line}'");
+    };
+    let rate = n as f64 / (ns as f64 / 1e9);
+    eprintln!("{}: storm: {n} execs in {:.1} s = {rate:.0}/s", p.tag, ns as f64 / 1e9);
+    Ok(rate)
 }
 
 #[cfg(test)]

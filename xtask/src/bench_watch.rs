@@ -23,25 +23,25 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read as _};
+use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
 use crate::bench_common::{
-    CleanupGuard, Flags, Hierarchy, Machine, Stats, build_ffrtmp, cgroup_mounts, compile_c, monotonic_ns, ms,
-    own_hierarchies, target_dir, workspace_root, write_section,
+    CleanupGuard, Flags, Hierarchy, INTERRUPTED, Machine, Proc, STORM_C, Stats, build_ffrtmp, cgroup_mounts,
+    check_interrupt, compile_c, install_signal_handlers, monotonic_ns, ms, own_hierarchies, sleep_checked, status_kib,
+    stop_storm, target_dir, workspace_root, write_section,
 };
 
 const TAG: &str = "bench-watch";
 const MARK_START: &str = "<!-- bench:watch-latency:start -->";
 const MARK_END: &str = "<!-- bench:watch-latency:end -->";
 const PROBE_PREFIX: &str = "ffrtmp-probe ";
-const STORM_PREFIX: &str = "storm ";
 const CGRULES_CONF: &str = "/etc/cgrules.conf";
 const CGRULES_DIR: &str = "/etc/cgrules.d";
 const CGRED_SOCKET: &str = "/run/cgred.socket";
@@ -55,6 +55,9 @@ const GOAL_EBPF_VS_CGRED: f64 = 20.0;
 const GOAL_IDLE_CPU_PCT: f64 = 0.05;
 const GOAL_STORM_CPU_PCT: f64 = 5.0;
 const GOAL_RSS_KIB: u64 = 16 * 1024;
+/// Issue 17: ffrtmp's own part of an adoption (exec → the move's start).
+const GOAL_OWN_P50_NS: u64 = 300_000;
+const GOAL_OWN_P99_NS: u64 = 1_000_000;
 const STORM_MIN_RATE: f64 = 1000.0;
 
 const PROBE_C: &str = r#"/* ffrtmp watch-latency probe, written by `cargo xtask bench-watch`.
@@ -174,113 +177,6 @@ int main(int argc, char **argv)
             return 0;
         }
     }
-}
-"#;
-
-const STORM_C: &str = r#"/* Exec storm, written by `cargo xtask bench-watch`: `storm RATE WORKERS PROGRAM`.
- * WORKERS forked processes each vfork+exec PROGRAM at RATE/WORKERS per second
- * (absolute schedule; after a stall of more than 100 ms the schedule restarts
- * instead of bursting). On SIGTERM/SIGINT it stops the workers and prints
- * "storm EXECS ELAPSED_NS" (successful runs of PROGRAM). */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-static volatile sig_atomic_t stop;
-static void on_signal(int s) { (void)s; stop = 1; }
-
-static long long now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static void worker(unsigned long long *count, long long interval, const char *prog)
-{
-    long long next = now();
-    while (!stop) {
-        long long t = now();
-        if (t < next) {
-            struct timespec ts = { next / 1000000000LL, next % 1000000000LL };
-            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-            continue;
-        }
-        if (t - next > 100000000LL)
-            next = t;
-        pid_t p = vfork();
-        if (p == 0) {
-            execl(prog, "true", (char *)NULL);
-            _exit(127);
-        }
-        if (p > 0) {
-            int st;
-            while (waitpid(p, &st, 0) < 0 && errno == EINTR)
-                ;
-            if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-                (*count)++;
-        }
-        next += interval;
-    }
-    _exit(0);
-}
-
-int main(int argc, char **argv)
-{
-    if (argc != 4) {
-        fprintf(stderr, "usage: storm RATE WORKERS PROGRAM\n");
-        return 2;
-    }
-    double rate = atof(argv[1]);
-    int workers = atoi(argv[2]);
-    if (rate <= 0 || workers < 1 || workers > 64) {
-        fprintf(stderr, "storm: bad RATE or WORKERS\n");
-        return 2;
-    }
-    unsigned long long *counts = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (counts == MAP_FAILED)
-        return 1;
-    struct sigaction sa = { 0 };
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigprocmask(SIG_BLOCK, &block, &old);
-    long long interval = (long long)(1e9 * workers / rate);
-    long long t0 = now();
-    pid_t kids[64];
-    int n = 0;
-    for (int w = 0; w < workers; w++) {
-        pid_t p = fork();
-        if (p == 0) {
-            sigprocmask(SIG_SETMASK, &old, NULL);
-            worker(&counts[w], interval, argv[3]);
-        }
-        if (p > 0)
-            kids[n++] = p;
-    }
-    while (!stop)
-        sigsuspend(&old);
-    for (int i = 0; i < n; i++)
-        kill(kids[i], SIGTERM);
-    for (int i = 0; i < n; i++)
-        while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR)
-            ;
-    long long t1 = now();
-    unsigned long long total = 0;
-    for (int w = 0; w < workers; w++)
-        total += counts[w];
-    printf("storm %llu %lld\n", total, t1 - t0);
-    return 0;
 }
 "#;
 
@@ -448,91 +344,6 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
     Ok(Some(o))
 }
 
-// ---------------------------------------------------------------- signals
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT/SIGTERM/SIGHUP set a flag; the bench stops at the next check and
-/// every guard (processes, /etc files, cgroups) runs on the way out.
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        }
-    }
-}
-
-fn check_interrupt() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps in short steps so that a signal stops the bench promptly.
-fn sleep_checked(d: Duration) -> anyhow::Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        check_interrupt()?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(100)));
-    }
-}
-
-// ---------------------------------------------------------------- processes
-
-/// A process started here, stopped by PID (SIGTERM, then SIGKILL after 5 s)
-/// when dropped or `stop`ped.
-struct Proc {
-    child: Option<Child>,
-    what: String,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
-    }
-
-    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the child for its output.
-    fn stop(&mut self) -> Option<Child> {
-        let mut child = self.child.take()?;
-        if matches!(child.try_wait(), Ok(None)) {
-            // SAFETY: kill(2) on the PID of our own unreaped child: it cannot
-            // have been reused while we have not waited for it.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!("{TAG}: {} (pid {}) ignored SIGTERM; SIGKILL", self.what, child.id());
-                let _ = child.kill();
-            }
-        }
-        Some(child)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.stop() {
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Restores a file replaced for the bench (or removes it if it did not
 /// exist), also on error and on a signal. A copy of the original is kept on
 /// disk until it is restored, in case this process is killed outright.
@@ -679,17 +490,6 @@ fn thread_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
-/// A `kB` field of /proc/<pid>/status.
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Forks since boot (`processes` in /proc/stat): the whole host's activity.
 fn host_forks() -> u64 {
     fs::read_to_string("/proc/stat")
@@ -810,6 +610,40 @@ struct DaemonCost {
     attached: Option<usize>,
     attach_failures: usize,
     lost_warnings: usize,
+    /// ffrtmp's own split of each measured adoption (its event stream).
+    split: Option<Split>,
+}
+
+/// exec → move start (ffrtmp's own work) and the move itself, in ns, per
+/// adoption, from the `latency` of ffrtmp's `attached` events.
+struct Split {
+    before_move: Vec<u64>,
+    moving: Vec<u64>,
+}
+
+impl Split {
+    /// The attached events of `events` (JSON lines), the first `skip`
+    /// (warm-up) left out.
+    fn from_events(events: &str, skip: usize) -> Option<Split> {
+        let mut split = Split {
+            before_move: Vec::new(),
+            moving: Vec::new(),
+        };
+        let latencies = events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "attached")
+            .filter_map(|e| {
+                let l = &e["latency"];
+                Some((l["before_move_us"].as_u64()?, l["move_us"].as_u64()?))
+            })
+            .skip(skip);
+        for (before, moving) in latencies {
+            split.before_move.push(before * 1000);
+            split.moving.push(moving * 1000);
+        }
+        (!split.before_move.is_empty()).then_some(split)
+    }
 }
 
 struct Measured {
@@ -1008,6 +842,8 @@ impl Ctx<'_> {
             result.cost.attached = Some(text.matches("✓ Attached to PID").count());
             result.cost.attach_failures = text.matches("could not attach").count();
             result.cost.lost_warnings = text.matches("event(s) lost").count();
+            let events = fs::read_to_string(log.with_extension("events.jsonl")).unwrap_or_default();
+            result.cost.split = Split::from_events(&events, tries + warmup);
         }
         let csv = self
             .work
@@ -1058,6 +894,9 @@ impl Ctx<'_> {
                     "--backend",
                     backend,
                 ]);
+                // Its own split of each adoption's latency (written by a
+                // thread of its own, never in the way of adoption).
+                cmd.arg("--events").arg(log.with_extension("events.jsonl"));
                 if gov == Gov::Poll {
                     cmd.args(["--scan-interval", &self.opts.scan_interval]);
                 }
@@ -1071,6 +910,7 @@ impl Ctx<'_> {
                 let mut p = Proc {
                     child: Some(child),
                     what: format!("ffrtmp watch --backend {backend}"),
+                    tag: TAG,
                 };
                 // Ready once it names its event source.
                 let end = Instant::now() + Duration::from_secs(20);
@@ -1146,6 +986,7 @@ impl Ctx<'_> {
                 Ok(Some(Proc {
                     child: Some(child),
                     what: "cgrulesengd".into(),
+                    tag: TAG,
                 }))
             }
         }
@@ -1208,30 +1049,9 @@ impl Ctx<'_> {
         Ok(Proc {
             child: Some(child),
             what: "storm helper".into(),
+            tag: TAG,
         })
     }
-}
-
-/// Stops the storm helper; returns its achieved exec rate.
-fn stop_storm(p: &mut Proc) -> anyhow::Result<f64> {
-    let mut child = p.stop().context("storm helper already stopped")?;
-    let mut out = String::new();
-    if let Some(mut so) = child.stdout.take() {
-        so.read_to_string(&mut out)
-            .context("reading the storm helper's output")?;
-    }
-    let _ = child.wait();
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix(STORM_PREFIX))
-        .context("no result line from the storm helper")?;
-    let mut f = line.split_whitespace().map(|v| v.parse::<u64>());
-    let (Some(Ok(n)), Some(Ok(ns))) = (f.next(), f.next()) else {
-        bail!("malformed storm line '{line}'");
-    };
-    let rate = n as f64 / (ns as f64 / 1e9);
-    eprintln!("{TAG}: storm: {n} execs in {:.1} s = {rate:.0}/s", ns as f64 / 1e9);
-    Ok(rate)
 }
 
 /// The PID of a process with this comm, if any.
@@ -1459,6 +1279,46 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// ffrtmp's own account of each measured adoption: exec → the start of the
+/// move (its own work: event delivery, reading the process, the job
+/// cgroup and its limits) and the move itself (the kernel's migration).
+fn split_table(w: &mut String, results: &[RunResult], o: &Options) {
+    let rows: Vec<&RunResult> = results.iter().filter(|r| r.cost.split.is_some()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n### Where ffrtmp's latency goes\n\nFrom the `latency` of ffrtmp's own `attached` \
+         events (`--events`; docs/events.md), for the measured spawns above (warm-up left out): \
+         *before the move* is the kernel's exec timestamp → the start of the `cgroup.procs` \
+         (v1: `cgroup.procs` of each hierarchy) write, ffrtmp's own work; *move* is that write, \
+         the kernel's migration with its lock's wait. Microsecond resolution.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| governor | adoptions | before the move p50 | p99 | move p50 | p99 | own share of p50 |"
+    );
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let split = r.cost.split.as_ref().expect("filtered");
+        let (own, moving) = (Stats::of(&split.before_move), Stats::of(&split.moving));
+        let share = own.p50 as f64 / (own.p50 + moving.p50).max(1) as f64;
+        let _ = writeln!(
+            w,
+            "| {}{} | {} | {} | {} | {} | {} | {:.0}% |",
+            label(r.gov, o),
+            if r.storm { " (storm)" } else { "" },
+            split.before_move.len(),
+            ms(own.p50),
+            ms(own.p99),
+            ms(moving.p50),
+            ms(moving.p99),
+            share * 100.0
+        );
+    }
+}
+
 fn latency_table(w: &mut String, results: &[RunResult], o: &Options, storm: bool) {
     let _ = writeln!(
         w,
@@ -1684,6 +1544,73 @@ fn goals(results: &[RunResult], o: &Options) -> Vec<(String, String, Status)> {
             None => g.push((goal, why_not(gov, false), Status::NotMeasured)),
         }
     }
+    g.extend(ahead_of_cgred(results, conds, &why_not));
+    g.extend(own_work_goals(results, conds));
+    g
+}
+
+/// Issue 17: ffrtmp ebpf no slower than cgrulesengd, p50 and p99, in
+/// every run (quiet, storm).
+fn ahead_of_cgred(
+    results: &[RunResult],
+    conds: &[bool],
+    why_not: &dyn Fn(Gov, bool) -> String,
+) -> Vec<(String, String, Status)> {
+    let mut g = Vec::new();
+    let stats = |gov: Gov, storm: bool| {
+        find(results, gov, storm)
+            .and_then(|r| r.outcome.as_ref().ok())
+            .and_then(Measured::governed_stats)
+    };
+    for &storm in conds {
+        let when = if storm { "storm" } else { "quiet" };
+        let goal = format!("ebpf p50 and p99 ≤ cgrulesengd's ({when})");
+        match (stats(Gov::Ebpf, storm), stats(Gov::Cgred, storm)) {
+            (Some(e), Some(c)) => g.push((
+                goal,
+                format!(
+                    "p50 {} vs {} ({}), p99 {} vs {} ({})",
+                    ms(e.p50),
+                    ms(c.p50),
+                    times(c.p50 as f64 / e.p50.max(1) as f64),
+                    ms(e.p99),
+                    ms(c.p99),
+                    times(c.p99 as f64 / e.p99.max(1) as f64)
+                ),
+                Status::of(e.p50 <= c.p50 && e.p99 <= c.p99),
+            )),
+            (None, _) => g.push((goal, why_not(Gov::Ebpf, storm), Status::NotMeasured)),
+            (_, None) => g.push((goal, why_not(Gov::Cgred, storm), Status::NotMeasured)),
+        }
+    }
+    g
+}
+
+/// Issue 17: ffrtmp's own work before the move ≤ 0.3 ms p50, ≤ 1 ms p99.
+fn own_work_goals(results: &[RunResult], conds: &[bool]) -> Vec<(String, String, Status)> {
+    let mut g = Vec::new();
+    for &storm in conds {
+        let when = if storm { "storm" } else { "quiet" };
+        for gov in [Gov::Ebpf, Gov::Netlink] {
+            let goal = format!(
+                "{} own work before the move ≤ {} p50, ≤ {} p99 ({when})",
+                gov.key(),
+                ms(GOAL_OWN_P50_NS),
+                ms(GOAL_OWN_P99_NS)
+            );
+            match find(results, gov, storm).and_then(|r| r.cost.split.as_ref()) {
+                Some(split) => {
+                    let own = Stats::of(&split.before_move);
+                    g.push((
+                        goal,
+                        format!("p50 {}, p99 {}", ms(own.p50), ms(own.p99)),
+                        Status::of(own.p50 <= GOAL_OWN_P50_NS && own.p99 <= GOAL_OWN_P99_NS),
+                    ));
+                }
+                None => g.push((goal, format!("{} not run or no split", gov.key()), Status::NotMeasured)),
+            }
+        }
+    }
     g
 }
 
@@ -1743,6 +1670,7 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
         );
         latency_table(w, results, o, true);
     }
+    split_table(w, results, o);
     let _ = writeln!(
         w,
         "\n### Daemon cost\n\nCPU is utime+stime from `/proc/<pid>/stat` (all threads, {} ticks/s): \
@@ -1860,7 +1788,7 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
     }
     let _ = writeln!(
         w,
-        "\n### Goals (issue 3)\n\nRatios are against cgrulesengd measured in the same run.\n"
+        "\n### Goals (issues 3 and 17)\n\nRatios are against cgrulesengd measured in the same run.\n"
     );
     let _ = writeln!(w, "| goal | measured | status |");
     let _ = writeln!(w, "| --- | --- | --- |");
@@ -1919,6 +1847,22 @@ mod tests {
         assert!(parse_args(&["--only=bogus".to_string()]).is_err());
         assert!(parse_args(&["--target-name=a/b".to_string()]).is_err());
         assert!(parse_args(&["--target-name=abcdefghijklmnop".to_string()]).is_err());
+    }
+
+    #[test]
+    fn the_split_is_read_from_attached_events_after_the_warm_up() {
+        let events = [
+            r#"{"event":"started","backend":"ebpf"}"#,
+            r#"{"event":"attached","latency":{"total_us":9,"before_move_us":5,"move_us":4}}"#,
+            r#"{"event":"attached","reattached":true}"#,
+            r#"{"event":"attached","latency":{"total_us":30,"before_move_us":10,"move_us":20}}"#,
+            "not json",
+        ]
+        .join("\n");
+        let split = Split::from_events(&events, 1).unwrap();
+        assert_eq!(split.before_move, [10_000]);
+        assert_eq!(split.moving, [20_000]);
+        assert!(Split::from_events(&events, 2).is_none());
     }
 
     #[test]

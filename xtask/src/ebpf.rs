@@ -137,14 +137,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The repository root: xtask lives in `<root>/xtask`.
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// The `channel = "…"` of `ffrtmp-ebpf/rust-toolchain.toml`: the one place
-/// the nightly is named.
-fn pinned_toolchain(crate_dir: &Path) -> anyhow::Result<String> {
+/// The `channel = "…"` of `<crate_dir>/rust-toolchain.toml`: the one place
+/// a crate's nightly is named (`ffrtmp-ebpf/`, `fuzz/`).
+pub(crate) fn pinned_toolchain(crate_dir: &Path) -> anyhow::Result<String> {
     let path = crate_dir.join("rust-toolchain.toml");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
@@ -158,9 +158,9 @@ fn pinned_toolchain(crate_dir: &Path) -> anyhow::Result<String> {
 /// A `rustup run <toolchain> <program>` command with a clean environment:
 /// nothing the calling cargo set (RUSTUP_TOOLCHAIN, RUSTC, RUSTFLAGS, …)
 /// leaks into the pinned build.
-fn rustup_run(toolchain: &str, program: &str) -> Command {
+pub(crate) fn rustup_run(toolchain: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", toolchain, program]);
+    cmd.args(["run", toolchain]).arg(program);
     for (key, _) in std::env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         let leaks = key == "RUSTUP_TOOLCHAIN"
@@ -189,7 +189,7 @@ fn rustup_run(toolchain: &str, program: &str) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("{what}: starting {cmd:?}"))?;
     if !status.success() {
         bail!("{what}: {cmd:?} failed ({status})");
@@ -197,7 +197,7 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
     let out = rustup_run(toolchain, "rustc")
         .args(["--print", "sysroot"])
         .output()

@@ -4,7 +4,10 @@ mod bench;
 mod bench_common;
 mod bench_watch;
 mod ebpf;
+mod fuzz;
+mod healthz_abuse;
 mod man;
+mod reliability;
 mod vm;
 
 use std::process::ExitCode;
@@ -33,9 +36,29 @@ const TASKS: &[Task] = &[
         run: ebpf::main,
     },
     Task {
+        name: "fuzz",
+        about: "build the cargo-fuzz targets with the pinned nightly and run each for N s (--seconds, --target, --list)",
+        run: fuzz::main,
+    },
+    Task {
+        name: "healthz-abuse",
+        about: "time GET /healthz on a running `ffrtmp watch --metrics-listen ADDR` under abuse (--addr ADDR, --probes N)",
+        run: healthz_abuse::main,
+    },
+    Task {
         name: "man",
         about: "write the manual pages (ffrtmp.1, ffrtmp-<subcommand>.1) into target/man (--out DIR)",
         run: man::main,
+    },
+    Task {
+        name: "reliability",
+        about: "soak, chaos and fault scenarios against a real `ffrtmp watch` (root; soak|chaos|faults, --help)",
+        run: reliability::main,
+    },
+    Task {
+        name: "vm-systemd",
+        about: "install the .deb on Debian with systemd as PID 1 in a qemu VM and run the operator suite (root; --release bookworm|trixie)",
+        run: vm::systemd::main,
     },
     Task {
         name: "vm-test",
@@ -47,7 +70,7 @@ const TASKS: &[Task] = &[
 fn usage() -> String {
     let mut s = String::from("usage: cargo xtask <task> [args…]\n\navailable tasks:\n");
     for t in TASKS {
-        s.push_str(&format!("  {:<12} {}\n", t.name, t.about));
+        s.push_str(&format!("  {:<14} {}\n", t.name, t.about));
     }
     s
 }

@@ -16,6 +16,7 @@ mod cpio;
 mod initramfs;
 mod kernel;
 mod prereq;
+pub mod systemd;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+use crate::bench_common::{target_dir, workspace_root};
 use console::{Console, short};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
@@ -47,7 +49,7 @@ const CMDLINE: &str = "console=ttyS0 quiet panic=-1 cgroup_no_v1=all";
 const USAGE: &str = "\
 usage: cargo xtask vm-test [options] [-- test-args…]
 
-Boots a Debian 6.1 cloud kernel under qemu (software emulation) with a pure
+Boots a Debian cloud kernel (6.1 unless --kernel) under qemu (software emulation) with a pure
 cgroup v2 hierarchy and runs every test executable of the `tests` package in
 it, one test at a time (--test-threads=1). The result is the exit status.
 Downloads the kernel package once into target/vm/ and installs qemu-system-x86
@@ -56,8 +58,9 @@ and busybox-static with apt-get when missing (root). See docs/vm-test.md.
   --filter NAME    only tests whose name contains NAME (passed to each test binary)
   --timeout SECS   kill the VM and fail after SECS seconds (default 600)
   --keep           keep target/vm/initramfs.cpio and print the qemu command line
-  --kernel PKG     use this kernel package instead of the newest
-                   linux-image-6.1.0-N-cloud-amd64
+  --kernel K       the kernel: 5.10 (Debian bullseye), 6.1 (bookworm, the
+                   default) or 6.12 (bookworm), each its newest cloud image;
+                   or a package name (linux-image-…-cloud-amd64)
   --memory MIB     guest memory (default 4096)
   --smp N          guest CPUs (default 2)
   --include PATH   also copy this host program (and its libraries) into the
@@ -155,10 +158,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     );
     let t0 = Instant::now();
     let root = workspace_root();
-    let vm_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("vm");
+    let vm_dir = target_dir(&root).join("vm");
     fs::create_dir_all(&vm_dir).with_context(|| format!("cannot create {}", vm_dir.display()))?;
 
     let tools = prereq::ensure_tools()?;
@@ -257,25 +257,50 @@ fn boot_and_test(
 }
 
 fn qemu_command(opts: &Options, tools: &prereq::Tools, kernel: &kernel::Kernel, dir: &Path) -> Command {
-    let mut qemu = Command::new(&tools.qemu);
-    // The default CPU model (qemu64): with `-cpu max` glibc picks AVX code
-    // paths that TCG emulates slowly (memcpy-heavy work ran 16x slower).
-    qemu.args(["-machine", "pc", "-accel", "tcg"])
-        .args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.smp.to_string()])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(dir.join(INITRD))
-        .args(["-append", CMDLINE])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", dir.join(DISK).display()));
-    // qboot (qemu-system-data) starts the kernel directly and, unlike
-    // SeaBIOS, writes no terminal-clearing escapes to the console.
-    if Path::new(QBOOT).is_file() {
-        qemu.args(["-bios", QBOOT]);
+    QemuBoot {
+        kernel: &kernel.vmlinuz,
+        initrd: &dir.join(INITRD),
+        cmdline: CMDLINE,
+        disk: &dir.join(DISK),
+        memory_mib: opts.memory_mib,
+        smp: opts.smp,
     }
-    qemu
+    .command(&tools.qemu)
+}
+
+/// What qemu boots: a kernel and initramfs with a command line, and one
+/// raw virtio disk.
+struct QemuBoot<'a> {
+    kernel: &'a Path,
+    initrd: &'a Path,
+    cmdline: &'a str,
+    disk: &'a Path,
+    memory_mib: u64,
+    smp: u64,
+}
+
+impl QemuBoot<'_> {
+    fn command(&self, qemu: &Path) -> Command {
+        let mut cmd = Command::new(qemu);
+        // The default CPU model (qemu64): with `-cpu max` glibc picks AVX code
+        // paths that TCG emulates slowly (memcpy-heavy work ran 16x slower).
+        cmd.args(["-machine", "pc", "-accel", "tcg"])
+            .args(["-m", &self.memory_mib.to_string(), "-smp", &self.smp.to_string()])
+            .args(["-nographic", "-no-reboot", "-nic", "none"])
+            .arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initrd)
+            .args(["-append", self.cmdline])
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", self.disk.display()));
+        // qboot (qemu-system-data) starts the kernel directly and, unlike
+        // SeaBIOS, writes no terminal-clearing escapes to the console.
+        if Path::new(QBOOT).is_file() {
+            cmd.args(["-bios", QBOOT]);
+        }
+        cmd
+    }
 }
 
 /// Removes `target/vm/run-<pid>` directories whose process is gone.
@@ -508,11 +533,4 @@ fn shown(cmd: &Command) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
 }

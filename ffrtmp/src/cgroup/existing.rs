@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use super::files;
 use super::fs;
-use super::hierarchy::{Controller, Hierarchy};
-use super::job::{
-    Governor, JOB_XATTR, JobCgroup, JobDir, LimitOutcome, UsageReader, controller_dirs, get_xattr, is_populated,
+use super::governor::{
+    Governor, JOB_XATTR, JobCgroup, JobDir, LimitOutcome, UsageReader, apply, controller_dirs, get_xattr, is_populated,
 };
+use super::hierarchy::{Controller, Hierarchy};
 use super::limits::{Limits, update_settings};
 use super::names::JobId;
 
@@ -23,12 +24,74 @@ pub struct ExistingJob {
     version: super::Version,
 }
 
+/// A move into a job that an earlier run did not finish, completed (or not).
+#[derive(Debug)]
+pub struct Completion {
+    pub pid: u32,
+    /// The job's directory in the hierarchy the process was missing from.
+    pub dir: PathBuf,
+    pub controllers: Vec<Controller>,
+    pub result: Result<(), String>,
+}
+
 impl ExistingJob {
-    /// Processes in the job (from the first hierarchy's `cgroup.procs`).
+    /// Processes in the job in any hierarchy, ascending. On cgroup v1 a job
+    /// spans several hierarchies, and a crash between two writes can leave a
+    /// process in some of them only: it is the job's all the same.
     pub fn pids(&self) -> Vec<u32> {
-        fs::read_file(&self.dirs[0].dir.join("cgroup.procs"))
-            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
-            .unwrap_or_default()
+        let mut pids: Vec<u32> = self.members().into_iter().flat_map(|(_, pids)| pids).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Each hierarchy's directory of the job with the processes in it.
+    pub fn members(&self) -> Vec<(&std::path::Path, Vec<u32>)> {
+        self.dirs
+            .iter()
+            .map(|d| {
+                let pids = fs::read_file(&d.dir.join(files::PROCS))
+                    .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+                    .unwrap_or_default();
+                (d.dir.as_path(), pids)
+            })
+            .collect()
+    }
+
+    /// Processes of the job missing from some hierarchy of it, with the
+    /// directories they are missing from: what is not in effect for them.
+    pub fn outside(&self) -> Vec<(u32, PathBuf, Vec<Controller>)> {
+        let all = self.pids();
+        let members = self.members();
+        let mut out = Vec::new();
+        for (d, (_, pids)) in self.dirs.iter().zip(&members) {
+            for &pid in all.iter().filter(|p| !pids.contains(p)) {
+                out.push((pid, d.dir.clone(), d.controllers.clone()));
+            }
+        }
+        out
+    }
+
+    /// Finish the moves a crash cut short: every process of the job that is
+    /// missing from one of its hierarchies is written there. A process that
+    /// exited meanwhile needs nothing.
+    pub fn complete_moves(&self) -> Vec<Completion> {
+        self.outside()
+            .into_iter()
+            .filter_map(|(pid, dir, controllers)| {
+                let result = match fs::write_file(&dir.join(files::PROCS), &pid.to_string()) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.io().raw_os_error() == Some(libc::ESRCH) => return None,
+                    Err(e) => Err(e.to_string()),
+                };
+                Some(Completion {
+                    pid,
+                    dir,
+                    controllers,
+                    result,
+                })
+            })
+            .collect()
     }
 
     pub fn is_populated(&self) -> bool {
@@ -78,11 +141,46 @@ impl ExistingJob {
 }
 
 impl Governor {
+    /// Mark the directories directly under the root whose names start with
+    /// `prefix` and that carry no job mark: jobs whose creator was killed
+    /// between its `mkdir` and setting the mark (a `mkdir` can wait on the
+    /// kernel's cgroup mutex for milliseconds behind another migration, and a
+    /// pending SIGKILL strikes the moment it returns). Only for a prefix the
+    /// caller owns under this root — the watch daemon's `auto-`, reserved
+    /// for it and held by the one daemon the root's lock admits. Returns the
+    /// directories marked.
+    pub fn claim_unmarked(&self, prefix: &str) -> Vec<PathBuf> {
+        let mut claimed = Vec::new();
+        for (_, root, _) in self.all_root_dirs() {
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !name.starts_with(prefix)
+                    || JobId::parse(&name).is_err()
+                    || !entry.file_type().is_ok_and(|t| t.is_dir())
+                    || get_xattr(&dir, JOB_XATTR).is_some()
+                {
+                    continue;
+                }
+                match super::governor::set_xattr(&dir, JOB_XATTR, &name) {
+                    Ok(()) => claimed.push(dir),
+                    Err(e) => tracing::warn!("could not mark {} as an ffrtmp job: {e}", dir.display()),
+                }
+            }
+        }
+        claimed
+    }
+
     /// Every job cgroup (a directory carrying the `user.ffrtmp.job` mark)
     /// directly under the root, grouped by job id across hierarchies.
     pub fn existing_jobs(&self) -> Vec<ExistingJob> {
         let mut jobs: BTreeMap<String, Vec<JobDir>> = BTreeMap::new();
-        for (root, controllers) in self.all_root_dirs() {
+        for (mount, root, controllers) in self.all_root_dirs() {
             let Ok(entries) = std::fs::read_dir(&root) else {
                 continue;
             };
@@ -96,6 +194,7 @@ impl Governor {
                 };
                 jobs.entry(name).or_default().push(JobDir {
                     controllers: controllers.clone(),
+                    mount: mount.clone(),
                     dir,
                     leftover: false,
                 });
@@ -113,54 +212,66 @@ impl Governor {
             .collect()
     }
 
-    /// The root in every hierarchy a job can span, with its controllers.
-    fn all_root_dirs(&self) -> Vec<(PathBuf, Vec<Controller>)> {
+    /// The root in every hierarchy a job can span: (mount point, root
+    /// directory, controllers).
+    fn all_root_dirs(&self) -> Vec<(PathBuf, PathBuf, Vec<Controller>)> {
         match self.hierarchy() {
-            Hierarchy::Unified(m) => vec![(m.dir(&self.root().resolve(m)), Controller::ALL.to_vec())],
+            Hierarchy::Unified(m) => vec![(
+                m.mount_point.clone(),
+                m.dir(&self.root().resolve(m)),
+                Controller::ALL.to_vec(),
+            )],
             _ => self
                 .v1_mounts(&Controller::ALL)
                 .0
                 .into_iter()
-                .map(|(m, controllers)| (m.dir(&self.root().resolve(&m)), controllers))
+                .map(|(m, controllers)| (m.mount_point.clone(), m.dir(&self.root().resolve(&m)), controllers))
                 .collect(),
         }
     }
 }
 
-/// Where a delegated daemon runs (see [`enter_delegated_leaf`]).
+/// Where a delegated daemon runs (see [`delegated_place`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delegation {
-    /// systemd started it in the leaf already (`DelegateSubgroup=`).
+    /// systemd started it in the leaf (`DelegateSubgroup=`, systemd 254+):
+    /// a relative root sits beside it, in the delegated cgroup.
     InLeaf(PathBuf),
-    /// It moved itself into the leaf.
-    Moved(PathBuf),
-    /// cgroup v1: no leaf rule, nothing moved.
+    /// It was started in the delegated cgroup itself (this directory):
+    /// systemd before 254 ignores `DelegateSubgroup=`. A job root inside
+    /// that cgroup would make every later start in it fail (see
+    /// [`delegated_place`]), so the daemon stays there and its jobs go
+    /// elsewhere.
+    NotInLeaf(PathBuf),
+    /// cgroup v1: no leaf rule, nothing to do.
     NotNeeded,
 }
 
-/// Under systemd delegation (`Delegate=yes`) on cgroup v2, the delegated
-/// cgroup must hold no process so it can hand controllers to the job root
-/// beside the daemon (the no-internal-processes rule): the daemon lives in
-/// its leaf child `leaf`. Either systemd put it there (`DelegateSubgroup=`,
-/// systemd 254+: the only way a restart works while jobs run), or it moves
-/// itself there now. Either way the returned hierarchy resolves relative
+/// Under systemd delegation (`Delegate=yes`) on cgroup v2, a job root inside
+/// the delegated cgroup needs that cgroup to hand controllers down, and a
+/// cgroup that does may hold no process (the no-internal-processes rule):
+/// the daemon must live in a leaf child, `leaf`. Only systemd can start it
+/// there (`DelegateSubgroup=`, systemd 254+). If systemd started it in the
+/// delegated cgroup itself, moving into the leaf would work once — but the
+/// next start (a restart, an upgrade, `Restart=on-failure`) is put in the
+/// delegated cgroup again, which the kernel then refuses (EBUSY; systemd's
+/// `219/CGROUP`) for as long as any job runs. So it is left where it is
+/// ([`Delegation::NotInLeaf`]) and the caller keeps the jobs out of it.
+/// For [`Delegation::InLeaf`] the returned hierarchy resolves relative
 /// roots against the delegated cgroup, not the leaf.
-pub fn enter_delegated_leaf(hierarchy: Hierarchy, leaf: &str) -> Result<(Hierarchy, Delegation), super::CgroupError> {
+pub fn delegated_place(hierarchy: Hierarchy, leaf: &str) -> (Hierarchy, Delegation) {
     let Hierarchy::Unified(mut mount) = hierarchy else {
-        return Ok((hierarchy, Delegation::NotNeeded));
+        return (hierarchy, Delegation::NotNeeded);
     };
     if mount.own_cgroup.file_name().is_some_and(|n| n == leaf)
         && let Some(delegated) = mount.own_cgroup.parent().map(PathBuf::from)
     {
         let dir = mount.dir(&mount.own_cgroup);
         mount.own_cgroup = delegated;
-        return Ok((Hierarchy::Unified(mount), Delegation::InLeaf(dir)));
+        return (Hierarchy::Unified(mount), Delegation::InLeaf(dir));
     }
-    let dir = mount.dir(&mount.own_cgroup).join(leaf);
-    fs::create_dir(&dir)?;
-    // "0" moves the writing process (all its threads).
-    fs::write_file(&dir.join("cgroup.procs"), "0")?;
-    Ok((Hierarchy::Unified(mount), Delegation::Moved(dir)))
+    let dir = mount.dir(&mount.own_cgroup);
+    (Hierarchy::Unified(mount), Delegation::NotInLeaf(dir))
 }
 
 impl JobCgroup {
@@ -185,32 +296,17 @@ impl LimitWriter {
     /// Change the limits from `old` to `new` (see [`update_settings`]):
     /// each write's outcome. Nice is the caller's (it is per thread).
     pub fn update(&self, old: Option<&Limits>, new: &Limits) -> Vec<LimitOutcome> {
-        let mut outcomes = Vec::new();
-        for setting in update_settings(old, new, self.version) {
-            let mut files = Vec::new();
-            let mut error = None;
-            for write in &setting.writes {
-                let Some((_, dir)) = self.dirs.iter().find(|(c, _)| c.contains(&write.controller)) else {
-                    error = Some(format!(
+        apply(update_settings(old, new, self.version), |c| {
+            self.dirs
+                .iter()
+                .find(|(controllers, _)| controllers.contains(&c))
+                .map(|(_, dir)| dir.clone())
+                .ok_or_else(|| {
+                    format!(
                         "the job has no {} cgroup (it was created without that controller; applies to new jobs)",
-                        write.controller.v1_name()
-                    ));
-                    break;
-                };
-                let path = dir.join(write.file);
-                files.push(path.clone());
-                if let Err(e) = fs::write_file(&path, &write.value) {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-            outcomes.push(LimitOutcome {
-                limit: setting.kind,
-                value: setting.value,
-                files,
-                error,
-            });
-        }
-        outcomes
+                        c.v1_name()
+                    )
+                })
+        })
     }
 }

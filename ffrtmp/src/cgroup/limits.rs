@@ -1,7 +1,7 @@
 //! The one `Limits` model: parsed and validated once, translated per hierarchy.
 //!
-//! Every parser returns `Err(String)` that says what is accepted; clap puts the
-//! flag name and the bad value in front of it.
+//! Every parser returns an [`InvalidLimit`] that says what is accepted; clap
+//! puts the flag name and the bad value in front of it.
 
 use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -9,13 +9,34 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::files;
 use super::hierarchy::Controller;
+
+/// A limit value that does not parse or is out of range; the message says
+/// what is accepted (the caller names the flag or key and the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidLimit(pub String);
+
+impl From<&str> for InvalidLimit {
+    fn from(s: &str) -> InvalidLimit {
+        InvalidLimit(s.to_string())
+    }
+}
+
+impl From<String> for InvalidLimit {
+    fn from(s: String) -> InvalidLimit {
+        InvalidLimit(s)
+    }
+}
 
 /// The default CFS period, in microseconds (the kernel's default too).
 pub const DEFAULT_PERIOD_US: u64 = 100_000;
 const MIN_QUOTA_US: u64 = 1_000;
 const PERIOD_RANGE_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 const MIN_MEMORY_BYTES: u64 = 4096;
+/// `--cpu-quota`: 1% to 1000 cores.
+const PERCENT_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
 
 /// `cpu.max`: a quota (µs per period) or no quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +48,12 @@ pub struct CpuMax {
 
 impl CpuMax {
     /// `--cpu-quota PCT`: percent of one core (100 = one core, 250 = 2.5 cores).
-    pub fn parse_percent(s: &str) -> Result<CpuMax, String> {
+    pub fn parse_percent(s: &str) -> Result<CpuMax, InvalidLimit> {
         let pct: u64 = s
             .trim()
             .parse()
             .map_err(|_| "expected a whole percentage of one core, 1..=100000 (100 = one core)".to_string())?;
-        if !(1..=100_000).contains(&pct) {
+        if !PERCENT_RANGE.contains(&pct) {
             return Err("expected a whole percentage of one core, 1..=100000 (100 = one core)".into());
         }
         Ok(CpuMax {
@@ -41,8 +62,17 @@ impl CpuMax {
         })
     }
 
+    /// The `--cpu-quota` percentage that gives exactly this limit, if one
+    /// does (the default period, a whole percent in the accepted range).
+    pub fn percent(&self) -> Option<u64> {
+        const PER_PERCENT: u64 = DEFAULT_PERIOD_US / 100;
+        let quota = self.quota_us?;
+        let pct = quota / PER_PERCENT;
+        (self.period_us == DEFAULT_PERIOD_US && quota % PER_PERCENT == 0 && PERCENT_RANGE.contains(&pct)).then_some(pct)
+    }
+
     /// `--cpu-max "QUOTA PERIOD"`, `"QUOTA"`, `"max"` or `"max PERIOD"` (µs).
-    pub fn parse(s: &str) -> Result<CpuMax, String> {
+    pub fn parse(s: &str) -> Result<CpuMax, InvalidLimit> {
         const EXPECTED: &str = "expected \"QUOTA PERIOD\", \"QUOTA\" or \"max [PERIOD]\" in microseconds, QUOTA >= 1000, PERIOD 1000..=1000000";
         let mut words = s.split_whitespace();
         let quota = words.next().ok_or(EXPECTED)?;
@@ -81,7 +111,7 @@ impl fmt::Display for CpuMax {
 pub struct CpuWeight(u16);
 
 impl CpuWeight {
-    pub fn parse(s: &str) -> Result<CpuWeight, String> {
+    pub fn parse(s: &str) -> Result<CpuWeight, InvalidLimit> {
         match s.trim().parse::<u16>() {
             Ok(w) if (1..=10_000).contains(&w) => Ok(CpuWeight(w)),
             _ => Err("expected an integer 1..=10000 (100 is the default share)".into()),
@@ -96,14 +126,62 @@ impl CpuWeight {
     }
 }
 
+/// `pids.max`: the most tasks (processes and threads) the job may hold at
+/// once, like systemd's `TasksMax=`; 1 up to the kernel's `PID_MAX_LIMIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidsMax(u32);
+
+/// `memory.swap.max` in bytes: 0 is "no swap at all" (unlike the memory
+/// limits, where 0 means none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapMax(u64);
+
+impl SwapMax {
+    /// Bytes with an optional K/M/G/T suffix, `0` = no swap; `max` = no
+    /// limit (`None`).
+    pub fn parse(s: &str) -> Result<Option<SwapMax>, InvalidLimit> {
+        const EXPECTED: &str = "expected bytes with an optional K, M, G or T suffix (0 = no swap), or max for no limit";
+        let s = s.trim();
+        if s == "max" {
+            return Ok(None);
+        }
+        parse_size(s).map(|b| Some(SwapMax(b))).map_err(|_| EXPECTED.into())
+    }
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why `--memory-swap-max` cannot apply on a v1 memory hierarchy.
+const SWAP_MAX_ON_V1: &str =
+    "memory.swap.max needs cgroup v2: v1's memory.memsw.limit_in_bytes limits memory and swap together";
+
+/// Why `--memory-high` cannot apply on a v1 memory hierarchy.
+const MEMORY_HIGH_ON_V1: &str = "memory.high needs cgroup v2: v1 has no throttle below the hard limit (memory.soft_limit_in_bytes only steers reclaim under global pressure)";
+
+/// `PID_MAX_LIMIT` on 64-bit kernels (include/linux/threads.h): 2^22.
+const PIDS_MAX_LIMIT: u32 = 4_194_304;
+
+impl PidsMax {
+    pub fn parse(s: &str) -> Result<PidsMax, InvalidLimit> {
+        match s.trim().parse::<u32>() {
+            Ok(n) if (1..=PIDS_MAX_LIMIT).contains(&n) => Ok(PidsMax(n)),
+            _ => Err(format!("expected a whole number of tasks, 1 to {PIDS_MAX_LIMIT}").into()),
+        }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
 /// A memory limit in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryMax(u64);
 
 impl MemoryMax {
     /// `--memory-limit MB`. `0` means no limit (the old tool's default).
-    pub fn parse_mb(s: &str) -> Result<Option<MemoryMax>, String> {
-        const EXPECTED: &str = "expected a whole number of MiB (0 = no limit)";
+    pub fn parse_mb(s: &str) -> Result<Option<MemoryMax>, InvalidLimit> {
+        const EXPECTED: &str = "expected a whole number of MiB, 0 (no limit) to 17592186044415";
         let mb: u64 = s.trim().parse().map_err(|_| EXPECTED)?;
         if mb == 0 {
             return Ok(None);
@@ -112,9 +190,9 @@ impl MemoryMax {
         Ok(Some(MemoryMax(bytes)))
     }
 
-    /// `--memory-max BYTES` with an optional K/M/G suffix; `0` or `max` means no limit.
-    pub fn parse_bytes(s: &str) -> Result<Option<MemoryMax>, String> {
-        const EXPECTED: &str = "expected bytes >= 4096 with an optional K, M or G suffix, or 0/max for no limit";
+    /// `--memory-max BYTES` with an optional K/M/G/T suffix; `0` or `max` means no limit.
+    pub fn parse_bytes(s: &str) -> Result<Option<MemoryMax>, InvalidLimit> {
+        const EXPECTED: &str = "expected bytes >= 4096 with an optional K, M, G or T suffix, or 0/max for no limit";
         let s = s.trim();
         if s == "max" {
             return Ok(None);
@@ -137,13 +215,30 @@ impl MemoryMax {
 pub struct Nice(i8);
 
 impl Nice {
-    pub fn parse(s: &str) -> Result<Nice, String> {
+    pub fn parse(s: &str) -> Result<Nice, InvalidLimit> {
         match s.trim().parse::<i8>() {
             Ok(n) if (-20..=19).contains(&n) => Ok(Nice(n)),
             _ => Err("expected an integer -20..=19".into()),
         }
     }
     pub fn get(self) -> i8 {
+        self.0
+    }
+}
+
+/// `/proc/<pid>/oom_score_adj`, -1000..=1000: how much more (or less)
+/// readily the OOM killer picks the job's process (-1000: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomScoreAdj(i16);
+
+impl OomScoreAdj {
+    pub fn parse(s: &str) -> Result<OomScoreAdj, InvalidLimit> {
+        match s.trim().parse::<i16>() {
+            Ok(n) if (-1000..=1000).contains(&n) => Ok(OomScoreAdj(n)),
+            _ => Err("expected an integer -1000..=1000 (-1000: never OOM-killed)".into()),
+        }
+    }
+    pub fn get(self) -> i16 {
         self.0
     }
 }
@@ -176,11 +271,11 @@ const IO_EXPECTED: &str = "expected \"MAJ:MIN|PATH rbps=N wbps=N riops=N wiops=N
 impl IoMax {
     /// Parse `--io-max`, resolving a path to its filesystem's whole disk
     /// under `/sys` (the kernel rejects partitions).
-    pub fn parse(s: &str) -> Result<IoMax, String> {
+    pub fn parse(s: &str) -> Result<IoMax, InvalidLimit> {
         Self::parse_with_sys(s, Path::new("/sys"))
     }
 
-    pub fn parse_with_sys(s: &str, sys: &Path) -> Result<IoMax, String> {
+    pub fn parse_with_sys(s: &str, sys: &Path) -> Result<IoMax, InvalidLimit> {
         let mut words = s.split_whitespace();
         let target = words.next().ok_or(IO_EXPECTED)?;
         let device = match parse_device_number(target) {
@@ -199,14 +294,14 @@ impl IoMax {
             let (key, value) = word.split_once('=').ok_or(IO_EXPECTED)?;
             let value = parse_size(value).map_err(|_| format!("bad value in {word:?}: {IO_EXPECTED}"))?;
             if value == 0 {
-                return Err(format!("{word:?}: a limit of 0 would stop all IO; {IO_EXPECTED}"));
+                return Err(format!("{word:?}: a limit of 0 would stop all IO; {IO_EXPECTED}").into());
             }
             let slot = match key {
                 "rbps" => &mut io.rbps,
                 "wbps" => &mut io.wbps,
                 "riops" => &mut io.riops,
                 "wiops" => &mut io.wiops,
-                _ => return Err(format!("unknown key {key:?}: {IO_EXPECTED}")),
+                _ => return Err(format!("unknown key {key:?}: {IO_EXPECTED}").into()),
             };
             *slot = Some(value);
         }
@@ -219,10 +314,10 @@ impl IoMax {
     /// The limits that are set, as (v2 key, v1 file, value).
     pub fn entries(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
         [
-            ("rbps", "blkio.throttle.read_bps_device", self.rbps),
-            ("wbps", "blkio.throttle.write_bps_device", self.wbps),
-            ("riops", "blkio.throttle.read_iops_device", self.riops),
-            ("wiops", "blkio.throttle.write_iops_device", self.wiops),
+            ("rbps", files::BLKIO_READ_BPS, self.rbps),
+            ("wbps", files::BLKIO_WRITE_BPS, self.wbps),
+            ("riops", files::BLKIO_READ_IOPS, self.riops),
+            ("wiops", files::BLKIO_WRITE_IOPS, self.wiops),
         ]
         .into_iter()
         .filter_map(|(k, f, v)| v.map(|v| (k, f, v)))
@@ -306,8 +401,17 @@ pub struct Limits {
     pub cpu_max: Option<CpuMax>,
     pub cpu_weight: Option<CpuWeight>,
     pub memory_max: Option<MemoryMax>,
+    /// `memory.high` (v2): above it the job is throttled and reclaimed
+    /// hard, before `memory_max` would OOM-kill it.
+    pub memory_high: Option<MemoryMax>,
+    /// `memory.swap.max` (v2): `Some(0)` keeps the job out of swap.
+    pub memory_swap_max: Option<SwapMax>,
     pub io_max: Vec<IoMax>,
+    pub pids_max: Option<PidsMax>,
     pub nice: Option<Nice>,
+    /// Per process, like nice: the main process's `oom_score_adj`
+    /// (children inherit it at fork).
+    pub oom_score_adj: Option<OomScoreAdj>,
 }
 
 /// Which kind of limit a setting is; the name used in reports.
@@ -317,8 +421,12 @@ pub enum LimitKind {
     CpuMax,
     CpuWeight,
     MemoryMax,
+    MemoryHigh,
+    MemorySwapMax,
     IoMax,
+    PidsMax,
     Nice,
+    OomScoreAdj,
 }
 
 impl fmt::Display for LimitKind {
@@ -327,8 +435,12 @@ impl fmt::Display for LimitKind {
             LimitKind::CpuMax => "cpu_max",
             LimitKind::CpuWeight => "cpu_weight",
             LimitKind::MemoryMax => "memory_max",
+            LimitKind::MemoryHigh => "memory_high",
+            LimitKind::MemorySwapMax => "memory_swap_max",
             LimitKind::IoMax => "io_max",
+            LimitKind::PidsMax => "pids_max",
             LimitKind::Nice => "nice",
+            LimitKind::OomScoreAdj => "oom_score_adj",
         })
     }
 }
@@ -348,6 +460,9 @@ pub struct Setting {
     /// The requested value, as a person would write it.
     pub value: String,
     pub writes: Vec<FileWrite>,
+    /// This hierarchy has no file for it (e.g. `memory.high` on v1): why,
+    /// reported as the outcome's error; nothing is written.
+    pub unsupported: Option<&'static str>,
 }
 
 /// Which file layout to translate to.
@@ -368,16 +483,40 @@ impl Limits {
         if self.cpu_max.is_some() || self.cpu_weight.is_some() {
             c.push(Controller::Cpu);
         }
-        if self.memory_max.is_some() {
+        if self.memory_max.is_some() || self.memory_high.is_some() || self.memory_swap_max.is_some() {
             c.push(Controller::Memory);
         }
         if !self.io_max.is_empty() {
             c.push(Controller::Io);
         }
+        if self.pids_max.is_some() {
+            c.push(Controller::Pids);
+        }
         c
     }
 
     /// The cgroup settings (nice excluded: it is applied to the process).
+    /// "cpu_max=50000 100000, memory_max=67108864, nice=4", or "none":
+    /// what a log line says applies.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .settings(Version::V2)
+            .into_iter()
+            .map(|s| format!("{}={}", s.kind, s.value))
+            .collect();
+        if let Some(nice) = self.nice {
+            parts.push(format!("nice={}", nice.get()));
+        }
+        if let Some(adj) = self.oom_score_adj {
+            parts.push(format!("oom_score_adj={}", adj.get()));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     pub fn settings(&self, version: Version) -> Vec<Setting> {
         let mut out = Vec::new();
         let w = |controller, file, value: String| FileWrite {
@@ -387,13 +526,13 @@ impl Limits {
         };
         if let Some(cpu) = self.cpu_max {
             let writes = match version {
-                Version::V2 => vec![w(Controller::Cpu, "cpu.max", cpu.to_string())],
+                Version::V2 => vec![w(Controller::Cpu, files::CPU_MAX, cpu.to_string())],
                 // Period first: the quota is validated against it.
                 Version::V1 => vec![
-                    w(Controller::Cpu, "cpu.cfs_period_us", cpu.period_us.to_string()),
+                    w(Controller::Cpu, files::CFS_PERIOD_US, cpu.period_us.to_string()),
                     w(
                         Controller::Cpu,
-                        "cpu.cfs_quota_us",
+                        files::CFS_QUOTA_US,
                         cpu.quota_us.map_or("-1".to_string(), |q| q.to_string()),
                     ),
                 ],
@@ -402,33 +541,62 @@ impl Limits {
                 kind: LimitKind::CpuMax,
                 value: cpu.to_string(),
                 writes,
+                unsupported: None,
             });
         }
         if let Some(weight) = self.cpu_weight {
             let write = match version {
-                Version::V2 => w(Controller::Cpu, "cpu.weight", weight.get().to_string()),
-                Version::V1 => w(Controller::Cpu, "cpu.shares", weight.v1_shares().to_string()),
+                Version::V2 => w(Controller::Cpu, files::CPU_WEIGHT, weight.get().to_string()),
+                Version::V1 => w(Controller::Cpu, files::CPU_SHARES, weight.v1_shares().to_string()),
             };
             out.push(Setting {
                 kind: LimitKind::CpuWeight,
                 value: weight.get().to_string(),
                 writes: vec![write],
+                unsupported: None,
             });
         }
         if let Some(mem) = self.memory_max {
             let file = match version {
-                Version::V2 => "memory.max",
-                Version::V1 => "memory.limit_in_bytes",
+                Version::V2 => files::MEMORY_MAX,
+                Version::V1 => files::MEMORY_LIMIT_IN_BYTES,
             };
             out.push(Setting {
                 kind: LimitKind::MemoryMax,
                 value: mem.bytes().to_string(),
                 writes: vec![w(Controller::Memory, file, mem.bytes().to_string())],
+                unsupported: None,
             });
+        }
+        // Limits only v2 has a file for; v1 reports them unsupported.
+        let v2_only = |kind, file, bytes: u64, on_v1| Setting {
+            kind,
+            value: bytes.to_string(),
+            writes: match version {
+                Version::V2 => vec![w(Controller::Memory, file, bytes.to_string())],
+                Version::V1 => Vec::new(),
+            },
+            unsupported: (version == Version::V1).then_some(on_v1),
+        };
+        if let Some(high) = self.memory_high {
+            out.push(v2_only(
+                LimitKind::MemoryHigh,
+                files::MEMORY_HIGH,
+                high.bytes(),
+                MEMORY_HIGH_ON_V1,
+            ));
+        }
+        if let Some(swap) = self.memory_swap_max {
+            out.push(v2_only(
+                LimitKind::MemorySwapMax,
+                files::MEMORY_SWAP_MAX,
+                swap.bytes(),
+                SWAP_MAX_ON_V1,
+            ));
         }
         for io in &self.io_max {
             let writes = match version {
-                Version::V2 => vec![w(Controller::Io, "io.max", io.to_string())],
+                Version::V2 => vec![w(Controller::Io, files::IO_MAX, io.to_string())],
                 Version::V1 => io
                     .entries()
                     .map(|(_, file, value)| w(Controller::Io, file, format!("{} {value}", io.device)))
@@ -438,6 +606,16 @@ impl Limits {
                 kind: LimitKind::IoMax,
                 value: io.to_string(),
                 writes,
+                unsupported: None,
+            });
+        }
+        if let Some(pids) = self.pids_max {
+            // The same file in v2 and in v1's pids hierarchy.
+            out.push(Setting {
+                kind: LimitKind::PidsMax,
+                value: pids.get().to_string(),
+                writes: vec![w(Controller::Pids, files::PIDS_MAX, pids.get().to_string())],
+                unsupported: None,
             });
         }
         out
@@ -451,7 +629,8 @@ impl Limits {
 /// every limit of `new` and resets the cpu and memory limits it lacks.
 pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> Vec<Setting> {
     let unknown = Limits::default();
-    let changed = |a: bool| old.is_none() || a;
+    let known = old.is_some();
+    let changed = |a: bool| !known || a;
     let old = old.unwrap_or(&unknown);
     let mut out = Vec::new();
     let wanted = new.settings(version);
@@ -467,13 +646,14 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
                 value: (*value).to_string(),
             })
             .collect(),
+        unsupported: None,
     };
     if changed(old.cpu_max != new.cpu_max) {
         match new.cpu_max {
             Some(_) => out.extend(take(LimitKind::CpuMax)),
             None => out.push(match version {
-                Version::V2 => reset(LimitKind::CpuMax, Controller::Cpu, &[("cpu.max", "max 100000")]),
-                Version::V1 => reset(LimitKind::CpuMax, Controller::Cpu, &[("cpu.cfs_quota_us", "-1")]),
+                Version::V2 => reset(LimitKind::CpuMax, Controller::Cpu, &[(files::CPU_MAX, "max 100000")]),
+                Version::V1 => reset(LimitKind::CpuMax, Controller::Cpu, &[(files::CFS_QUOTA_US, "-1")]),
             }),
         }
     }
@@ -481,8 +661,8 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
         match new.cpu_weight {
             Some(_) => out.extend(take(LimitKind::CpuWeight)),
             None => out.push(match version {
-                Version::V2 => reset(LimitKind::CpuWeight, Controller::Cpu, &[("cpu.weight", "100")]),
-                Version::V1 => reset(LimitKind::CpuWeight, Controller::Cpu, &[("cpu.shares", "1024")]),
+                Version::V2 => reset(LimitKind::CpuWeight, Controller::Cpu, &[(files::CPU_WEIGHT, "100")]),
+                Version::V1 => reset(LimitKind::CpuWeight, Controller::Cpu, &[(files::CPU_SHARES, "1024")]),
             }),
         }
     }
@@ -490,15 +670,49 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
         match new.memory_max {
             Some(_) => out.extend(take(LimitKind::MemoryMax)),
             None => out.push(match version {
-                Version::V2 => reset(LimitKind::MemoryMax, Controller::Memory, &[("memory.max", "max")]),
+                Version::V2 => reset(LimitKind::MemoryMax, Controller::Memory, &[(files::MEMORY_MAX, "max")]),
                 Version::V1 => reset(
                     LimitKind::MemoryMax,
                     Controller::Memory,
-                    &[("memory.limit_in_bytes", "-1")],
+                    &[(files::MEMORY_LIMIT_IN_BYTES, "-1")],
                 ),
             }),
         }
     }
+    // Limits set only when asked for: written when they change, put back to
+    // the kernel's "max" when removed (where this version has the file), and
+    // — unlike cpu and memory — not reset when the old limits are unknown: a
+    // job made without one may lack its file (v1: a whole pids cgroup).
+    let mut optional =
+        |kind: LimitKind, changed: bool, wanted: bool, reset_file: Option<(Controller, &'static str)>| {
+            if !changed && (known || !wanted) {
+                return;
+            }
+            if wanted {
+                out.extend(take(kind));
+            } else if let Some((controller, file)) = reset_file {
+                out.push(reset(kind, controller, &[(file, "max")]));
+            }
+        };
+    let on_v2 = |controller, file| (version == Version::V2).then_some((controller, file));
+    optional(
+        LimitKind::MemoryHigh,
+        old.memory_high != new.memory_high,
+        new.memory_high.is_some(),
+        on_v2(Controller::Memory, files::MEMORY_HIGH),
+    );
+    optional(
+        LimitKind::MemorySwapMax,
+        old.memory_swap_max != new.memory_swap_max,
+        new.memory_swap_max.is_some(),
+        on_v2(Controller::Memory, files::MEMORY_SWAP_MAX),
+    );
+    optional(
+        LimitKind::PidsMax,
+        old.pids_max != new.pids_max,
+        new.pids_max.is_some(),
+        Some((Controller::Pids, files::PIDS_MAX)),
+    );
     // io: a device whose line changed or went away is reset first (a v2
     // write leaves unnamed keys as they were), then written anew.
     for io in &old.io_max {
@@ -507,15 +721,15 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
         }
         let dev = io.device.to_string();
         let mut setting = match version {
-            Version::V2 => reset(LimitKind::IoMax, Controller::Io, &[("io.max", "")]),
+            Version::V2 => reset(LimitKind::IoMax, Controller::Io, &[(files::IO_MAX, "")]),
             Version::V1 => reset(
                 LimitKind::IoMax,
                 Controller::Io,
                 &[
-                    ("blkio.throttle.read_bps_device", ""),
-                    ("blkio.throttle.write_bps_device", ""),
-                    ("blkio.throttle.read_iops_device", ""),
-                    ("blkio.throttle.write_iops_device", ""),
+                    (files::BLKIO_READ_BPS, ""),
+                    (files::BLKIO_WRITE_BPS, ""),
+                    (files::BLKIO_READ_IOPS, ""),
+                    (files::BLKIO_WRITE_IOPS, ""),
                 ],
             ),
         };
@@ -554,6 +768,24 @@ mod tests {
     }
 
     #[test]
+    fn percent_is_what_parse_percent_reads() {
+        for pct in ["1", "50", "250", "100000"] {
+            let cpu = CpuMax::parse_percent(pct).unwrap();
+            assert_eq!(cpu.percent().map(|p| p.to_string()).as_deref(), Some(pct));
+        }
+        // Not a whole percent, not the default period, beyond 1000 cores, no quota.
+        for raw in [
+            "1500 100000",
+            "50000 50000",
+            "100001000 100000",
+            "200000000 100000",
+            "max",
+        ] {
+            assert_eq!(CpuMax::parse(raw).unwrap().percent(), None, "{raw}");
+        }
+    }
+
+    #[test]
     fn cpu_max_raw() {
         assert_eq!(CpuMax::parse("200000 100000").unwrap().to_string(), "200000 100000");
         assert_eq!(CpuMax::parse("max").unwrap().to_string(), "max 100000");
@@ -570,6 +802,85 @@ mod tests {
         ] {
             assert!(CpuMax::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn memory_high_is_v2_only_and_said_so_on_v1() {
+        let limits = Limits {
+            memory_high: MemoryMax::parse_bytes("64M").unwrap(),
+            ..Limits::default()
+        };
+        assert_eq!(limits.controllers(), [Controller::Memory]);
+        let v2 = limits.settings(Version::V2);
+        assert_eq!(v2[0].kind, LimitKind::MemoryHigh);
+        assert_eq!(v2[0].writes[0].file, files::MEMORY_HIGH);
+        assert_eq!(v2[0].writes[0].value, "67108864");
+        assert_eq!(v2[0].unsupported, None);
+        let v1 = limits.settings(Version::V1);
+        assert!(v1[0].writes.is_empty());
+        assert!(
+            v1[0]
+                .unsupported
+                .is_some_and(|why| why.starts_with("memory.high needs cgroup v2"))
+        );
+        let reset = update_settings(Some(&limits), &Limits::default(), Version::V2);
+        assert_eq!((reset.len(), reset[0].writes[0].value.as_str()), (1, "max"));
+        assert!(update_settings(Some(&limits), &Limits::default(), Version::V1).is_empty());
+    }
+
+    #[test]
+    fn swap_max_zero_is_no_swap_and_v2_only() {
+        assert_eq!(SwapMax::parse("0").unwrap().map(SwapMax::bytes), Some(0));
+        assert_eq!(SwapMax::parse("1G").unwrap().map(SwapMax::bytes), Some(1 << 30));
+        assert_eq!(SwapMax::parse("max").unwrap(), None);
+        for bad in ["-1", "lots", "", "1.5G"] {
+            assert!(SwapMax::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let limits = Limits {
+            memory_swap_max: SwapMax::parse("0").unwrap(),
+            ..Limits::default()
+        };
+        let v2 = limits.settings(Version::V2);
+        assert_eq!(
+            (v2[0].writes[0].file, v2[0].writes[0].value.as_str()),
+            (files::MEMORY_SWAP_MAX, "0")
+        );
+        let v1 = limits.settings(Version::V1);
+        assert!(v1[0].writes.is_empty() && v1[0].unsupported.is_some());
+        let reset = update_settings(Some(&limits), &Limits::default(), Version::V2);
+        assert_eq!(reset[0].writes[0].value, "max");
+    }
+
+    #[test]
+    fn pids_max_range_and_files() {
+        assert_eq!(PidsMax::parse("20").unwrap().get(), 20);
+        assert_eq!(PidsMax::parse("4194304").unwrap().get(), 4_194_304);
+        for bad in ["0", "-1", "4194305", "max", "1.5", "", "20 tasks"] {
+            assert!(PidsMax::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let limits = Limits {
+            pids_max: Some(PidsMax::parse("20").unwrap()),
+            ..Limits::default()
+        };
+        assert_eq!(limits.controllers(), [Controller::Pids]);
+        for version in [Version::V1, Version::V2] {
+            let settings = limits.settings(version);
+            assert_eq!(settings.len(), 1);
+            assert_eq!(settings[0].kind, LimitKind::PidsMax);
+            assert_eq!(
+                settings[0].writes,
+                [FileWrite {
+                    controller: Controller::Pids,
+                    file: files::PIDS_MAX,
+                    value: "20".into()
+                }]
+            );
+        }
+        assert_eq!(limits.describe(), "pids_max=20");
+        // Removed on reload: back to the kernel's "max".
+        let reset = update_settings(Some(&limits), &Limits::default(), Version::V2);
+        assert_eq!(reset.len(), 1);
+        assert_eq!(reset[0].writes[0].value, "max");
     }
 
     #[test]
@@ -647,7 +958,7 @@ mod tests {
 
         // Not a block device at all: a clear error, not a guess.
         let err = IoMax::parse_with_sys(&format!("{} wbps=2M", file.display()), dir.path()).unwrap_err();
-        assert!(err.contains("not a block device"), "{err}");
+        assert!(err.to_string().contains("not a block device"), "{err}");
     }
 
     fn full_limits() -> Limits {
@@ -655,8 +966,12 @@ mod tests {
             cpu_max: Some(CpuMax::parse_percent("50").unwrap()),
             cpu_weight: Some(CpuWeight::parse("200").unwrap()),
             memory_max: MemoryMax::parse_mb("256").unwrap(),
+            memory_high: None,
+            memory_swap_max: None,
             io_max: vec![IoMax::parse("254:0 rbps=1M wbps=2M").unwrap()],
+            pids_max: None,
             nice: Some(Nice::parse("5").unwrap()),
+            oom_score_adj: None,
         }
     }
 

@@ -1,14 +1,17 @@
 //! Cgroup hierarchy detection, the limits model and job cgroups (v1 and v2).
 
+pub mod dynmods;
 pub mod existing;
+pub mod files;
 pub mod fs;
+pub mod governor;
 pub mod hierarchy;
-pub mod job;
 pub mod limits;
 pub mod names;
+pub mod namespace;
 
-pub use existing::{Delegation, ExistingJob, LimitWriter, enter_delegated_leaf};
+pub use existing::{Delegation, ExistingJob, LimitWriter, delegated_place};
+pub use governor::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};
 pub use hierarchy::{Controller, Hierarchy};
-pub use job::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};
 pub use limits::{Limits, Version};
 pub use names::{CgroupRoot, JobId};

@@ -7,6 +7,35 @@ use std::path::{Component, Path, PathBuf};
 
 use super::hierarchy::Mount;
 
+/// A cgroup root or job id that is not accepted; the message says what is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidName(String);
+
+impl From<&str> for InvalidName {
+    fn from(s: &str) -> InvalidName {
+        InvalidName(s.to_string())
+    }
+}
+
+/// Why `name` is not a valid cgroup name component, said precisely.
+fn name_problem(name: &str) -> Option<String> {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Some(format!(
+            "{c:?} is not allowed in a cgroup name (only A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    match name {
+        "" => Some("an empty name".into()),
+        "." | ".." => Some(format!("{name:?} is not a name")),
+        _ if name.len() > 128 => Some(format!("{} characters, at most 128 are allowed", name.len())),
+        _ => None,
+    }
+}
+
 /// `--cgroup-root`: absolute inside each hierarchy, or relative to the
 /// cgroup ffrtmp itself runs in (per hierarchy on v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +47,7 @@ pub enum CgroupRoot {
 pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
 
 impl CgroupRoot {
-    pub fn parse(s: &str) -> Result<CgroupRoot, String> {
+    pub fn parse(s: &str) -> Result<CgroupRoot, InvalidName> {
         const EXPECTED: &str = "expected a cgroup path such as /ffrtmp (absolute) or ffrtmp-jobs (relative to ffrtmp's own cgroup), without . or .. components";
         let path = Path::new(s);
         let mut parts = PathBuf::new();
@@ -26,8 +55,8 @@ impl CgroupRoot {
             match component {
                 Component::RootDir => {}
                 Component::Normal(name) => {
-                    if !is_valid_name(name.to_str().ok_or(EXPECTED)?) {
-                        return Err(EXPECTED.into());
+                    if let Some(problem) = name_problem(name.to_str().ok_or(EXPECTED)?) {
+                        return Err(format!("{problem}; {EXPECTED}").as_str().into());
                     }
                     parts.push(name)
                 }
@@ -69,26 +98,19 @@ impl fmt::Display for CgroupRoot {
     }
 }
 
-/// Characters a cgroup directory name of ours may contain.
-fn is_valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 /// A job id: `[A-Za-z0-9._-]`, 1–128 characters, not `.` or `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 
 impl JobId {
-    pub fn parse(s: &str) -> Result<JobId, String> {
-        if is_valid_name(s) {
-            Ok(JobId(s.to_owned()))
-        } else {
-            Err("expected 1-128 characters from [A-Za-z0-9._-], not \".\" or \"..\"".into())
+    pub fn parse(s: &str) -> Result<JobId, InvalidName> {
+        match name_problem(s) {
+            None => Ok(JobId(s.to_owned())),
+            Some(problem) => Err(format!(
+                "{problem}; expected 1-128 characters from [A-Za-z0-9._-], not \".\" or \"..\""
+            )
+            .as_str()
+            .into()),
         }
     }
 

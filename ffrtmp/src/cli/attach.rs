@@ -10,11 +10,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::args::GovernArgs;
-use super::job;
-use crate::job::{self as lifecycle, Created, Finish};
+use super::output;
+use crate::lifecycle::{self, Finish};
 use crate::process::identity::{self, ProcError, ProcessInfo};
-use crate::process::nice::renice_all_threads;
-use crate::process::{PidFd, ProcessId};
+use crate::process::{PidFd, Pinned, ProcessId};
 use crate::report::{Ending, Mode};
 
 #[derive(Debug, Args)]
@@ -25,21 +24,32 @@ pub struct AttachArgs {
     /// Also move the process's descendants that were forked before the move
     #[arg(long)]
     pub tree: bool,
+    /// Adopt it even if it is init (PID 1) or already in another ffrtmp job
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub govern: GovernArgs,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(p) if p > 0 && p <= 4_194_304 => Ok(p),
-        _ => Err("expected a process id, 1..=4194304".into()),
+    // Any positive pid: one above pid_max simply does not exist, which the
+    // lookup says in the words scripts for the old tool look for.
+    match s.trim().parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p as u32),
+        _ => Err("expected a process id, a positive integer".into()),
     }
 }
 
-/// Identify the target: checks, then a pidfd, then the same start time again.
-fn adopt_identity(pid: u32) -> anyhow::Result<(ProcessInfo, PidFd)> {
+/// Identify the target: checks, then pin it (a pidfd, the same start time
+/// before and after it was opened).
+fn adopt_identity(pid: u32) -> anyhow::Result<Pinned> {
     let info = ProcessInfo::read(pid)?;
     info.check_governable()?;
+    // /proc/<tid> of a thread exists too (unlisted): it is not a process.
+    let tgid = identity::thread_group(pid)?;
+    if tgid != pid {
+        return Err(ProcError::Thread { tid: pid, pid: tgid }.into());
+    }
     let euid = nix::unistd::geteuid().as_raw();
     let (ruid, _) = identity::read_status(pid)?;
     if euid != 0 && ruid != euid {
@@ -49,24 +59,30 @@ fn adopt_identity(pid: u32) -> anyhow::Result<(ProcessInfo, PidFd)> {
         }
         .into());
     }
-    let pidfd = PidFd::open(pid).map_err(|e| match e.raw_os_error() {
-        Some(libc::ESRCH) => anyhow::Error::new(ProcError::NotFound { pid }),
-        _ => anyhow::Error::new(e).context(format!("pidfd_open({pid})")),
-    })?;
-    let again = ProcessInfo::read(pid)?;
-    if again.id != info.id {
-        return Err(ProcError::Replaced { pid }.into());
+    Ok(crate::process::pin(pid, Some(info.id))?)
+}
+
+/// What `attach` refuses unless `--force`: init, whose every child would be
+/// born in the job, and a process another ffrtmp job governs.
+fn refusal(pid: u32, governor: &crate::cgroup::Governor) -> Option<String> {
+    if pid == 1 {
+        return Some(
+            "pid 1 is init of this PID namespace: everything it starts afterwards would be born in the job (--force to do it anyway)"
+                .into(),
+        );
     }
-    if pidfd.has_exited()? {
-        return Err(ProcError::Zombie { pid }.into());
-    }
-    Ok((again, pidfd))
+    governor.job_of(pid).map(|(job, dir)| {
+        format!(
+            "pid {pid} is already governed by job {job} ({}); attaching would take it from that job (--force to do it anyway)",
+            dir.display()
+        )
+    })
 }
 
 pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     let limits = args.govern.limits.limits();
-    let (info, pidfd) = adopt_identity(args.pid)?;
-    let target = info.id;
+    let pinned = adopt_identity(args.pid)?;
+    let target = pinned.id();
 
     if let Some(mem) = limits.memory_max
         && let (_, Some(rss)) = identity::read_status(target.pid)?
@@ -91,41 +107,61 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     let signals =
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("creating a signalfd")?;
 
+    // Refused before anything is touched (the governor below also tidies
+    // leftovers of earlier jobs).
+    let hierarchy = crate::cgroup::Hierarchy::detect().context("detecting the cgroup hierarchy")?;
+    match refusal(
+        target.pid,
+        &crate::cgroup::Governor::new(hierarchy, args.govern.cgroup_root.clone()),
+    ) {
+        Some(why) if !args.force => bail!("{why}"),
+        Some(why) => tracing::warn!("--force: {why}"),
+        None => {}
+    }
     let governor = lifecycle::governor(args.govern.cgroup_root.clone())?;
-    let job_id = job::job_id(&args.govern);
-    tracing::info!("Attaching to PID {} ({}) as {job_id}", target.pid, info.comm);
+    let job_id = output::job_id(&args.govern);
+    tracing::info!("Attaching to PID {} ({}) as {job_id}", target.pid, pinned.info.comm);
     let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let started = SystemTime::now();
-    if let Err(e) = move_in(&created, &pidfd, target) {
-        created.discard();
-        return Err(e);
+    let moved = match created.job().map(|job| lifecycle::move_in(job, &pinned, args.tree)) {
+        Some(Ok(moved)) => moved,
+        Some(Err(e)) => {
+            created.discard();
+            return Err(e.into());
+        }
+        // No cgroup (--strict off and it could not be made): nothing moved.
+        None => lifecycle::Moved {
+            pids: vec![target.pid],
+            ..Default::default()
+        },
+    };
+    if args.tree {
+        tracing::info!(
+            "moved {} descendant process(es) of pid {}",
+            moved.pids.len() - 1,
+            target.pid
+        );
     }
-    let mut moved = vec![target.pid];
-    if args.tree && created.job().is_some() {
-        moved.extend(move_descendants(&created, target.pid));
+    for (pid, why) in &moved.missed {
+        tracing::warn!("descendant pid {pid} not moved: {why}");
     }
     if let Some(nice) = limits.nice {
-        let errors: Vec<String> = moved
-            .iter()
-            .filter_map(|&pid| match renice_all_threads(pid, nice.get()) {
-                Ok(n) => {
-                    tracing::debug!("reniced {n} thread(s) of pid {pid} to {}", nice.get());
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            })
-            .collect();
-        if args.govern.strict && !errors.is_empty() {
-            tracing::error!("--strict: {}; the process stays in its cgroup", errors.join("; "));
+        let outcome = lifecycle::renice(target.pid, &moved.pids, nice);
+        if let (true, Some(error)) = (args.govern.strict, &outcome.error) {
+            tracing::error!("--strict: {error}; the process stays in its cgroup");
         }
-        created.record(lifecycle::nice_outcome(
-            nice.get(),
-            (!errors.is_empty()).then(|| errors.join("; ")),
-        ));
+        created.record(outcome);
+    }
+    if let Some(adj) = limits.oom_score_adj {
+        let outcome = lifecycle::set_oom_score_adj(target.pid, &moved.pids, adj);
+        if let (true, Some(error)) = (args.govern.strict, &outcome.error) {
+            tracing::error!("--strict: {error}; the process stays in its cgroup");
+        }
+        created.record(outcome);
     }
     tracing::info!("✓ Attached to PID {} (job: {job_id})", target.pid);
 
-    let ending = wait_or_detach(&pidfd, &signals, target)?;
+    let ending = wait_or_detach(&pinned.pidfd, &signals, target)?;
     let process_seconds = (ending != Ending::Detached).then(|| target.age().as_secs_f64());
     match ending {
         Ending::Detached => tracing::info!("⊗ Detached from PID {} (job: {job_id})", target.pid),
@@ -143,44 +179,8 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
             process_seconds,
         },
     );
-    job::emit(&result, &args.govern)?;
+    output::emit(&result, &args.govern)?;
     Ok(0)
-}
-
-/// Move the target into the job cgroup, checking it is still the same
-/// process before and after.
-fn move_in(created: &Created, pidfd: &PidFd, target: ProcessId) -> anyhow::Result<()> {
-    let Some(job) = created.job() else { return Ok(()) };
-    if pidfd.has_exited()? {
-        bail!("pid {} exited before it could be moved", target.pid);
-    }
-    job.add_process(target.pid).map_err(|e| match e.io().raw_os_error() {
-        Some(libc::ESRCH) => anyhow::anyhow!("pid {} exited before it could be moved", target.pid),
-        _ => anyhow::Error::new(e).context(format!("moving pid {} into the job cgroup", target.pid)),
-    })?;
-    // The pid number could only have been reused if the process exited in
-    // between, which the pidfd tells us; check identity to be sure.
-    match ProcessInfo::read(target.pid) {
-        Ok(now) if now.id == target => Ok(()),
-        Ok(_) => Err(ProcError::Replaced { pid: target.pid }.into()),
-        Err(ProcError::NotFound { .. }) => Ok(()), // exited after the move: we watch it end
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `--tree`: move descendants forked before the move (later ones are born inside).
-fn move_descendants(created: &Created, root: u32) -> Vec<u32> {
-    let Some(job) = created.job() else { return Vec::new() };
-    let mut moved = Vec::new();
-    for p in identity::descendants(root, &identity::all_processes()) {
-        match job.add_process(p.id.pid) {
-            Ok(()) => moved.push(p.id.pid),
-            Err(e) if e.io().raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => tracing::warn!("descendant pid {} not moved: {e}", p.id.pid),
-        }
-    }
-    tracing::info!("moved {} descendant process(es) of pid {root}", moved.len());
-    moved
 }
 
 /// Block until the process exits (pidfd readable) or we are told to detach.

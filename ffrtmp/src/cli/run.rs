@@ -14,9 +14,9 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::args::GovernArgs;
-use super::job;
+use super::output;
 use crate::cgroup::Version;
-use crate::job::{self as lifecycle, Finish};
+use crate::lifecycle::{self, Finish};
 use crate::process::spawn::{self, JoinedBy, Placement, Spawn};
 use crate::report::{Ending, Mode};
 
@@ -30,10 +30,32 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// What INT, TERM and HUP sent to `ffrtmp run` do (`--on-signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnSignal {
+    /// Forward the signal to the command's process group (as cgexec, systemd-run --scope and timeout do)
+    Forward,
+    /// Stop waiting: report detached_workload_continues, exit 0, leave the command running under its limits (the old tool's behaviour)
+    Detach,
+}
+
+/// The signals `--on-signal detach` detaches on.
+const DETACHING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub govern: GovernArgs,
+    /// What SIGINT, SIGTERM and SIGHUP to ffrtmp do: forward them to the command, or detach and leave it running
+    #[arg(
+        long,
+        value_name = "ACTION",
+        value_enum,
+        default_value = "forward",
+        env = "FFRTMP_ON_SIGNAL",
+        help_heading = "Options"
+    )]
+    pub on_signal: OnSignal,
     /// Working directory for the command
     #[arg(long, value_name = "DIR", help_heading = "Options")]
     pub workdir: Option<PathBuf>,
@@ -84,7 +106,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("creating a signalfd")?;
 
     let governor = lifecycle::governor(args.govern.cgroup_root.clone())?;
-    let job_id = job::job_id(&args.govern);
+    let job_id = output::job_id(&args.govern);
     let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let placement = match created.job() {
         None => Placement::None,
@@ -92,7 +114,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             dir: j.dirs()[0].to_path_buf(),
             procs: j.procs_files()[0].clone(),
         },
-        Some(j) => Placement::V1 { procs: j.procs_files() },
+        Some(j) => Placement::V1 { tasks: j.tasks_files() },
     };
     let foreground = in_terminal_foreground();
     let request = Spawn {
@@ -100,7 +122,8 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         args: args.command[1..].to_vec(),
         workdir: args.workdir.clone(),
         nice: limits.nice.map(|n| n.get()),
-        strict_nice: args.govern.strict,
+        oom_score_adj: limits.oom_score_adj.map(|a| a.get()),
+        strict: args.govern.strict,
         foreground,
         placement,
     };
@@ -117,6 +140,16 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         created.record(lifecycle::nice_outcome(
             nice.get(),
             child.nice_error.as_ref().map(|e| format!("setpriority: {e}")),
+        ));
+    }
+    if let Some(adj) = limits.oom_score_adj {
+        created.record(lifecycle::oom_score_adj_outcome(
+            child.pid,
+            adj.get(),
+            child
+                .oom_error
+                .as_ref()
+                .map(|e| format!("writing /proc/self/oom_score_adj: {e}")),
         ));
     }
     let joined_by = match child.joined_by {
@@ -138,14 +171,21 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         None => tracing::warn!("started pid {} for job {job_id} without a cgroup", child.pid),
     }
 
-    let status = wait_forwarding(&child, &signals)?;
+    let waited = wait_forwarding(&child, &signals, args.on_signal)?;
     if foreground {
         reclaim_terminal();
     }
-    let ending = match status {
-        WaitStatus::Exited(_, code) => Ending::Exited(code),
-        WaitStatus::Signaled(_, sig, _) => Ending::Signaled(sig as i32),
-        other => bail!("unexpected wait status {other:?}"),
+    let ending = match waited {
+        Waited::Exited(WaitStatus::Exited(_, code)) => Ending::Exited(code),
+        Waited::Exited(WaitStatus::Signaled(_, sig, _)) => Ending::Signaled(sig as i32),
+        Waited::Exited(other) => bail!("unexpected wait status {other:?}"),
+        Waited::Detached(sig) => {
+            tracing::info!(
+                "received {sig}, detaching: pid {} keeps running in job {job_id} with its limits",
+                child.pid
+            );
+            Ending::Detached
+        }
     };
     let result = lifecycle::finish(
         created,
@@ -159,13 +199,24 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             process_seconds: None,
         },
     );
-    job::emit(&result, &args.govern)?;
-    Ok(ending.exit_code().unwrap_or(super::EXIT_FFRTMP_FAILED))
+    output::emit(&result, &args.govern)?;
+    Ok(match ending {
+        Ending::Detached => 0,
+        _ => ending.exit_code().unwrap_or(super::EXIT_FFRTMP_FAILED),
+    })
 }
 
-/// Wait for the child to exit, forwarding signals to its process group.
+/// How waiting for the child ended.
+enum Waited {
+    Exited(WaitStatus),
+    /// `--on-signal detach` and this signal came.
+    Detached(Signal),
+}
+
+/// Wait for the child to exit, forwarding signals to its process group
+/// (with `--on-signal detach`, INT/TERM/HUP end the wait instead).
 /// Forwarding never escalates: the child decides what a signal means.
-fn wait_forwarding(child: &spawn::Child, signals: &SignalFd) -> anyhow::Result<WaitStatus> {
+fn wait_forwarding(child: &spawn::Child, signals: &SignalFd, on_signal: OnSignal) -> anyhow::Result<Waited> {
     let pid = Pid::from_raw(child.pid as i32);
     loop {
         let mut fds = [
@@ -184,6 +235,9 @@ fn wait_forwarding(child: &spawn::Child, signals: &SignalFd) -> anyhow::Result<W
                 let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                     continue;
                 };
+                if on_signal == OnSignal::Detach && DETACHING.contains(&sig) && !exited {
+                    return Ok(Waited::Detached(sig));
+                }
                 tracing::info!("forwarding {sig} to process group {pid}");
                 match killpg(pid, sig) {
                     Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -192,7 +246,7 @@ fn wait_forwarding(child: &spawn::Child, signals: &SignalFd) -> anyhow::Result<W
             }
         }
         if exited {
-            return waitpid(pid, None).context("reaping the child");
+            return waitpid(pid, None).context("reaping the child").map(Waited::Exited);
         }
     }
 }

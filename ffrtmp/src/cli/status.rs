@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
+use crate::cgroup::dynmods;
+use crate::cgroup::files;
 use crate::cgroup::{CgroupRoot, Controller, ExistingJob, Governor, Hierarchy, Version};
 use crate::events::scan;
 
@@ -37,7 +39,8 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<i32> {
     let hierarchy = Hierarchy::detect().context("detecting the cgroup hierarchy")?;
     // Governor::new, not job::governor: that one also collects garbage.
     let governor = Governor::new(hierarchy, args.cgroup_root);
-    let report = Report::read(&governor, SystemTime::now());
+    let mut report = Report::read(&governor, SystemTime::now());
+    report.favordynmods = dynmods::detect().ok().map(|d| FavorDynmodsNow::new(&d));
     let text = if args.json {
         serde_json::to_string_pretty(&report).context("encoding the status as JSON")? + "\n"
     } else {
@@ -60,6 +63,35 @@ struct Report {
     /// The root's directory in each hierarchy read.
     root_dirs: Vec<PathBuf>,
     jobs: Vec<JobStatus>,
+    /// Whether moving a process into a job waits for an RCU grace period
+    /// (`null` when it could not be read).
+    favordynmods: Option<FavorDynmodsNow>,
+}
+
+/// The cgroup mount option favordynmods (see `ffrtmp watch --favor-dynmods`).
+#[derive(Debug, Serialize)]
+struct FavorDynmodsNow {
+    /// The kernel knows it (/sys/kernel/cgroup/features lists it).
+    supported: bool,
+    /// It is on: moves into job cgroups do not wait for a grace period.
+    on: bool,
+    /// The cgroup2 mount a remount turns it on with; `null` on a cgroup v1
+    /// only host.
+    cgroup2_mount: Option<PathBuf>,
+    /// What it means, in one line (the table's last line).
+    #[serde(skip)]
+    line: String,
+}
+
+impl FavorDynmodsNow {
+    fn new(detected: &dynmods::Detected) -> FavorDynmodsNow {
+        FavorDynmodsNow {
+            supported: detected.supported,
+            on: detected.state() == dynmods::State::On,
+            cgroup2_mount: detected.cgroup2.as_ref().map(|m| m.mount_point.clone()),
+            line: detected.describe("ffrtmp watch --favor-dynmods"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -75,7 +107,22 @@ struct JobStatus {
     age_seconds: Option<f64>,
     cgroup_paths: Vec<PathBuf>,
     usage: UsageNow,
+    /// The limits in effect for the job's processes: a limit in a
+    /// directory that does not hold all of them is left out here and listed
+    /// in `not_in_effect`.
     limits: LimitsInPlace,
+    /// cgroup v1: processes of the job missing from one of its hierarchies
+    /// (a move cut short by a crash, until the daemon completes it).
+    not_in_effect: Vec<NotInEffect>,
+}
+
+#[derive(Debug, Serialize)]
+struct NotInEffect {
+    pid: u32,
+    /// The job's directory the process is not in.
+    cgroup_path: PathBuf,
+    /// The controllers of that hierarchy: their limits do not apply to it.
+    controllers: Vec<&'static str>,
 }
 
 #[derive(Debug, Default, PartialEq, Serialize)]
@@ -95,7 +142,13 @@ struct LimitsInPlace {
     /// `None` at the kernel default (v2 weight 100, v1 1024 shares).
     cpu_weight: Option<u64>,
     memory_max_bytes: Option<u64>,
+    /// v2 `memory.high`; `None` at "max" (and always on v1, which has none).
+    memory_high_bytes: Option<u64>,
+    /// v2 `memory.swap.max`; `None` at "max" (and always on v1).
+    memory_swap_max_bytes: Option<u64>,
     io_max: Vec<IoMaxNow>,
+    /// `pids.max`; `None` at "max".
+    pids_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -129,11 +182,22 @@ impl Report {
                 .iter()
                 .map(|job| JobStatus::read(job, version, now))
                 .collect(),
+            favordynmods: None,
         }
     }
 
-    /// The table for people, or one line saying there is nothing.
+    /// The table for people (or one line saying there is nothing), then
+    /// one line on favordynmods.
     fn table(&self) -> String {
+        let mut out = self.jobs_table();
+        if let Some(f) = &self.favordynmods {
+            out.push_str(&f.line);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn jobs_table(&self) -> String {
         if self.jobs.is_empty() {
             let dir = self
                 .root_dirs
@@ -155,19 +219,43 @@ impl Report {
             "CPU MAX",
             "WEIGHT",
             "MEMORY MAX",
+            "MEMORY HIGH",
+            "SWAP MAX",
             "IO MAX",
+            "PIDS MAX",
         ];
         let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
             .chain(self.jobs.iter().map(JobStatus::row))
             .collect();
-        align(&rows)
+        let mut out = align(&rows);
+        for job in &self.jobs {
+            for n in &job.not_in_effect {
+                out.push_str(&format!(
+                    "warning: job {}: PID {} is not in {} — its {} limits do not apply to it\n",
+                    job.job_id,
+                    n.pid,
+                    n.cgroup_path.display(),
+                    n.controllers.join("/")
+                ));
+            }
+        }
+        out
     }
 }
 
 impl JobStatus {
     fn read(job: &ExistingJob, version: Version, now: SystemTime) -> JobStatus {
-        let mut pids = job.pids();
-        pids.sort_unstable();
+        let pids = job.pids();
+        let not_in_effect: Vec<NotInEffect> = job
+            .outside()
+            .into_iter()
+            .map(|(pid, dir, controllers)| NotInEffect {
+                pid,
+                cgroup_path: dir,
+                controllers: controllers.iter().map(|c| c.v1_name()).collect(),
+            })
+            .collect();
+        let partial = |c: Controller| not_in_effect.iter().any(|n| n.controllers.contains(&c.v1_name()));
         let reader = job.usage_reader();
         let usage = reader.read();
         JobStatus {
@@ -188,7 +276,8 @@ impl JobStatus {
                 throttled_seconds: usage.throttled_seconds,
                 oom_kills: usage.oom_kills,
             },
-            limits: read_limits(version, |c, f| job.read(c, f)),
+            limits: read_limits(version, |c, f| if partial(c) { None } else { job.read(c, f) }),
+            not_in_effect,
         }
     }
 
@@ -214,11 +303,14 @@ impl JobStatus {
             l.cpu_max.map_or_else(dash, |c| cpu_percent(c.quota_us, c.period_us)),
             l.cpu_weight.map_or_else(dash, |w| w.to_string()),
             l.memory_max_bytes.map_or_else(dash, human_bytes),
+            l.memory_high_bytes.map_or_else(dash, human_bytes),
+            l.memory_swap_max_bytes.map_or_else(dash, human_bytes),
             if l.io_max.is_empty() {
                 dash()
             } else {
                 l.io_max.iter().map(IoMaxNow::human).collect::<Vec<_>>().join("; ")
             },
+            l.pids_max.map_or_else(dash, |n| n.to_string()),
         ]
     }
 }
@@ -259,24 +351,30 @@ fn mode_of(job_id: &str) -> &'static str {
 fn read_limits(version: Version, read: impl Fn(Controller, &str) -> Option<String>) -> LimitsInPlace {
     match version {
         Version::V2 => LimitsInPlace {
-            cpu_max: read(Controller::Cpu, "cpu.max").and_then(|s| parse_cpu_max(&s)),
-            cpu_weight: read(Controller::Cpu, "cpu.weight").and_then(|s| parse_weight(&s)),
-            memory_max_bytes: read(Controller::Memory, "memory.max").and_then(|s| parse_memory_max(&s)),
-            io_max: read(Controller::Io, "io.max")
+            cpu_max: read(Controller::Cpu, files::CPU_MAX).and_then(|s| parse_cpu_max(&s)),
+            cpu_weight: read(Controller::Cpu, files::CPU_WEIGHT).and_then(|s| parse_weight(&s)),
+            memory_max_bytes: read(Controller::Memory, files::MEMORY_MAX).and_then(|s| parse_memory_max(&s)),
+            memory_high_bytes: read(Controller::Memory, files::MEMORY_HIGH).and_then(|s| parse_memory_max(&s)),
+            memory_swap_max_bytes: read(Controller::Memory, files::MEMORY_SWAP_MAX).and_then(|s| s.trim().parse().ok()),
+            io_max: read(Controller::Io, files::IO_MAX)
                 .map(|s| parse_io_max(&s))
                 .unwrap_or_default(),
+            pids_max: read(Controller::Pids, files::PIDS_MAX).and_then(|s| s.trim().parse().ok()),
         },
         Version::V1 => LimitsInPlace {
             cpu_max: match (
-                read(Controller::Cpu, "cpu.cfs_quota_us"),
-                read(Controller::Cpu, "cpu.cfs_period_us"),
+                read(Controller::Cpu, files::CFS_QUOTA_US),
+                read(Controller::Cpu, files::CFS_PERIOD_US),
             ) {
                 (Some(quota), Some(period)) => parse_cfs(&quota, &period),
                 _ => None,
             },
-            cpu_weight: read(Controller::Cpu, "cpu.shares").and_then(|s| parse_shares(&s)),
-            memory_max_bytes: read(Controller::Memory, "memory.limit_in_bytes").and_then(|s| parse_memory_max(&s)),
+            cpu_weight: read(Controller::Cpu, files::CPU_SHARES).and_then(|s| parse_shares(&s)),
+            memory_max_bytes: read(Controller::Memory, files::MEMORY_LIMIT_IN_BYTES).and_then(|s| parse_memory_max(&s)),
+            memory_high_bytes: None,
+            memory_swap_max_bytes: None,
             io_max: parse_blkio(|file| read(Controller::Io, file)),
+            pids_max: read(Controller::Pids, files::PIDS_MAX).and_then(|s| s.trim().parse().ok()),
         },
     }
 }
@@ -353,10 +451,10 @@ type IoField = fn(&mut IoMaxNow) -> &mut Option<u64>;
 fn parse_blkio(read: impl Fn(&str) -> Option<String>) -> Vec<IoMaxNow> {
     let mut out: Vec<IoMaxNow> = Vec::new();
     let files: [(&str, IoField); 4] = [
-        ("blkio.throttle.read_bps_device", |io| &mut io.rbps),
-        ("blkio.throttle.write_bps_device", |io| &mut io.wbps),
-        ("blkio.throttle.read_iops_device", |io| &mut io.riops),
-        ("blkio.throttle.write_iops_device", |io| &mut io.wiops),
+        (files::BLKIO_READ_BPS, |io| &mut io.rbps),
+        (files::BLKIO_WRITE_BPS, |io| &mut io.wbps),
+        (files::BLKIO_READ_IOPS, |io| &mut io.riops),
+        (files::BLKIO_WRITE_IOPS, |io| &mut io.wiops),
     ];
     for (file, slot) in files {
         let Some(content) = read(file) else { continue };
@@ -489,6 +587,9 @@ mod tests {
             (Controller::Cpu, "cpu.max", "150000 100000\n"),
             (Controller::Cpu, "cpu.weight", "250\n"),
             (Controller::Memory, "memory.max", "2147483648\n"),
+            (Controller::Memory, "memory.high", "1073741824\n"),
+            (Controller::Memory, "memory.swap.max", "0\n"),
+            (Controller::Pids, "pids.max", "64\n"),
             (
                 Controller::Io,
                 "io.max",
@@ -505,12 +606,15 @@ mod tests {
                 }),
                 cpu_weight: Some(250),
                 memory_max_bytes: Some(2_147_483_648),
+                memory_high_bytes: Some(1_073_741_824),
+                memory_swap_max_bytes: Some(0),
                 io_max: vec![IoMaxNow {
                     device: "8:0".into(),
                     rbps: Some(20_971_520),
                     wiops: Some(120),
                     ..IoMaxNow::default()
                 }],
+                pids_max: Some(64),
             }
         );
     }
@@ -633,6 +737,7 @@ mod tests {
                 oom_kills: Some(0),
             },
             limits,
+            not_in_effect: Vec::new(),
         }
     }
 
@@ -643,6 +748,7 @@ mod tests {
             cgroup_version: "v2",
             root_dirs: vec![PathBuf::from("/sys/fs/cgroup/ffrtmp")],
             jobs,
+            favordynmods: None,
         }
     }
 
@@ -655,11 +761,14 @@ mod tests {
             }),
             cpu_weight: None,
             memory_max_bytes: Some(2 << 30),
+            memory_high_bytes: None,
+            memory_swap_max_bytes: None,
             io_max: vec![IoMaxNow {
                 device: "8:0".into(),
                 wbps: Some(20 << 20),
                 ..IoMaxNow::default()
             }],
+            pids_max: Some(20),
         };
         let table = report(vec![
             job("cam-1", vec![4242], limited),
@@ -688,7 +797,10 @@ mod tests {
                 "150%",
                 "-",
                 "2 GiB",
-                "8:0 wbps=20 MiB/s"
+                "-",
+                "-",
+                "8:0 wbps=20 MiB/s",
+                "20"
             ]
         );
         assert!(
@@ -696,7 +808,17 @@ mod tests {
             "{table}"
         );
         // Every column starts at the same offset on every line.
-        for header in ["MODE", "PIDS", "COMMAND", "CPU MAX", "MEMORY MAX", "IO MAX"] {
+        for header in [
+            "MODE",
+            "PIDS",
+            "COMMAND",
+            "CPU MAX",
+            "MEMORY MAX",
+            "MEMORY HIGH",
+            "SWAP MAX",
+            "IO MAX",
+            "PIDS MAX",
+        ] {
             let at = lines[0].find(header).unwrap();
             for line in &lines[1..] {
                 assert_eq!(&line[at - 2..at], "  ", "column {header} misaligned:\n{table}");
@@ -715,6 +837,30 @@ mod tests {
     }
 
     #[test]
+    fn favordynmods_is_the_last_line_and_a_json_object() {
+        let detected = dynmods::Detected::parse(
+            Some("nsdelegate\nfavordynmods\n"),
+            "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        let mut r = report(Vec::new());
+        r.favordynmods = Some(FavorDynmodsNow::new(&detected));
+        assert_eq!(
+            r.table(),
+            "no governed jobs under /ffrtmp (/sys/fs/cgroup/ffrtmp)\n\
+             favordynmods: off (supported): each move may wait an RCU grace period, 5-40 ms; ffrtmp watch --favor-dynmods turns it on\n"
+        );
+        let doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            doc["favordynmods"],
+            serde_json::json!({"supported": true, "on": false, "cgroup2_mount": "/sys/fs/cgroup"})
+        );
+        assert_eq!(
+            serde_json::to_value(report(Vec::new())).unwrap()["favordynmods"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
     fn json_document_shape() {
         let doc = serde_json::to_value(report(vec![job("cam-1", vec![4242, 4250], LimitsInPlace::default())])).unwrap();
         assert_eq!(doc["version"], 1);
@@ -729,7 +875,7 @@ mod tests {
         assert_eq!(job["usage"]["throttled_periods"], 112);
         assert_eq!(
             job["limits"],
-            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "io_max": []})
+            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null})
         );
         let mut keys: Vec<&str> = job.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -742,6 +888,7 @@ mod tests {
                 "job_id",
                 "limits",
                 "mode",
+                "not_in_effect",
                 "pids",
                 "usage"
             ]

@@ -13,26 +13,30 @@ use clap::Args;
 
 use super::args::{LimitArgs, MemoryArg};
 use crate::cgroup::CgroupRoot;
+use crate::process::rlimit;
 use crate::watch::config::{self, Overrides, PartialLimits};
 use crate::watch::events_out::{EventsOutput, EventsTarget};
 use crate::watch::{self, Backend, WatchService};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Read the settings from this YAML file (TOML when it ends in .toml); flags given here win over it. SIGHUP re-reads it
+    /// Read the settings from this YAML file (TOML when it ends in .toml); flags given here win over it. SIGHUP re-reads it, and so does a change of the file (a write, a rename over it, a Kubernetes ConfigMap update)
     #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
     pub watch_config: Option<PathBuf>,
+    /// Re-read the --watch-config file on SIGHUP only, not when it changes
+    #[arg(long)]
+    pub no_follow_config: bool,
     /// Validate FILE, print the effective configuration (FILE merged with the other flags) and exit; touches nothing
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
-    /// A command to govern, matched on the exact basename of argv[0] (repeatable or comma-separated; replaces the file's target_commands) [default: ffmpeg gst-launch-1.0]
+    /// A command to govern: its exec'd file name (comm, 15 bytes) and argv[0]'s basename must both match (repeatable or comma-separated; replaces the file's target_commands) [default: ffmpeg gst-launch-1.0]
     #[arg(long = "target", value_name = "NAME", value_parser = config::parse_target, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
     /// Where processes are learned of: auto tries ebpf, then netlink, then poll [default: auto]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// How often the poll backend scans /proc (e.g. 10s, 500ms) [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_scan_interval)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_scan_interval, allow_hyphen_values = true)]
     pub scan_interval: Option<Duration>,
     /// Where job cgroups live: absolute (/ffrtmp) or relative to ffrtmp's own cgroup [default: /ffrtmp]
     #[arg(long, value_name = "PATH", env = "FFRTMP_CGROUP_ROOT", value_parser = CgroupRoot::parse)]
@@ -47,7 +51,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "PATH")]
     pub state_path: Option<PathBuf>,
     /// How often the state file is written [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_flush_interval)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_flush_interval, allow_hyphen_values = true)]
     pub state_flush_interval: Option<Duration>,
     /// Retry adoptions that failed for a transient reason (accepted for compatibility: on by default)
     #[arg(long)]
@@ -58,7 +62,13 @@ pub struct WatchArgs {
     /// Write every attach, detach and event as one JSON object per line to FILE (appended; a named pipe works), or - for stdout. Never slows adoption: a reader that falls behind costs dropped lines, counted in the stream
     #[arg(long, value_name = "FILE|-", value_parser = EventsTarget::parse)]
     pub events: Option<EventsTarget>,
-    /// Run in a delegated cgroup (systemd Delegate=yes): on cgroup v2 move into the leaf `daemon` of ffrtmp's own cgroup first, so a relative --cgroup-root can sit beside it
+    /// Read a --watch-config file that others than root could change (refused without it: they would steer this root daemon)
+    #[arg(long)]
+    pub allow_insecure_config: bool,
+    /// Keep the cgroup2 mount option favordynmods on, so moving a process into its job never waits for an RCU grace period (5-40 ms); it makes every fork and exit on the host a little slower, and on Linux 6.18+ cannot be undone before a reboot. Remounts the cgroup2 mount with its current options plus favordynmods at start, and again when a check (every minute, and on SIGHUP) finds it reset
+    #[arg(long)]
+    pub favor_dynmods: bool,
+    /// Run in a delegated cgroup (systemd Delegate=yes, DelegateSubgroup=daemon): on cgroup v2, when started in the leaf `daemon`, a relative --cgroup-root sits beside it in the unit's cgroup; when started in the unit's cgroup itself (systemd before 254), jobs go to /ffrtmp instead, so restarts keep working while they run
     #[arg(long)]
     pub delegated: bool,
     #[command(flatten)]
@@ -89,8 +99,10 @@ impl WatchArgs {
             state_flush_interval: self.state_flush_interval,
             retry_enabled: self.enable_retry.then_some(true),
             max_retry_attempts: self.max_retry_attempts,
+            favor_dynmods: self.favor_dynmods.then_some(true),
             ring_bytes: self.ebpf_ring_bytes,
             netlink_rcvbuf: self.netlink_rcvbuf,
+            allow_insecure_config: self.allow_insecure_config,
         }
     }
 }
@@ -98,25 +110,39 @@ impl WatchArgs {
 /// The limit flags given, with the precedence `LimitArgs::limits` documents
 /// (`--cpu-quota` over `--cpu-max`, `--memory-limit` over `--memory-max`).
 fn limit_overrides(args: &LimitArgs) -> PartialLimits {
+    for warning in args.conflicts() {
+        tracing::warn!("{warning}");
+    }
     PartialLimits {
         cpu_max: args.cpu_quota.or(args.cpu_max),
         cpu_weight: args.cpu_weight,
         memory_max: args.memory_limit.or(args.memory_max).map(|MemoryArg(m)| m),
+        memory_high: args.memory_high.map(|MemoryArg(m)| m),
+        memory_swap_max: args.memory_swap_max.map(|super::args::SwapArg(s)| s),
         io_max: (!args.io_max.is_empty()).then(|| args.io_max.clone()),
+        pids_max: args.pids_max,
         nice: args.nice,
+        oom_score_adj: args.oom_score_adj,
     }
 }
 
 pub fn execute(args: WatchArgs) -> anyhow::Result<i32> {
     let overrides = args.overrides();
     let file = args.check_config.as_deref().or(args.watch_config.as_deref());
-    let (config, warnings) = config::load(file, &overrides)?;
+    let (mut config, warnings) = config::load(file, &overrides)?;
+    config.follow_config_file = !args.no_follow_config;
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
     if args.check_config.is_some() {
         print!("{}", config::render(&config, &warnings));
         return Ok(0);
+    }
+    // Not root: the service refuses to start, with one line; say nothing before it.
+    if nix::unistd::geteuid().is_root() {
+        // Before the runtime starts any thread (setns moves one thread).
+        join_host_cgroup_namespace();
+        raise_open_file_limit();
     }
     let service = WatchService::new(config)
         .event_capacity(args.events_buffer)
@@ -142,6 +168,35 @@ pub fn execute(args: WatchArgs) -> anyhow::Result<i32> {
         finish_writer(writer.context("starting the event stream writer")?);
     }
     Ok(0)
+}
+
+/// In a container with a cgroup namespace of its own, join PID 1's (the
+/// host's, with the host's PID namespace): see [`crate::cgroup::namespace`].
+fn join_host_cgroup_namespace() {
+    use crate::cgroup::namespace::{Joined, join_pid1};
+    match join_pid1() {
+        Joined::Initial => {}
+        Joined::Joined { from, to, initial } => {
+            let whose = if initial { "the host's" } else { "PID 1's" };
+            tracing::info!(
+                "Joined {whose} cgroup namespace (inode {to:#x}): ffrtmp was started in one of its own ({from:#x}), where the host's cgroups read as /../… and the kernel refuses moves of processes outside it (nsdelegate)"
+            );
+        }
+        Joined::Stayed(why) => {
+            tracing::warn!("ffrtmp runs in a cgroup namespace of its own: {why}");
+        }
+    }
+}
+
+/// Every governed process costs the daemon a pidfd: take the whole hard
+/// limit (the administrator's, systemd's `LimitNOFILE=`). Failing is not
+/// fatal: the daemon then governs fewer processes at once.
+fn raise_open_file_limit() {
+    match rlimit::raise_nofile() {
+        Ok((old, new)) if old == new => tracing::info!("the open-file limit already is at the hard limit ({old})"),
+        Ok((old, new)) => tracing::info!("raised the open-file limit from {old} to {new}"),
+        Err(e) => tracing::warn!("{e}; going on with the current limit"),
+    }
 }
 
 /// Give the event writer a moment to write the last lines (it sees the

@@ -10,7 +10,21 @@
 //! of its own: the format is `include/uapi/linux/btf.h` and
 //! `Documentation/bpf/btf.rst`. Member lookup walks anonymous nested structs
 //! and unions (e.g. `task_struct`'s `randomized_struct_fields_start` block).
+//!
+//! Memory (issue 17): this parse sets the eBPF daemon's peak memory, so the
+//! kernel's BTF (5-6 MB) is never held whole. It is read with `pread`
+//! through two one-page windows, one over the type section and one over the
+//! strings (sysfs serves any offset and returns a page per read, so this
+//! takes fewer syscalls than reading the file whole: 1,269 against 1,347 on
+//! 6.18). What stays is 4 bytes per type (~0.5 MB for 127k types) and the
+//! structs' name offsets: 0.8 MB of heap at the peak, where reading the
+//! file whole and copying its sections, as this parser first did, took
+//! ~15 MB (heaptrack; docs/BENCHMARKS.md).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ffrtmp_common::Offsets;
@@ -21,6 +35,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const BTF_MAGIC: u16 = 0xeb9f;
 const HEADER_MIN: usize = 24;
 const TYPE_HEADER: usize = 12;
+
+/// Bytes each window reads at a time: one page, what a sysfs read returns.
+const WINDOW: usize = 4096;
 
 // BTF_KIND_* (include/uapi/linux/btf.h).
 const KIND_INT: u8 = 1;
@@ -93,19 +110,85 @@ pub struct Member {
 #[derive(Debug, Clone, Copy)]
 struct TypeRec {
     at: usize,
-    name_off: u32,
     kind: u8,
     kind_flag: bool,
     vlen: usize,
     size_or_type: u32,
 }
 
+/// Where the raw BTF is: a copy in memory ([`Btf::parse`]) or an open file.
+enum Blob {
+    Bytes(Vec<u8>),
+    File { file: File, path: PathBuf },
+}
+
+impl Blob {
+    /// Fills `buf` from absolute offset `at` (within the length checked at
+    /// parse time; a file that shrank since is a read error).
+    fn read_exact_at(&self, at: usize, buf: &mut [u8]) -> Result<(), BtfError> {
+        match self {
+            Blob::Bytes(b) => {
+                let src = at
+                    .checked_add(buf.len())
+                    .and_then(|end| b.get(at..end))
+                    .ok_or_else(|| malformed(format!("read past the end at byte {at}")))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            Blob::File { file, path } => file.read_exact_at(buf, at as u64).map_err(|source| BtfError::Read {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A section of the blob: absolute start and length.
+#[derive(Debug, Clone, Copy)]
+struct Section {
+    start: usize,
+    len: usize,
+}
+
+/// The bytes `[start, start + len)` of a section, as last read.
+struct Window {
+    start: usize,
+    len: usize,
+    buf: Vec<u8>,
+}
+
+impl Window {
+    fn new(size: usize) -> RefCell<Window> {
+        RefCell::new(Window {
+            start: 0,
+            len: 0,
+            buf: vec![0; size],
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Sec {
+    Types,
+    Strings,
+}
+
 /// A parsed BTF blob (native endianness only, like the kernel's own).
 pub struct Btf {
-    types_data: Vec<u8>,
-    strings: Vec<u8>,
-    /// Index = type id; id 0 is `void` (a placeholder here).
-    types: Vec<TypeRec>,
+    blob: Blob,
+    types: Section,
+    strings: Section,
+    type_window: RefCell<Window>,
+    string_window: RefCell<Window>,
+    /// Index = type id: where its record starts in the type section. Id 0
+    /// is `void` (a placeholder here).
+    offsets: Vec<u32>,
+    /// `(name offset, id)` of every struct, sorted: [`Btf::struct_id`]
+    /// reads their names in string-section order, so its window only moves
+    /// forward (~570 page reads for a 2.3 MB section, not one per struct).
+    structs: Vec<(u32, u32)>,
+    /// The last struct found, as `offsets()` asks for each one several times.
+    last_struct: RefCell<Option<(String, u32)>>,
 }
 
 impl Btf {
@@ -114,20 +197,41 @@ impl Btf {
         Btf::from_file(Path::new(VMLINUX_BTF))
     }
 
+    /// Parses the BTF in `path`, reading it a page at a time and keeping
+    /// the file open for the lookups.
     pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        let read_err = |source| BtfError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Btf::parse(&data)
+        };
+        let file = File::open(path).map_err(read_err)?;
+        // Sysfs gives bin attributes their real size (the kernel's BTF image).
+        let len = file.metadata().map_err(read_err)?.len();
+        let len = usize::try_from(len).map_err(|_| malformed(format!("{len} bytes")))?;
+        Btf::from_blob(
+            Blob::File {
+                file,
+                path: path.to_path_buf(),
+            },
+            len,
+            WINDOW,
+        )
     }
 
     /// Parses a raw BTF blob. Never panics on malformed input.
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
-        if data.len() < HEADER_MIN {
-            return Err(malformed(format!("{} bytes, shorter than the header", data.len())));
+        Btf::from_blob(Blob::Bytes(data.to_vec()), data.len(), WINDOW)
+    }
+
+    /// `window`: bytes per window read (tests make it tiny so that records
+    /// and names straddle windows).
+    fn from_blob(blob: Blob, len: usize, window: usize) -> Result<Btf, BtfError> {
+        if len < HEADER_MIN {
+            return Err(malformed(format!("{len} bytes, shorter than the header")));
         }
-        let magic = u16::from_ne_bytes([data[0], data[1]]);
+        let mut header = [0u8; HEADER_MIN];
+        blob.read_exact_at(0, &mut header)?;
+        let magic = u16::from_ne_bytes([header[0], header[1]]);
         if magic != BTF_MAGIC {
             return Err(if magic.swap_bytes() == BTF_MAGIC {
                 malformed("foreign byte order")
@@ -135,39 +239,34 @@ impl Btf {
                 malformed(format!("bad magic {magic:#06x}"))
             });
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
+        let word =
+            |at: usize| u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]) as usize;
+        let (hdr_len, type_off, type_len, str_off, str_len) = (word(4), word(8), word(12), word(16), word(20));
         if hdr_len < HEADER_MIN {
             return Err(malformed(format!("header length {hdr_len}")));
         }
-        let section = |off: usize, len: usize, what: &str| {
+        let section = |off: usize, sec_len: usize, what: &str| {
             hdr_len
                 .checked_add(off)
-                .and_then(|start| Some((start, start.checked_add(len)?)))
-                .filter(|&(_, end)| end <= data.len())
-                .map(|(start, end)| data[start..end].to_vec())
+                .filter(|start| start.checked_add(sec_len).is_some_and(|end| end <= len))
+                .map(|start| Section { start, len: sec_len })
                 .ok_or_else(|| malformed(format!("{what} section out of bounds")))
         };
-        let types_data = section(type_off, type_len, "type")?;
+        let types = section(type_off, type_len, "type")?;
         let strings = section(str_off, str_len, "string")?;
-
-        let placeholder = TypeRec {
-            at: 0,
-            name_off: 0,
-            kind: 0,
-            kind_flag: false,
-            vlen: 0,
-            size_or_type: 0,
+        let mut btf = Btf {
+            blob,
+            types,
+            strings,
+            type_window: Window::new(window.max(TYPE_HEADER)),
+            string_window: Window::new(window.max(1)),
+            offsets: vec![0],
+            structs: Vec::new(),
+            last_struct: RefCell::new(None),
         };
-        let mut types = vec![placeholder];
         let mut at = 0;
-        while at < types_data.len() {
-            let name_off = u32_at(&types_data, at)?;
-            let info = u32_at(&types_data, at + 4)?;
-            let size_or_type = u32_at(&types_data, at + 8)?;
+        while at < types.len {
+            let [name_off, info, _] = btf.words3(at)?;
             let kind = ((info >> 24) & 0x1f) as u8;
             let vlen = (info & 0xffff) as usize;
             let extra = match kind {
@@ -179,54 +278,129 @@ impl Btf {
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 other => return Err(malformed(format!("unknown kind {other} at type offset {at}"))),
             };
-            types.push(TypeRec {
-                at,
-                name_off,
-                kind,
-                kind_flag: info >> 31 == 1,
-                vlen,
-                size_or_type,
-            });
+            let id = u32::try_from(btf.offsets.len()).map_err(|_| malformed("too many types"))?;
+            // `at` < the section's length, which the header holds in a u32.
+            btf.offsets
+                .push(u32::try_from(at).map_err(|_| malformed("type section too long"))?);
+            if kind == KIND_STRUCT {
+                btf.structs.push((name_off, id));
+            }
             at += TYPE_HEADER + extra;
         }
-        if at != types_data.len() {
+        if at != types.len {
             return Err(malformed("type section ends inside a type"));
         }
-        Ok(Btf {
-            types_data,
-            strings,
-            types,
+        btf.structs.sort_unstable();
+        Ok(btf)
+    }
+
+    /// Calls `f` with the `len` bytes at `off` in section `sec`, reading
+    /// them into its window first if they are not there (`len` ≤ the
+    /// window's size).
+    fn bytes<R>(&self, sec: Sec, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, BtfError> {
+        let (section, window) = match sec {
+            Sec::Types => (self.types, &self.type_window),
+            Sec::Strings => (self.strings, &self.string_window),
+        };
+        let end = off
+            .checked_add(len)
+            .filter(|&end| end <= section.len)
+            .ok_or_else(|| malformed(format!("read past the end at byte {off}")))?;
+        let mut w = window.borrow_mut();
+        if off < w.start || end > w.start + w.len {
+            let n = w.buf.len().min(section.len - off);
+            debug_assert!(n >= len, "a read larger than the window");
+            self.blob.read_exact_at(section.start + off, &mut w.buf[..n])?;
+            w.start = off;
+            w.len = n;
+        }
+        let from = off - w.start;
+        Ok(f(&w.buf[from..from + len]))
+    }
+
+    /// Three words at `at` in the type section (a type's header, a member).
+    fn words3(&self, at: usize) -> Result<[u32; 3], BtfError> {
+        self.bytes(Sec::Types, at, 12, |b| {
+            let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            [w(0), w(4), w(8)]
         })
     }
 
-    fn name(&self, off: u32) -> Result<&[u8], BtfError> {
-        let rest = self
-            .strings
-            .get(off as usize..)
-            .ok_or_else(|| malformed(format!("string offset {off} out of bounds")))?;
-        let end = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| malformed(format!("string at {off} not terminated")))?;
-        Ok(&rest[..end])
+    fn type_word(&self, at: usize) -> Result<u32, BtfError> {
+        self.bytes(Sec::Types, at, 4, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn ty(&self, id: u32) -> Result<&TypeRec, BtfError> {
-        self.types
+    /// Whether the name at string offset `off` is `name`.
+    fn name_is(&self, off: u32, name: &[u8]) -> Result<bool, BtfError> {
+        let off = off as usize;
+        if off >= self.strings.len {
+            return Err(malformed(format!("string offset {off} out of bounds")));
+        }
+        if name.contains(&0) {
+            return Ok(false);
+        }
+        // `name` and its NUL, compared a window at a time.
+        let want = |i: usize| name.get(i).copied().unwrap_or(0);
+        let chunk = self.string_window.borrow().buf.len();
+        let mut done = 0;
+        while done <= name.len() {
+            let n = (name.len() + 1 - done).min(chunk).min(self.strings.len - (off + done));
+            if n == 0 {
+                // All of it so far was `name`, so no NUL: the last string
+                // of a corrupt section (the kernel's ends in a NUL).
+                return Err(malformed(format!("string at {off} not terminated")));
+            }
+            let same = self.bytes(Sec::Strings, off + done, n, |b| {
+                b.iter().enumerate().all(|(i, &c)| c == want(done + i))
+            })?;
+            if !same {
+                return Ok(false);
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    fn ty(&self, id: u32) -> Result<TypeRec, BtfError> {
+        let at = self
+            .offsets
             .get(id as usize)
             .filter(|_| id != 0)
-            .ok_or_else(|| malformed(format!("type id {id} out of range")))
+            .ok_or_else(|| malformed(format!("type id {id} out of range")))?;
+        let at = *at as usize;
+        let [_name_off, info, size_or_type] = self.words3(at)?;
+        Ok(TypeRec {
+            at,
+            kind: ((info >> 24) & 0x1f) as u8,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            size_or_type,
+        })
     }
 
     /// The id of the struct named `name` (a full definition, not a forward
-    /// declaration).
+    /// declaration); the lowest, should several have that name.
     pub fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
-        for (id, t) in self.types.iter().enumerate().skip(1) {
-            if t.kind == KIND_STRUCT && self.name(t.name_off)? == name.as_bytes() {
-                return u32::try_from(id).map_err(|_| malformed("too many types"));
+        if let Some((last, id)) = &*self.last_struct.borrow()
+            && last == name
+        {
+            return Ok(*id);
+        }
+        let mut found: Option<u32> = None;
+        let mut previous: Option<(u32, bool)> = None;
+        for &(name_off, id) in &self.structs {
+            let same = match previous {
+                Some((off, same)) if off == name_off => same,
+                _ => self.name_is(name_off, name.as_bytes())?,
+            };
+            previous = Some((name_off, same));
+            if same {
+                found = Some(found.map_or(id, |f| f.min(id)));
             }
         }
-        Err(BtfError::NoStruct(name.to_string()))
+        let id = found.ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
+        *self.last_struct.borrow_mut() = Some((name.to_string(), id));
+        Ok(id)
     }
 
     /// `(name_off, type, bit_offset, bitfield_size)` of each member of a
@@ -234,26 +408,20 @@ impl Btf {
     fn members(&self, t: &TypeRec) -> Result<Vec<(u32, u32, u32, u32)>, BtfError> {
         (0..t.vlen)
             .map(|i| {
-                let at = t.at + TYPE_HEADER + 12 * i;
-                let raw = u32_at(&self.types_data, at + 8)?;
+                let [name_off, type_id, raw] = self.words3(t.at + TYPE_HEADER + 12 * i)?;
                 // With kind_flag, the offset word is bitfield_size << 24 | bit_offset.
                 let (bit_offset, bitfield_size) = if t.kind_flag {
                     (raw & 0x00ff_ffff, raw >> 24)
                 } else {
                     (raw, 0)
                 };
-                Ok((
-                    u32_at(&self.types_data, at)?,
-                    u32_at(&self.types_data, at + 4)?,
-                    bit_offset,
-                    bitfield_size,
-                ))
+                Ok((name_off, type_id, bit_offset, bitfield_size))
             })
             .collect()
     }
 
     /// Skips typedefs and qualifiers.
-    fn resolve(&self, mut id: u32) -> Result<&TypeRec, BtfError> {
+    fn resolve(&self, mut id: u32) -> Result<TypeRec, BtfError> {
         for _ in 0..MAX_DEPTH {
             let t = self.ty(id)?;
             match t.kind {
@@ -265,15 +433,24 @@ impl Btf {
     }
 
     fn size_of(&self, id: u32) -> Result<u32, BtfError> {
+        self.size_of_nested(id, 0)
+    }
+
+    /// `depth`: arrays of arrays so far (an array of itself in a corrupt
+    /// file must not recurse until the stack overflows).
+    fn size_of_nested(&self, id: u32, depth: usize) -> Result<u32, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed(format!("array type {id} nests too deep")));
+        }
         let t = self.resolve(id)?;
         match t.kind {
             KIND_PTR => Ok(8),
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => Ok(t.size_or_type),
             KIND_ARRAY => {
                 let at = t.at + TYPE_HEADER;
-                let elem = u32_at(&self.types_data, at)?;
-                let n = u32_at(&self.types_data, at + 8)?;
-                self.size_of(elem)?
+                let elem = self.type_word(at)?;
+                let n = self.type_word(at + 8)?;
+                self.size_of_nested(elem, depth + 1)?
                     .checked_mul(n)
                     .ok_or_else(|| malformed("array size overflows"))
             }
@@ -285,7 +462,7 @@ impl Btf {
     /// and union members; the offset is from the start of `strukt`.
     pub fn member(&self, strukt: &str, member: &str) -> Result<Member, BtfError> {
         let id = self.struct_id(strukt)?;
-        let found = self.find_member(id, member.as_bytes(), 0, 0)?;
+        let found = self.find_member(id, member.as_bytes(), 0, 0, &mut HashSet::new())?;
         let (bit_offset, type_id, bitfield_size) = found.ok_or_else(|| BtfError::NoMember {
             strukt: strukt.to_string(),
             member: member.to_string(),
@@ -304,18 +481,25 @@ impl Btf {
     }
 
     /// `(bit offset from the outermost struct, member type id, bitfield size)`.
+    ///
+    /// `searched`: the types already searched in vain during this lookup.
+    /// Whether `name` is inside a type does not depend on where the type
+    /// is, so each is searched once: a corrupt file whose anonymous members
+    /// share types (two members of the next type, 32 levels deep) would
+    /// otherwise take 2^32 steps.
     fn find_member(
         &self,
         id: u32,
         name: &[u8],
         base_bits: u32,
         depth: usize,
+        searched: &mut HashSet<usize>,
     ) -> Result<Option<(u32, u32, u32)>, BtfError> {
         if depth > MAX_DEPTH {
             return Err(malformed("anonymous members nest too deep"));
         }
-        let t = *self.resolve(id)?;
-        if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
+        let t = self.resolve(id)?;
+        if t.kind != KIND_STRUCT && t.kind != KIND_UNION || searched.contains(&t.at) {
             return Ok(None);
         }
         let members = self.members(&t)?;
@@ -327,27 +511,21 @@ impl Btf {
         // Named members of this level first, then anonymous ones: a name is
         // never shadowed by a deeper one.
         for &(name_off, type_id, bits, bitfield_size) in &members {
-            if name_off != 0 && self.name(name_off)? == name {
+            if name_off != 0 && self.name_is(name_off, name)? {
                 return Ok(Some((offset(bits)?, type_id, bitfield_size)));
             }
         }
         for &(name_off, type_id, bits, bitfield_size) in &members {
             if name_off == 0
                 && bitfield_size == 0
-                && let Some(found) = self.find_member(type_id, name, offset(bits)?, depth + 1)?
+                && let Some(found) = self.find_member(type_id, name, offset(bits)?, depth + 1, searched)?
             {
                 return Ok(Some(found));
             }
         }
+        searched.insert(t.at);
         Ok(None)
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
-    at.checked_add(4)
-        .and_then(|end| b.get(at..end))
-        .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| malformed(format!("read past the end at byte {at}")))
 }
 
 /// The offsets the eBPF programs need, from `btf`, each checked against the
@@ -473,6 +651,39 @@ mod tests {
         assert!(matches!(btf.member("missing", "x"), Err(BtfError::NoStruct(_))));
     }
 
+    fn lookups(btf: &Btf) -> Vec<Result<Member, String>> {
+        ["x", "inner", "a", "b", "p", "nope"]
+            .iter()
+            .map(|m| btf.member("outer", m).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    /// Records and names that straddle windows, down to one byte for the
+    /// strings (the type window is never smaller than a type's header).
+    #[test]
+    fn any_window_size_finds_the_same_members() {
+        let data = sample();
+        let expected = lookups(&Btf::parse(&data).unwrap());
+        assert_eq!(expected[2], Ok(Member { offset: 16, size: 4 }));
+        for window in 1..=data.len() + 1 {
+            let btf = Btf::from_blob(Blob::Bytes(data.clone()), data.len(), window).unwrap();
+            assert_eq!(lookups(&btf), expected, "window of {window} bytes");
+        }
+    }
+
+    /// The file-backed path (pread through the windows) reads what the
+    /// in-memory one does.
+    #[test]
+    fn a_file_reads_like_its_bytes() {
+        let data = sample();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        let btf = Btf::from_file(file.path()).unwrap();
+        assert_eq!(lookups(&btf), lookups(&Btf::parse(&data).unwrap()));
+        let missing = Btf::from_file(Path::new("/nonexistent/btf"));
+        assert!(matches!(missing, Err(BtfError::Read { .. })));
+    }
+
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
         let good = sample();
@@ -507,6 +718,55 @@ mod tests {
         assert!(matches!(btf.member("s", "x"), Err(BtfError::Malformed(_))));
     }
 
+    /// Found by the btf fuzz target (the input is in fuzz/regressions/btf/):
+    /// a member whose type is an array of itself recursed in `size_of`
+    /// until the stack overflowed.
+    #[test]
+    fn self_referencing_array_is_rejected() {
+        let mut b = Builder::new();
+        b.ty("int", KIND_INT, 0, 4, &[32]);
+        b.ty("", KIND_ARRAY, 0, 0, &[2, 1, 4]);
+        b.aggregate(KIND_STRUCT, "s", 8, &[("a", 2, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert!(matches!(btf.member("s", "a"), Err(BtfError::Malformed(m)) if m.contains("too deep")));
+        let fuzzed = include_bytes!("../../../fuzz/regressions/btf/crash-c736efaaa6780c0aa8c21d81e5da8d6ae282a1f9");
+        let btf = Btf::parse(fuzzed).unwrap();
+        assert!(offsets(&btf).is_err());
+    }
+
+    /// Anonymous members that share their types, two of the next at each
+    /// of 32 levels: found while writing the btf fuzz target, which timed
+    /// out on it (fuzz/regressions/btf/anonymous-members-dag). Each type is
+    /// now searched once per lookup.
+    #[test]
+    fn shared_anonymous_members_are_searched_once() {
+        let mut b = Builder::new();
+        b.ty("int", KIND_INT, 0, 4, &[32]);
+        for level in 0..32u32 {
+            let next = 3 + level;
+            if level == 31 {
+                b.aggregate(KIND_STRUCT, "", 4, &[("x", 1, 0)]);
+            } else {
+                b.aggregate(KIND_STRUCT, "", 4, &[("", next, 0), ("", next, 0)]);
+            }
+        }
+        b.aggregate(KIND_STRUCT, "s", 4, &[("", 2, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(btf.member("s", "nope"), Err(BtfError::NoMember { .. })));
+        assert_eq!(btf.member("s", "x").unwrap(), Member { offset: 0, size: 4 });
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let fuzzed = include_bytes!("../../../fuzz/regressions/btf/anonymous-members-dag");
+        assert!(matches!(
+            Btf::parse(fuzzed).unwrap().member("task_struct", "pid"),
+            Err(BtfError::NoMember { .. })
+        ));
+    }
+
     /// The host's real BTF: every offset the programs need is found, and
     /// fields the kernel declares next to each other are where they must be.
     #[test]
@@ -524,6 +784,9 @@ mod tests {
         let off = offsets(&btf).expect("offsets from the host's BTF");
         eprintln!("host offsets ({:?}): {off:?}", started.elapsed());
         assert_eq!(off.magic, Offsets::MAGIC);
+        // Read whole into memory, the same blob gives the same offsets.
+        let whole = Btf::parse(&std::fs::read(VMLINUX_BTF).unwrap()).unwrap();
+        assert_eq!(offsets(&whole).unwrap(), off);
         // `pid_t pid; pid_t tgid;` and `real_parent; parent;` are adjacent
         // in every kernel since 2.6 (include/linux/sched.h).
         assert_eq!(btf.member("task_struct", "pid").unwrap().offset + 4, off.task_tgid);

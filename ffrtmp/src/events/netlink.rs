@@ -6,6 +6,15 @@
 //! (`what`, `cpu`, `timestamp_ns`, then the per-event union). Every event is
 //! per thread; `cn_msg.seq` counts per CPU, so a gap means events were lost,
 //! and a full receive buffer shows as one `ENOBUFS` on the next `recv`.
+//!
+//! Only the kernel is believed: any process with `CAP_NET_ADMIN` can unicast
+//! a datagram to our socket's port id (or send to the `CN_IDX_PROC` group),
+//! and a forged exec would make the daemon adopt a process of the forger's
+//! choosing. The kernel sends with port id 0 (`cn_netlink_send_mult` in
+//! `drivers/connector/connector.c`; `NETLINK_CB(skb).portid` of a kernel
+//! socket is 0), and a user socket's port id is never 0 (`netlink_autobind`
+//! and `netlink_bind` give it a non-zero one), so each datagram's sender,
+//! from `recvfrom(2)`, must be 0.
 
 use std::collections::HashMap;
 use std::io;
@@ -212,12 +221,68 @@ pub fn subscription_message(op: u32, pid: u32) -> Vec<u8> {
     m
 }
 
+/// Whether a datagram whose `sockaddr_nl` says `sender` comes from the
+/// kernel (port id 0): nothing else may tell the daemon about processes.
+pub fn sent_by_kernel(sender: &SocketAddr) -> bool {
+    sender.port_number() == 0
+}
+
+/// What the datagrams said, past the socket: the sender check, decoding,
+/// sequencing. Separate from the socket so it can be fed by tests.
+#[derive(Debug, Default)]
+struct Reader {
+    sequence: SequenceTracker,
+    decode_errors: u64,
+    foreign: u64,
+}
+
+impl Reader {
+    /// Turn one datagram from `sender` into source events in `out`.
+    fn datagram(&mut self, sender: &SocketAddr, buf: &[u8], out: &mut Vec<SourceEvent>) {
+        if !sent_by_kernel(sender) {
+            self.foreign += 1;
+            tracing::debug!(
+                "proc connector: dropped a {}-byte datagram from port id {} (not the kernel; {} so far)",
+                buf.len(),
+                sender.port_number(),
+                self.foreign
+            );
+            return;
+        }
+        for msg in decode_datagram(buf) {
+            let Ok(msg) = msg else {
+                self.decode_errors += 1;
+                continue;
+            };
+            let lost = self.sequence.observe(msg.cpu, msg.seq);
+            if lost > 0 {
+                out.push(SourceEvent::Lost { count: lost });
+            }
+            match msg.event {
+                ProcEvent::Exec { tgid, .. } => out.push(SourceEvent::Exec {
+                    pid: tgid,
+                    start_time: None,
+                    time_ns: Some(msg.timestamp_ns),
+                }),
+                // Per thread: only the leader's exit carries the process's
+                // status; process exit itself is detected with a pidfd.
+                ProcEvent::Exit { pid, tgid, exit_code } if pid == tgid => out.push(SourceEvent::Exit {
+                    pid: tgid,
+                    start_time: None,
+                    status: exit_code as i32,
+                    time_ns: Some(msg.timestamp_ns),
+                }),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A subscribed proc connector socket, read under tokio.
 pub struct NetlinkSource {
     socket: AsyncFd<Socket>,
-    sequence: SequenceTracker,
     buf: Vec<u8>,
-    decode_errors: u64,
+    reader: Reader,
 }
 
 impl NetlinkSource {
@@ -231,21 +296,30 @@ impl NetlinkSource {
         set_rcvbuf(&socket, rcvbuf)?;
         let listen = subscription_message(PROC_CN_MCAST_LISTEN, std::process::id());
         socket.send(&listen, 0)?;
+        NetlinkSource::from_socket(socket)
+    }
+
+    /// Read events from `socket`, bound (and subscribed) already.
+    fn from_socket(socket: Socket) -> io::Result<NetlinkSource> {
         socket.set_non_blocking(true)?;
         // SAFETY: the Socket owns its fd and keeps it open for as long as
         // the AsyncFd (which owns the Socket) exists.
         let socket = unsafe { AsyncFd::register(socket) }.map_err(io::Error::from)?;
         Ok(NetlinkSource {
             socket,
-            sequence: SequenceTracker::default(),
             buf: Vec::with_capacity(64 * 1024),
-            decode_errors: 0,
+            reader: Reader::default(),
         })
     }
 
     /// Messages that could not be decoded so far.
     pub fn decode_errors(&self) -> u64 {
-        self.decode_errors
+        self.reader.decode_errors
+    }
+
+    /// Datagrams dropped so far because not the kernel sent them.
+    pub fn foreign_datagrams(&self) -> u64 {
+        self.reader.foreign
     }
 
     /// Wait for events, then drain up to `max` datagrams into `out`.
@@ -253,8 +327,8 @@ impl NetlinkSource {
         let mut guard = self.socket.readable().await?;
         for _ in 0..max {
             self.buf.clear();
-            match guard.get_inner().recv(&mut self.buf, 0) {
-                Ok(_) => {}
+            let sender = match guard.get_inner().recv_from(&mut self.buf, 0) {
+                Ok((_, sender)) => sender,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     guard.clear_ready();
                     return Ok(());
@@ -265,30 +339,8 @@ impl NetlinkSource {
                     continue;
                 }
                 Err(e) => return Err(e),
-            }
-            for msg in decode_datagram(&self.buf) {
-                let Ok(msg) = msg else {
-                    self.decode_errors += 1;
-                    continue;
-                };
-                let lost = self.sequence.observe(msg.cpu, msg.seq);
-                if lost > 0 {
-                    out.push(SourceEvent::Lost { count: lost });
-                }
-                match msg.event {
-                    ProcEvent::Exec { tgid, .. } => out.push(SourceEvent::Exec {
-                        pid: tgid,
-                        time_ns: Some(msg.timestamp_ns),
-                    }),
-                    // Per thread: only the leader's exit carries the process's
-                    // status; process exit itself is detected with a pidfd.
-                    ProcEvent::Exit { pid, tgid, exit_code } if pid == tgid => out.push(SourceEvent::Exit {
-                        pid: tgid,
-                        status: exit_code as i32,
-                    }),
-                    _ => {}
-                }
-            }
+            };
+            self.reader.datagram(&sender, &self.buf, out);
         }
         Ok(())
     }
@@ -416,6 +468,64 @@ mod tests {
         assert_eq!(t.observe(1, 0), 0);
         assert_eq!(t.observe(1, 2), 1);
         assert_eq!(t.observe(1, 1), 0);
+    }
+
+    #[test]
+    fn only_the_kernel_is_a_sender() {
+        assert!(sent_by_kernel(&SocketAddr::new(0, 0)));
+        assert!(sent_by_kernel(&SocketAddr::new(0, CN_IDX_PROC)));
+        // A process unicasting to our port id, or sending to the group.
+        assert!(!sent_by_kernel(&SocketAddr::new(4242, 0)));
+        assert!(!sent_by_kernel(&SocketAddr::new(4242, CN_IDX_PROC)));
+        assert!(!sent_by_kernel(&SocketAddr::new(u32::MAX, 0)));
+    }
+
+    #[test]
+    fn datagrams_not_from_the_kernel_are_dropped_and_counted() {
+        let exec = message(7, PROC_EVENT_EXEC, 1, &[100, 100]);
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        reader.datagram(&SocketAddr::new(4242, 0), &exec, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!((reader.foreign, reader.decode_errors), (1, 0));
+        reader.datagram(&SocketAddr::new(0, CN_IDX_PROC), &exec, &mut out);
+        assert!(matches!(out[..], [SourceEvent::Exec { pid: 100, .. }]), "{out:?}");
+        assert_eq!(reader.foreign, 1);
+    }
+
+    /// The realistic forgery: another netlink socket on this host unicasts
+    /// a well-formed exec event to our socket's port id. Root only (sending
+    /// to another port id needs CAP_NET_ADMIN); the receiving socket is not
+    /// subscribed, so no real event arrives, and nothing leaves the two
+    /// test sockets.
+    #[tokio::test]
+    async fn a_forged_exec_unicast_to_our_port_is_dropped() {
+        let mut receiver = Socket::new(NETLINK_CONNECTOR).expect("a NETLINK_CONNECTOR socket");
+        let port = receiver.bind_auto().expect("autobind").port_number();
+        assert_ne!(port, 0, "user sockets never get port id 0");
+        let mut sender = Socket::new(NETLINK_CONNECTOR).expect("a NETLINK_CONNECTOR socket");
+        sender.bind_auto().expect("autobind");
+        let forged = message(1, PROC_EVENT_EXEC, 0, &[1, 1]);
+        match sender.send_to(&forged, &SocketAddr::new(port, 0), 0) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                let reason = format!("unicasting on NETLINK_CONNECTOR needs CAP_NET_ADMIN: {e}");
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{reason}");
+                }
+                eprintln!("skipping: {reason}");
+                return;
+            }
+            Err(e) => panic!("sending the forged event: {e}"),
+        }
+        let mut source = NetlinkSource::from_socket(receiver).unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), source.next(&mut out, 16))
+            .await
+            .expect("the forged datagram arrives")
+            .unwrap();
+        assert!(out.is_empty(), "a forged event got through: {out:?}");
+        assert_eq!(source.foreign_datagrams(), 1);
     }
 
     #[test]

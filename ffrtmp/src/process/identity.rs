@@ -37,20 +37,28 @@ impl fmt::Display for ProcessId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
-    #[error("no such process: {pid}")]
+    #[error("process {pid} does not exist")]
     NotFound { pid: u32 },
     #[error("permission denied for pid {pid}: {reason}")]
     PermissionDenied { pid: u32, reason: String },
     #[error(
-        "pid {pid} is a zombie (it has exited and waits for its parent to reap it); there is nothing left to govern"
+        "process {pid} does not exist any more: it has exited (a zombie waiting for its parent to reap it); there is nothing left to govern"
     )]
     Zombie { pid: u32 },
+    #[error("{tid} is a thread of process {pid}, not a process: attach to --pid {pid}")]
+    Thread { tid: u32, pid: u32 },
     #[error("pid {pid} ({comm}) is a kernel thread; kernel threads cannot be governed")]
     KernelThread { pid: u32, comm: String },
     #[error("pid {pid} is this ffrtmp process itself")]
     Myself { pid: u32 },
     #[error("pid {pid} changed identity while attaching (it exited and the number was reused)")]
     Replaced { pid: u32 },
+    #[error("opening a pidfd for pid {pid}: {source}")]
+    Pidfd {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("reading {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -78,6 +86,12 @@ impl ProcessInfo {
     /// Parse the content of `/proc/<pid>/stat`. The comm field may contain
     /// spaces and `)`; the parser splits at the last `)`.
     pub fn parse_stat(content: &[u8], path: &Path) -> Result<ProcessInfo, ProcError> {
+        if !has_stat_shape(content) {
+            return Err(ProcError::Parse {
+                path: path.to_owned(),
+                message: "expected \"PID (COMM) STATE …\"".into(),
+            });
+        }
         let stat = Stat::from_read(content).map_err(|e| ProcError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -143,6 +157,21 @@ impl ProcessInfo {
     }
 }
 
+/// Whether `content` is shaped like the kernel's `"%d (%s) %c …"`
+/// (`do_task_stat()` in `fs/proc/array.c`): a space before the first `(`
+/// and one after the last `)`, which comes after it. procfs 0.18's
+/// `Stat::from_read` slices around the parentheses unchecked and panics
+/// (`stat.rs` 242–244: `start_paren - 1`, `end_paren + 2`) on any other
+/// shape; it sees the text as read here: lossy UTF-8, trimmed.
+fn has_stat_shape(content: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(content);
+    let line = text.trim().as_bytes();
+    let open = line.iter().position(|&b| b == b'(');
+    let close = line.iter().rposition(|&b| b == b')');
+    matches!((open, close), (Some(open), Some(close))
+        if open > 0 && line[open - 1] == b' ' && close > open && line.get(close + 1) == Some(&b' '))
+}
+
 /// Read the start of a small `/proc` file (stat, comm, cmdline) with one
 /// `read(2)`: the watch hot path reads a few of these per exec, and
 /// `fs::read` would add a `statx` and several growing reads.
@@ -171,6 +200,27 @@ pub fn read_status(pid: u32) -> Result<(u32, Option<u64>), ProcError> {
     })?;
     // VmRSS is in kB.
     Ok((status.ruid, status.vmrss.map(|kb| kb * 1024)))
+}
+
+/// The thread group (process) `tid` belongs to: `Tgid` of
+/// `/proc/<tid>/status` (a thread's directory is there, unlisted).
+pub fn thread_group(tid: u32) -> Result<u32, ProcError> {
+    let path = PathBuf::from(format!("/proc/{tid}/status"));
+    let content = std::fs::read(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ProcError::NotFound { pid: tid },
+        _ => ProcError::Read {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let status = Status::from_read(content.as_slice()).map_err(|e| ProcError::Parse {
+        path,
+        message: e.to_string(),
+    })?;
+    u32::try_from(status.tgid).map_err(|_| ProcError::Parse {
+        path: PathBuf::from(format!("/proc/{tid}/status")),
+        message: format!("negative Tgid {}", status.tgid),
+    })
 }
 
 /// Live thread ids of a process (`/proc/<pid>/task`).
@@ -243,9 +293,7 @@ pub fn descendants_of(pid: u32) -> Vec<u32> {
 
 /// Clock ticks per second, for turning start times into seconds.
 pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    rustix::param::clock_ticks_per_second().max(1)
 }
 
 /// Seconds since boot (CLOCK_BOOTTIME), the clock start times count on.
@@ -312,12 +360,43 @@ mod tests {
 
     #[test]
     fn short_or_garbled_stat_is_an_error() {
-        for bad in ["", "12", "12 (x", "x (y) S"] {
+        for bad in ["", "12", "12 (x", "x (y) S", "12 (x)", "12 x) (y S"] {
             assert!(
                 ProcessInfo::parse_stat(bad.as_bytes(), Path::new("x")).is_err(),
                 "{bad:?}"
             );
         }
+    }
+
+    /// Found by `cargo xtask fuzz --target proc_stat` (the input is in
+    /// fuzz/regressions/proc_stat/): procfs panicked on these instead of
+    /// returning its error.
+    #[test]
+    fn misplaced_parentheses_are_an_error_not_a_panic() {
+        let real = stat_line(42, "ffmpeg", 'S', 1, 0, 12345);
+        let garbled = [
+            // '(' first: procfs computed `0 - 1`.
+            format!("(x) {}", &real[3..]),
+            // The last ')' before the first '('.
+            "12 ) (x S 1".to_string(),
+            // ')' last: its `end_paren + 2` is past the end.
+            "12 (x)".to_string(),
+            // A multi-byte character where procfs slices.
+            "12é(x) S 1".to_string(),
+            "12 (x)é1 S 1".to_string(),
+        ];
+        for bad in garbled.iter().map(String::as_bytes).chain([&include_bytes!(
+            "../../../fuzz/regressions/proc_stat/crash-cf6735b26c8b518df9213f1a4148c514d1218549"
+        )[..]])
+        {
+            let parsed = ProcessInfo::parse_stat(bad, Path::new("/proc/42/stat"));
+            assert!(
+                matches!(parsed, Err(ProcError::Parse { .. })),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(ProcessInfo::parse_stat(real.as_bytes(), Path::new("/proc/42/stat")).is_ok());
     }
 
     #[test]
@@ -338,19 +417,24 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let mut found = Vec::new();
+        let comms_of = |found: &[u32]| -> Vec<String> {
+            found
+                .iter()
+                .filter_map(|p| ProcessInfo::read(*p).ok())
+                .map(|i| i.comm)
+                .collect()
+        };
+        // Until both children are forked and have exec'd sleep (a forked
+        // child is `sh` for a moment).
+        let (mut found, mut comms) = (Vec::new(), Vec::new());
         for _ in 0..200 {
             found = descendants_of(pid);
-            if found.len() >= 2 {
+            comms = comms_of(&found);
+            if comms == ["sleep", "sleep"] {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let comms: Vec<String> = found
-            .iter()
-            .filter_map(|p| ProcessInfo::read(*p).ok())
-            .map(|i| i.comm)
-            .collect();
         for p in &found {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p as i32), nix::sys::signal::Signal::SIGKILL);
         }

@@ -21,14 +21,18 @@ pub enum NiceError {
     },
 }
 
-/// Set the nice value of one thread (or, with tid 0, the calling thread).
+/// Set the nice value of one thread (or, with tid 0, the calling thread):
+/// `setpriority(PRIO_PROCESS, tid)` acts on one thread on Linux.
 pub fn set_thread_nice(tid: u32, nice: i8) -> io::Result<()> {
-    // SAFETY: plain syscall wrapper; PRIO_PROCESS with a tid acts on one thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    rustix::process::setpriority_process(thread(tid)?, i32::from(nice)).map_err(io::Error::from)
+}
+
+/// `None` (the calling thread) for 0, else the tid.
+fn thread(tid: u32) -> io::Result<Option<rustix::process::Pid>> {
+    match i32::try_from(tid) {
+        Ok(0) => Ok(None),
+        Ok(raw) => Ok(rustix::process::Pid::from_raw(raw)),
+        Err(_) => Err(io::Error::from_raw_os_error(libc::ESRCH)),
     }
 }
 
@@ -54,15 +58,5 @@ pub fn renice_all_threads(pid: u32, nice: i8) -> Result<usize, NiceError> {
 
 /// The nice value of one thread.
 pub fn thread_nice(tid: u32) -> io::Result<i32> {
-    // getpriority can legitimately return -1, so errno is the error signal.
-    // SAFETY: errno location is thread-local and valid.
-    unsafe { *libc::__errno_location() = 0 };
-    // SAFETY: plain syscall wrapper.
-    let v = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
-    let err = io::Error::last_os_error();
-    if v == -1 && err.raw_os_error() != Some(0) {
-        Err(err)
-    } else {
-        Ok(v)
-    }
+    rustix::process::getpriority_process(thread(tid)?).map_err(io::Error::from)
 }

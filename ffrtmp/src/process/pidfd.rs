@@ -3,7 +3,7 @@
 //! process, which is what identity checks need.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -41,13 +41,12 @@ pub struct PidFd(OwnedFd);
 
 impl PidFd {
     pub fn open(pid: u32) -> io::Result<PidFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd to us; nobody else owns it.
-        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        Ok(PidFd(fd))
     }
 
     pub fn from_owned(fd: OwnedFd) -> PidFd {

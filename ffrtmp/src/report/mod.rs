@@ -5,6 +5,11 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// The tracing target of summary lines (`JOB … | sla=… | …`): always
+/// written, whatever the log level, and in the Go format without the
+/// `[watch]` prefix, as the old tool wrote them.
+pub const SUMMARY_TARGET: &str = "ffrtmp::summary";
+
 use serde::Serialize;
 
 use crate::cgroup::{LimitOutcome, Removal, Usage};
@@ -261,9 +266,25 @@ impl JobResult {
     }
 
     /// `JOB <id> | sla=COMPLIANT|VIOLATION | reason=<r> | runtime=<N>s | exit=<code> | pid=<pid>`
+    /// Log the summary line as a tracing event of [`SUMMARY_TARGET`], the
+    /// job's fields alongside (for the journal and JSON logs).
+    pub fn log_summary(&self) {
+        tracing::info!(
+            target: SUMMARY_TARGET,
+            job_id = %self.job_id,
+            pid = self.pid,
+            sla = if self.platform_sla_compliant { "COMPLIANT" } else { "VIOLATION" },
+            reason = self.platform_sla_reason.as_str(),
+            runtime_seconds = self.processing_seconds,
+            exit_code = self.exit_code,
+            "{}",
+            self.summary_line()
+        );
+    }
+
     pub fn summary_line(&self) -> String {
         format!(
-            "JOB {} | sla={} | reason={} | runtime={:.2}s | exit={} | pid={}",
+            "JOB {} | sla={} | reason={} | runtime={:.0}s | exit={} | pid={}",
             self.job_id,
             if self.platform_sla_compliant {
                 "COMPLIANT"
@@ -272,7 +293,9 @@ impl JobResult {
             },
             self.platform_sla_reason.as_str(),
             self.processing_seconds,
-            self.exit_text(),
+            // The old tool's -1 when the status is not known, so its
+            // parsers read an integer.
+            self.exit_code.map_or(-1, |c| c),
             self.pid
         )
     }
@@ -388,7 +411,7 @@ mod tests {
         let r = result(Ending::Exited(0));
         assert_eq!(
             r.summary_line(),
-            "JOB job-1 | sla=COMPLIANT | reason=completed_successfully | runtime=1.50s | exit=0 | pid=4242"
+            "JOB job-1 | sla=COMPLIANT | reason=completed_successfully | runtime=2s | exit=0 | pid=4242"
         );
         assert_eq!(
             r.text_block(),

@@ -4,17 +4,15 @@
 
 use std::time::SystemTime;
 
-use anyhow::{Context, bail};
-
-use super::filter::{self, ProcessFacts, Rejected, SystemEnv};
+use super::filter::{self, ProcessFacts, SystemEnv};
 use super::rules::Rules;
 use super::state::StateJob;
+use super::tracker::{self, Adopted, Checked, Found, FusedCheck, ScanResult};
 use crate::cgroup::{CgroupError, ExistingJob, Governor, JobCgroup, JobId, LimitOutcome, Limits};
-use crate::events::scan::Candidate;
-use crate::job::{self as lifecycle, Created, Finish};
-use crate::process::identity::{ProcessInfo, descendants_of};
-use crate::process::nice::{NiceError, renice_all_threads};
-use crate::process::{PidFd, ProcError, ProcessId};
+use crate::events::scan::{self, Candidate, CheckError, Targets};
+use crate::lifecycle::{self, Created, Finish, MoveError};
+use crate::process::identity::ProcessInfo;
+use crate::process::{PidFd, Pinned, ProcError, ProcessId};
 use crate::report::{Ending, JobResult, Mode};
 
 /// The prefix of every job id the watch daemon gives; a restarted daemon
@@ -29,139 +27,229 @@ pub fn job_id_for(command: &str, pid: u32) -> JobId {
         .expect("auto-<pid> is a valid job id")
 }
 
-/// What one adoption attempt came to.
-pub enum Adopted {
-    /// Governed: the process is in its cgroup with these limits.
-    Governed { cgroup: JobCgroup, pidfd: PidFd },
-    /// A filter said no.
-    Filtered(Rejected),
-    /// The process exited (or its pid was reused) before it could be
-    /// governed: nothing failed, there is just nothing left to govern.
-    Gone,
-    /// It failed; `transient` failures are worth a retry.
-    Failed { error: anyhow::Error, transient: bool },
-}
+pub use crate::process::monotonic_ns;
 
-/// Filters, identity check, job cgroup, move, nice. The first attempt
-/// announces itself (`Attaching to PID …`) once the filters have passed.
-pub fn adopt(governor: &Governor, rules: &Rules, candidate: &Candidate, job_id: &JobId, first: bool) -> Adopted {
-    // Without filters there is nothing to read: keep the hot path short.
-    if rules.checks_process_for(&candidate.command) {
-        let facts = match ProcessFacts::read(&candidate.info) {
-            Ok(facts) => facts,
-            Err(ProcError::NotFound { .. } | ProcError::Zombie { .. }) => return Adopted::Gone,
-            Err(e) => {
-                return Adopted::Failed {
-                    error: anyhow::Error::new(e).context("reading the process"),
-                    transient: false,
-                };
-            }
-        };
-        if let Err(rejected) = filter::check(rules.filters_for(&candidate.command), &facts, &SystemEnv) {
-            return Adopted::Filtered(rejected);
-        }
-    }
-    if first {
-        let pid = candidate.info.id.pid;
-        tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
-    }
-    match govern(governor, candidate, job_id, rules.limits_for(&candidate.command)) {
-        Ok((cgroup, pidfd)) => Adopted::Governed { cgroup, pidfd },
-        Err(error) if is_gone(&error) => Adopted::Gone,
-        Err(error) => {
-            let transient = is_transient(&error);
-            Adopted::Failed { error, transient }
-        }
+/// A target as read now: its age, and when it was last seen alive.
+fn found(candidate: Candidate) -> Found {
+    let age = candidate.info.id.age();
+    Found {
+        candidate,
+        age,
+        seen_ns: monotonic_ns(),
     }
 }
 
-fn govern(
-    governor: &Governor,
-    candidate: &Candidate,
-    job_id: &JobId,
-    limits: &Limits,
-) -> anyhow::Result<(JobCgroup, PidFd)> {
-    let id = candidate.info.id;
-    let pidfd = PidFd::open(id.pid).with_context(|| format!("pidfd_open({})", id.pid))?;
-    if ProcessInfo::read(id.pid)?.id != id {
-        return Err(ProcError::Replaced { pid: id.pid }.into());
-    }
-    let mut cgroup = match lifecycle::create(governor, job_id, limits, false)? {
-        Created::Job(cg) => cg,
-        Created::Failed { error, .. } => bail!("creating its cgroup: {error}"),
-    };
-    if let Err(e) = cgroup.add_process(id.pid) {
-        cgroup.discard();
-        return Err(anyhow::Error::new(e).context("moving it into its cgroup"));
-    }
-    // Children it forked before the move stayed behind (later ones are born
-    // inside): they belong to the same job.
-    let mut moved = vec![id.pid];
-    for child in descendants_of(id.pid) {
-        match cgroup.add_process(child) {
-            Ok(()) => moved.push(child),
-            Err(e) if e.io().raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => tracing::warn!("PID {}: child {child} not moved: {e}", id.pid),
-        }
-    }
-    if let Some(outcome) = renice(id.pid, &moved, limits) {
-        cgroup.record(outcome);
-    }
-    Ok((cgroup, pidfd))
-}
-
-/// Nice every thread of `pids` (the job's main process first).
-fn renice(main: u32, pids: &[u32], limits: &Limits) -> Option<LimitOutcome> {
-    let nice = limits.nice?;
-    let errors: Vec<String> = pids
-        .iter()
-        .filter_map(|&pid| match renice_all_threads(pid, nice.get()) {
-            // A child that exited meanwhile needs no nice value.
-            Err(NiceError::Proc(ProcError::NotFound { .. })) if pid != main => None,
-            other => other.err().map(|e| e.to_string()),
-        })
-        .collect();
-    let error = (!errors.is_empty()).then(|| errors.join("; "));
-    Some(lifecycle::nice_outcome(nice.get(), error))
-}
-
-/// The process is no longer there: it exited (ESRCH from pidfd_open or a
-/// cgroup.procs write, /proc gone) or its pid now names another process.
-fn is_gone(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if let Some(e) = cause.downcast_ref::<ProcError>() {
-            return matches!(
-                e,
-                ProcError::NotFound { .. } | ProcError::Zombie { .. } | ProcError::Replaced { .. }
-            );
-        }
-        errno(cause) == Some(libc::ESRCH)
-    })
-}
-
-fn errno(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-        e.raw_os_error()
-    } else if let Some(e) = cause.downcast_ref::<crate::cgroup::fs::FsError>() {
-        e.io().raw_os_error()
-    } else if let Some(CgroupError::Fs(e)) = cause.downcast_ref::<CgroupError>() {
-        e.io().raw_os_error()
+/// Why ffrtmp leaves a target alone, if it does: it never governs itself,
+/// its own children, or a process already in an ffrtmp job (such as the
+/// child of `ffrtmp run`).
+fn skip_reason(governor: &Governor, candidate: &Candidate) -> Option<&'static str> {
+    if scan::is_self_or_descendant(&candidate.info) {
+        Some("ffrtmp itself or its child")
+    } else if governor.in_job_cgroup(candidate.info.id.pid) {
+        Some("already in an ffrtmp job cgroup")
     } else {
         None
     }
 }
 
-/// A failure that may go away by itself: the kernel was busy or short of
-/// memory, or a call was interrupted. A process that is gone, a permission
-/// or a bad value will fail the same way again.
-fn is_transient(error: &anyhow::Error) -> bool {
-    const TRANSIENT: [i32; 4] = [libc::EBUSY, libc::EAGAIN, libc::EINTR, libc::ENOMEM];
-    error
-        .chain()
-        .any(|cause| errno(cause).is_some_and(|n| TRANSIENT.contains(&n)))
+/// Read an exec'd process (off the event loop: `cmdline` takes the
+/// target's mmap lock, which a process in reclaim can hold for long).
+pub fn inspect(pid: u32, targets: &Targets, governor: &Governor) -> Checked {
+    match scan::check(pid, targets) {
+        Ok(None) => Checked::NotTarget,
+        Err(CheckError::Gone { .. }) => Checked::Gone,
+        Err(e) => Checked::Failed { error: e.to_string() },
+        Ok(Some(candidate)) => match skip_reason(governor, &candidate) {
+            Some(why) => Checked::Skipped { pid, why },
+            None => Checked::Target(found(candidate)),
+        },
+    }
 }
 
-/// Apply new limits to a running job (reload): cgroup files, then nice.
+/// [`inspect`], and when it finds a target the tracker let in at once
+/// ([`tracker::adopt_at_once`]), [`adopt`] in the same piece of work: the
+/// path from an exec event to the move with a single hand-off.
+pub fn inspect_and_adopt(
+    governor: &Governor,
+    rules: &Rules,
+    pid: u32,
+    start_time: Option<u64>,
+) -> FusedCheck<Governed> {
+    let found = match inspect(pid, &rules.targets, governor) {
+        Checked::Target(found) => found,
+        other => return FusedCheck::Checked(other),
+    };
+    let Some((job_id, limits)) = tracker::adopt_at_once(rules, start_time, &found) else {
+        return FusedCheck::Checked(Checked::Target(found));
+    };
+    // The old tool's line before `Attaching to PID …` (the tracker logs it
+    // for the reads it adopts from itself).
+    tracing::info!("Discovered 1 new process(es)");
+    let outcome = adopt(governor, rules, &found.candidate, &job_id, &limits, true);
+    FusedCheck::Adopted {
+        found,
+        job_id,
+        limits,
+        outcome,
+    }
+}
+
+/// Scan `/proc` for every running target ffrtmp may govern.
+pub fn scan_targets(targets: &Targets, governor: &Governor) -> Result<ScanResult, String> {
+    let scan = scan::scan(targets).map_err(|e| e.to_string())?;
+    Ok(ScanResult {
+        found: scan
+            .found
+            .into_iter()
+            .filter(|c| skip_reason(governor, c).is_none())
+            .map(found)
+            .collect(),
+        failed: scan.failed.into_iter().map(|(pid, e)| (pid, e.to_string())).collect(),
+    })
+}
+
+/// A governed process, as an adoption hands it to the daemon.
+pub struct Governed {
+    pub cgroup: JobCgroup,
+    pub pidfd: PidFd,
+    /// The move of the process itself, for the latency split.
+    pub moved: lifecycle::MoveSpan,
+}
+
+/// Why an adoption failed, classified for the retry decision.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("reading the process: {0}")]
+    Read(#[source] ProcError),
+    #[error("creating its cgroup: {0}")]
+    Create(#[source] CgroupError),
+    #[error(transparent)]
+    Move(#[from] MoveError),
+}
+
+impl AdoptError {
+    /// The process is no longer there (exited, or its pid reused).
+    fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            AdoptError::Read(ProcError::NotFound { .. } | ProcError::Zombie { .. } | ProcError::Replaced { .. })
+                | AdoptError::Move(MoveError::Exited { .. })
+        )
+    }
+
+    /// A failure that may go away by itself: the kernel was busy or short
+    /// of memory or file descriptors, or a call was interrupted. A
+    /// permission or a bad value fails the same way again.
+    fn is_transient(&self) -> bool {
+        const TRANSIENT: [i32; 6] = [
+            libc::EBUSY,
+            libc::EAGAIN,
+            libc::EINTR,
+            libc::ENOMEM,
+            libc::EMFILE,
+            libc::ENFILE,
+        ];
+        let errno = match self {
+            AdoptError::Read(ProcError::Pidfd { source, .. } | ProcError::Read { source, .. }) => source.raw_os_error(),
+            AdoptError::Move(e) => e.errno(),
+            AdoptError::Create(CgroupError::Fs(e)) => e.io().raw_os_error(),
+            _ => None,
+        };
+        errno.is_some_and(|n| TRANSIENT.contains(&n))
+    }
+}
+
+/// Identity (pin), filters, job cgroup, move, nice. The first attempt
+/// announces itself (`Attaching to PID …`) once the process is pinned and
+/// the filters have passed.
+pub fn adopt(
+    governor: &Governor,
+    rules: &Rules,
+    candidate: &Candidate,
+    job_id: &JobId,
+    limits: &Limits,
+    announce: bool,
+) -> Adopted<Governed> {
+    let pinned = match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
+        Ok(pinned) => pinned,
+        Err(e) => {
+            let error = AdoptError::Read(e);
+            return if error.is_gone() {
+                Adopted::Gone
+            } else {
+                failed(error, false)
+            };
+        }
+    };
+    // Without filters there is nothing to read: keep the hot path short.
+    if rules.checks_process_for(&candidate.command) {
+        let facts = match ProcessFacts::read(&candidate.info) {
+            Ok(facts) => facts,
+            Err(ProcError::NotFound { .. } | ProcError::Zombie { .. }) => return Adopted::Gone,
+            Err(e) => return failed(AdoptError::Read(e), false),
+        };
+        if let Err(rejected) = filter::check(rules.filters_for(&candidate.command), &facts, &SystemEnv) {
+            return Adopted::Filtered(rejected);
+        }
+    }
+    if announce {
+        let pid = candidate.info.id.pid;
+        tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
+    }
+    match govern(governor, pinned, job_id, limits) {
+        Ok(governed) => Adopted::Governed {
+            payload: governed,
+            attached: SystemTime::now(),
+        },
+        Err(error) if error.is_gone() => Adopted::Gone,
+        Err(error) => failed(error, true),
+    }
+}
+
+/// A failed attempt; `announced`: it got as far as `Attaching to PID …`.
+fn failed<J>(error: AdoptError, announced: bool) -> Adopted<J> {
+    Adopted::Failed {
+        transient: error.is_transient(),
+        error: error.to_string(),
+        announced,
+    }
+}
+
+fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
+    let mut cgroup = lifecycle::create_logged(governor, job_id, limits).map_err(AdoptError::Create)?;
+    // Children it forked before the move stayed behind (later ones are
+    // born inside): they belong to the same job.
+    let moved = match lifecycle::move_in(&cgroup, &pinned, true) {
+        Ok(moved) => moved,
+        Err(e @ MoveError::Replaced { .. }) => {
+            // The job holds a stranger now: leave it (never move a process
+            // ffrtmp does not know back and forth), say so.
+            tracing::error!("{e}; the job cgroup is left in place");
+            return Err(e.into());
+        }
+        Err(e) => {
+            cgroup.discard();
+            return Err(e.into());
+        }
+    };
+    for (child, why) in &moved.missed {
+        tracing::warn!("PID {}: child {child} not moved: {why}", pinned.id().pid);
+    }
+    if let Some(nice) = limits.nice {
+        cgroup.record(lifecycle::renice(pinned.id().pid, &moved.pids, nice));
+    }
+    if let Some(adj) = limits.oom_score_adj {
+        cgroup.record(lifecycle::set_oom_score_adj(pinned.id().pid, &moved.pids, adj));
+    }
+    Ok(Governed {
+        cgroup,
+        pidfd: pinned.pidfd,
+        moved: moved.span,
+    })
+}
+
+/// Apply new limits to a running job (reload): cgroup files, then nice
+/// and oom_score_adj.
 pub fn update_limits(
     writer: &crate::cgroup::LimitWriter,
     main: u32,
@@ -171,23 +259,27 @@ pub fn update_limits(
 ) -> Vec<LimitOutcome> {
     let mut outcomes = writer.update(old, new);
     if old.is_none_or(|old| old.nice != new.nice)
-        && let Some(outcome) = renice(main, pids, new)
+        && let Some(nice) = new.nice
     {
-        outcomes.push(outcome);
+        outcomes.push(lifecycle::renice(main, pids, nice));
+    }
+    if old.is_none_or(|old| old.oom_score_adj != new.oom_score_adj)
+        && let Some(adj) = new.oom_score_adj
+    {
+        outcomes.push(lifecycle::set_oom_score_adj(main, pids, adj));
     }
     outcomes
 }
 
 /// A job of an earlier daemon, taken over.
 pub struct Reattached {
-    pub id: ProcessId,
-    pub job_id: JobId,
-    pub command: String,
+    /// Its main process and command.
+    pub found: Found,
+    /// The job; its outcomes are those of writing the current limits.
     pub cgroup: JobCgroup,
     pub pidfd: PidFd,
     pub attached: SystemTime,
     pub limits: Limits,
-    pub outcomes: Vec<LimitOutcome>,
 }
 
 /// What became of the job cgroups found under the root at start.
@@ -198,6 +290,11 @@ pub struct Takeover {
     pub removed: Vec<String>,
     /// Populated watch jobs that could not be taken over, with why.
     pub failed: Vec<(String, String)>,
+    /// Moves into a job that an earlier run did not finish (it crashed
+    /// between the hierarchies of a v1 job), and how completing them went.
+    pub completed: Vec<(String, crate::cgroup::existing::Completion)>,
+    /// Job directories an earlier daemon made but could not mark, marked now.
+    pub claimed: Vec<std::path::PathBuf>,
 }
 
 /// Take over what an earlier daemon left: every populated watch job
@@ -205,7 +302,12 @@ pub struct Takeover {
 /// state file adds the identity it recorded), empty ones are removed. Jobs
 /// of `ffrtmp run`/`attach` under the same root are left alone.
 pub fn take_over(governor: &Governor, rules: &Rules, state: &[StateJob]) -> Takeover {
-    let mut out = Takeover::default();
+    // An earlier daemon killed between a job's mkdir and its mark left the
+    // directory unmarked; `auto-` is this daemon's alone under its root.
+    let mut out = Takeover {
+        claimed: governor.claim_unmarked(WATCH_JOB_PREFIX),
+        ..Takeover::default()
+    };
     for job in governor.existing_jobs() {
         let recorded = state.iter().find(|s| s.job_id == job.id.as_str());
         if recorded.is_none() && !job.id.as_str().starts_with(WATCH_JOB_PREFIX) {
@@ -219,24 +321,49 @@ pub fn take_over(governor: &Governor, rules: &Rules, state: &[StateJob]) -> Take
             }
             continue;
         }
-        match reattach(job, recorded, rules) {
+        let completions = job.complete_moves();
+        match reattach(job, recorded, rules, &completions) {
             Ok(r) => out.reattached.push(r),
-            Err(e) => out.failed.push((job_id.to_string(), format!("{e:#}"))),
+            Err(e) => out.failed.push((job_id.to_string(), e.to_string())),
         }
+        out.completed
+            .extend(completions.into_iter().map(|c| (job_id.to_string(), c)));
     }
     out
 }
 
-fn reattach(job: ExistingJob, recorded: Option<&StateJob>, rules: &Rules) -> anyhow::Result<Reattached> {
+/// Why a job of an earlier daemon could not be taken over.
+#[derive(Debug, thiserror::Error)]
+pub enum ReattachError {
+    #[error("no process of the job could be read")]
+    NoProcess,
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error("PID {pid} left the job while it was being taken over")]
+    Left { pid: u32 },
+}
+
+fn reattach(
+    job: ExistingJob,
+    recorded: Option<&StateJob>,
+    rules: &Rules,
+    completions: &[crate::cgroup::existing::Completion],
+) -> Result<Reattached, ReattachError> {
     let pids = job.pids();
-    let info = main_process(&job.id, &pids, recorded).context("no process of the job could be read")?;
+    let info = main_process(&job.id, &pids, recorded).ok_or(ReattachError::NoProcess)?;
     let main = info.id.pid;
     // Pin the identity: the pid read from cgroup.procs may have exited and
     // been reused by a stranger since; with the pidfd open, the same process
     // must still be there and still in the job.
-    let pidfd = PidFd::open(main).with_context(|| format!("pidfd_open({main})"))?;
-    if ProcessInfo::read(main)?.id != info.id || !job.pids().contains(&main) {
-        return Err(ProcError::Replaced { pid: main }.into());
+    let pidfd = match crate::process::pin(main, Some(info.id)) {
+        Ok(pinned) => pinned.pidfd,
+        // It exited meanwhile: taken over all the same, so that its end is
+        // reported (at once) and its cgroup removed.
+        Err(ProcError::Zombie { .. }) => PidFd::open(main).map_err(|source| ProcError::Pidfd { pid: main, source })?,
+        Err(e) => return Err(e.into()),
+    };
+    if !job.pids().contains(&main) {
+        return Err(ReattachError::Left { pid: main });
     }
     // The process is in our job cgroup, so it is the job's (PID reuse cannot
     // put a stranger there); the state file, when it has the identity, must
@@ -258,17 +385,26 @@ fn reattach(job: ExistingJob, recorded: Option<&StateJob>, rules: &Rules) -> any
         .or_else(|| job.created())
         .unwrap_or_else(SystemTime::now);
     let limits = rules.limits_for(&command).clone();
-    let cgroup = job.into_cgroup();
-    let outcomes = update_limits(&cgroup.limit_writer(), main, &pids, None, &limits);
+    let mut cgroup = job.into_cgroup();
+    for mut outcome in update_limits(&cgroup.limit_writer(), main, &pids, None, &limits) {
+        // A limit written into a directory the main process could not be
+        // moved into is not in effect for it.
+        let outside = completions
+            .iter()
+            .filter(|c| c.pid == main)
+            .find_map(|c| c.result.as_ref().err().map(|e| (c, e)))
+            .filter(|(c, _)| outcome.files.iter().any(|f| f.starts_with(&c.dir)));
+        if let (Some((c, e)), None) = (outside, &outcome.error) {
+            outcome.error = Some(format!("not in effect: PID {main} is not in {} ({e})", c.dir.display()));
+        }
+        cgroup.record(outcome);
+    }
     Ok(Reattached {
-        id: info.id,
-        job_id: cgroup.id().clone(),
-        command,
+        found: found(Candidate { info, command }),
         cgroup,
         pidfd,
         attached,
         limits,
-        outcomes,
     })
 }
 
@@ -353,15 +489,37 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        let busy = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EBUSY)).context("moving");
-        assert!(is_transient(&busy));
-        let gone = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ESRCH)).context("moving");
-        assert!(!is_transient(&gone));
-        assert!(!is_transient(&anyhow::anyhow!("pid 5 was reused")));
-        assert!(is_gone(&gone));
-        assert!(is_gone(
-            &anyhow::Error::new(ProcError::Replaced { pid: 5 }).context("adopting")
-        ));
-        assert!(!is_gone(&busy));
+        let io = |n| std::io::Error::from_raw_os_error(n);
+        let pidfd = |n| AdoptError::Read(ProcError::Pidfd { pid: 5, source: io(n) });
+        assert!(pidfd(libc::EMFILE).is_transient());
+        assert!(pidfd(libc::ENFILE).is_transient());
+        assert!(!pidfd(libc::EPERM).is_transient());
+        let write = |n| {
+            AdoptError::Move(MoveError::Write {
+                pid: 5,
+                source: crate::cgroup::governor::PartialMove {
+                    moved: Vec::new(),
+                    undo: Ok(()),
+                    error: crate::cgroup::fs::FsError::Write {
+                        path: "/x/cgroup.procs".into(),
+                        value: "5".into(),
+                        source: io(n),
+                    },
+                },
+            })
+        };
+        assert!(write(libc::EBUSY).is_transient());
+        assert!(!write(libc::EACCES).is_transient());
+        let create = |n| {
+            AdoptError::Create(CgroupError::Fs(crate::cgroup::fs::FsError::Create {
+                path: "/x".into(),
+                source: io(n),
+            }))
+        };
+        assert!(create(libc::ENOMEM).is_transient());
+        assert!(!create(libc::EACCES).is_transient());
+        assert!(AdoptError::Read(ProcError::Replaced { pid: 5 }).is_gone());
+        assert!(AdoptError::Move(MoveError::Exited { pid: 5 }).is_gone());
+        assert!(!write(libc::EBUSY).is_gone());
     }
 }

@@ -1,31 +1,34 @@
-//! The watch loop: one task owns all state; blocking work (reading `/proc`,
-//! writing cgroup files, name-service lookups) runs on tokio's blocking pool
-//! through [`super::adopt`], so events keep flowing while it happens.
+//! The watch loop: the I/O shell around [`Tracker`], which makes every
+//! decision. One task owns the tracker; every blocking call (reading
+//! `/proc`, writing cgroup files, name-service lookups, the state file)
+//! runs on tokio's blocking pool through [`super::adopt`], so events keep
+//! flowing while it happens.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
-use super::WatchConfig;
-use super::adopt::{self, Adopted, Finished, Reattached, Takeover, job_id_for};
-use super::event::WatchEvent;
+use super::adopt::{self, Finished, Governed, Takeover};
+use super::event::{AdoptionLatency, WatchEvent};
+use super::follow;
 use super::health::Health;
 use super::metrics::{self, Metrics};
-use super::rules::Rules;
 use super::source::Source;
 use super::state::{STATE_VERSION, StateFile, StateJob, unix_ms};
+use super::tracker::{self, Action, Adopted, Checked, Job, Note, ScanResult, Timer, Tracker};
+use super::{WatchConfig, WatchError};
+use crate::cgroup::dynmods::{self, Ensured, Outcome};
 use crate::cgroup::{Governor, JobCgroup, JobId, LimitOutcome, Limits};
-use crate::events::scan::{self, Candidate};
+use crate::events::scan::Candidate;
 use crate::events::source::SourceEvent;
-use crate::job as lifecycle;
-use crate::process::identity::ProcessInfo;
+use crate::lifecycle::{self, MoveSpan};
 use crate::process::{PidFd, ProcessId};
 
 /// Requests to a running daemon.
@@ -78,95 +81,128 @@ impl EventSink {
     }
 }
 
-/// A configuration re-read on the blocking pool, and its warnings.
-type Loading = JoinHandle<anyhow::Result<(WatchConfig, Vec<String>)>>;
-
-/// A governed process.
-struct Tracked {
-    id: ProcessId,
-    job_id: JobId,
-    command: String,
-    cgroup: JobCgroup,
-    attached: SystemTime,
-    /// The limits last asked for (a reload diffs against these).
-    limits: Limits,
+/// The result of a piece of blocking work, handed back to the loop.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per finished task, moved once out of the JoinSet"
+)]
+enum Done {
+    Checked {
+        pid: u32,
+        start_time: Option<u64>,
+        exec_ns: Option<u64>,
+        attempt: u32,
+        result: Checked,
+    },
+    Adopted(Box<Adoption>),
+    /// A read that could adopt what it found.
+    Fused {
+        pid: u32,
+        start_time: Option<u64>,
+        exec_ns: Option<u64>,
+        result: Box<tracker::FusedCheck<Governed>>,
+    },
+    Scanned {
+        trigger: &'static str,
+        result: Result<ScanResult, String>,
+    },
+    Finished(Box<Finished>),
+    Updated {
+        id: ProcessId,
+        job_id: JobId,
+        outcomes: Vec<LimitOutcome>,
+    },
+    Reloaded(Result<(WatchConfig, Vec<String>), super::config::ConfigError>),
+    Saved(Result<(), String>),
+    /// A check of favordynmods (and, when it is kept on, its re-application).
+    Dynmods(Result<Ensured, String>),
 }
 
-/// The outcome of one adoption attempt on the blocking pool.
+/// One adoption attempt and what it came to.
 struct Adoption {
     candidate: Candidate,
     job_id: JobId,
-    attempt: u32,
-    exec_ns: Option<u64>,
-    /// The limits the adoption wrote (the rules of its start: a reload may
-    /// have come meanwhile).
     limits: Limits,
-    outcome: Adopted,
-}
-
-/// A candidate whose time has come: its `min_runtime` passed, or a retry is due.
-struct Due {
-    candidate: Candidate,
     attempt: u32,
-    exec_ns: Option<u64>,
+    outcome: Adopted<Governed>,
 }
 
-/// How long an exited process waits for the source's report of its exit
-/// status when its pidfd could not tell it. Both sources can report after
-/// the pidfd wakes: the proc connector sends after exit_notify() (6.1), and
-/// the BPF ring buffer wakes its reader through irq_work, later still on a
-/// slow (emulated) CPU. Only a job whose status never comes pays it.
-const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
-
-/// Retry backoff: 100 ms, 200 ms, 400 ms, … at most 5 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+/// What the daemon's own async tasks report: a timer fired, a pidfd woke.
+enum Wake {
+    Timer(Timer),
+    Exited(ProcessId, Option<i32>),
+    /// The configuration file's directory saw a change of the file.
+    Followed(follow::Notice),
 }
 
+/// The I/O shell around the [`Tracker`]: it turns kernel events and the
+/// results of blocking work into calls of the tracker, and carries out the
+/// actions the tracker returns. It owns no decisions of its own beyond
+/// "one scan, one reload, one state write at a time".
 struct Daemon {
     config: WatchConfig,
-    rules: Arc<Rules>,
     governor: Arc<Governor>,
     source: Source,
-    tracked: HashMap<u32, Tracked>,
-    /// Pids with an adoption in flight or a retry scheduled: never adopted twice.
-    adopting: HashSet<u32>,
-    /// Processes waiting for their `min_runtime`.
-    pending: HashMap<u32, ProcessId>,
-    /// Processes a filter rejected (forgotten when a scan no longer sees them).
-    rejected: HashMap<u32, ProcessId>,
-    /// Exit statuses reported by the source, until the pidfd says "exited".
-    statuses: HashMap<u32, i32>,
-    /// Exited processes whose status the source has yet to report.
-    awaiting_status: HashMap<u32, Tracked>,
-    adoptions: JoinSet<Adoption>,
-    finishing: JoinSet<Finished>,
-    updating: JoinSet<(ProcessId, JobId, Vec<LimitOutcome>)>,
-    scanning: Option<(JoinHandle<std::io::Result<Vec<Candidate>>>, &'static str)>,
+    tracker: Tracker<JobCgroup>,
+    /// pidfds of governed processes until [`Action::Watch`] takes them.
+    pidfds: HashMap<ProcessId, PidFd>,
+    /// When each adoption's move ran, from its end until it is announced.
+    moves: HashMap<ProcessId, MoveSpan>,
+    /// Every piece of blocking work in flight (reads, adoptions, cgroup
+    /// writes, scans, reloads, state writes).
+    work: JoinSet<Done>,
+    wake_tx: mpsc::UnboundedSender<Wake>,
+    scanning: bool,
     rescan: Option<&'static str>,
-    reloading: Option<Loading>,
+    reloading: bool,
     /// A reload was asked for while one was in flight.
     reload_again: bool,
-    saving: Option<JoinHandle<()>>,
+    saving: bool,
     state_dirty: bool,
+    /// Stopping: no new adoptions, reads or timers; work in flight finishes.
+    stopping: bool,
     /// The source's kernel-side drop count when last looked at.
     kernel_drops: u64,
-    /// Exited processes, with the status their pidfd knew (6.15+).
-    exits_tx: mpsc::UnboundedSender<(ProcessId, Option<i32>)>,
-    due_tx: mpsc::UnboundedSender<Due>,
+    /// The source's count of datagrams from other senders, when last looked at.
+    foreign: u64,
     metrics: Metrics,
     health: Health,
     sink: Option<EventSink>,
     systemd_notify: bool,
+    dynmods: DynmodsWatch,
+    /// Follows the configuration file (stops when dropped).
+    follower: Option<follow::Follower>,
+    /// Held while the daemon runs: one daemon per cgroup root.
+    _root_lock: super::lock::RootLock,
 }
 
 /// The leaf a delegated daemon moves into.
 const DAEMON_LEAF: &str = "daemon";
 
+/// How often favordynmods is looked at again (and, with `--favor-dynmods`,
+/// turned on again when something turned it off); SIGHUP looks at once.
+pub const DYNMODS_RECHECK: Duration = Duration::from_secs(60);
+
+/// The flag that turns favordynmods on, as the log names it.
+const FAVOR_DYNMODS_FLAG: &str = "--favor-dynmods";
+
+/// What the daemon knows of favordynmods between checks.
+#[derive(Debug, Default)]
+struct DynmodsWatch {
+    /// The state the last check found (after any remount).
+    last: Option<dynmods::State>,
+    /// A check is running on the blocking pool.
+    checking: bool,
+    /// Another check was asked for meanwhile.
+    again: bool,
+    /// The last failure logged, so that a lasting one is logged once.
+    last_error: Option<String>,
+}
+
 /// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the configuration.
 /// Governed processes are left in their cgroups with their limits and never
 /// signalled. Events go to `events` when given (`--events`).
-pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
+pub async fn run(config: WatchConfig) -> Result<(), WatchError> {
     run_with(super::WatchService::new(config).without_events(), |_| {}).await
 }
 
@@ -175,21 +211,28 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
 pub async fn run_with(
     service: super::WatchService,
     with_handle: impl FnOnce(&mut super::WatchHandle),
-) -> anyhow::Result<()> {
+) -> Result<(), WatchError> {
     use tokio::signal::unix::{SignalKind, signal};
+    let handler = |kind, signal_name| {
+        signal(kind).map_err(|source| WatchError::Signal {
+            signal: signal_name,
+            source,
+        })
+    };
     // Before anything is logged: a signal sent as soon as the daemon looks
     // ready must stop it cleanly, not kill it.
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut sighup = handler(SignalKind::hangup(), "SIGHUP")?;
     let mut handle = service.start().await?;
     with_handle(&mut handle);
     let control = handle.controller();
     tokio::spawn(async move {
         loop {
             let request = tokio::select! {
-                _ = sigint.recv() => Control::Stop("SIGINT"),
-                _ = sigterm.recv() => Control::Stop("SIGTERM"),
+                // As Go prints the signal (`Received signal interrupt`).
+                _ = sigint.recv() => Control::Stop("interrupt"),
+                _ = sigterm.recv() => Control::Stop("terminated"),
                 _ = sighup.recv() => Control::Reload,
             };
             if control.send(request).await.is_err() {
@@ -205,7 +248,7 @@ pub async fn serve(
     config: WatchConfig,
     control: mpsc::Receiver<Control>,
     sink: Option<EventSink>,
-) -> anyhow::Result<()> {
+) -> Result<(), WatchError> {
     start(config, sink, StartOptions::default()).await?.run(control).await
 }
 
@@ -215,169 +258,234 @@ pub struct StartOptions {
     /// Tell systemd (`Type=notify`) when it is ready, reloading, stopping.
     pub systemd_notify: bool,
     /// Running in a delegated cgroup (`Delegate=yes`): live in its leaf
-    /// `daemon` (see [`crate::cgroup::enter_delegated_leaf`]).
+    /// `daemon` when systemd started it there (see [`crate::cgroup::delegated_place`]).
     pub delegated: bool,
+}
+
+/// The old daemon's start-up lines, and where jobs go with which limits.
+fn log_what_is_governed(config: &WatchConfig, governor: &Governor, backend: &str) {
+    if backend == "poll" {
+        tracing::info!("Scan interval: {}", humantime::format_duration(config.scan_interval));
+    } else {
+        tracing::info!(
+            "Scan interval: none ({backend} reports every exec; /proc is scanned at start, after a loss and on reload)"
+        );
+    }
+    tracing::info!("Target commands: {}", go_list(config.rules.targets.names()));
+    let dirs: Vec<String> = governor.root_dirs().iter().map(|d| d.display().to_string()).collect();
+    tracing::info!("Job cgroups: auto-<command>-<pid> under {}", dirs.join(", "));
+    tracing::info!("Limits: {}", config.rules.default_limits.describe());
+    for (command, rule) in &config.rules.commands {
+        tracing::info!("Limits for {command}: {}", rule.limits.describe());
+    }
+    for command in config.rules.targets.names() {
+        let wait = config.rules.min_runtime_for(command);
+        if !wait.is_zero() {
+            tracing::info!(
+                "{command} is adopted once it has run for {} (min_runtime)",
+                humantime::format_duration(wait)
+            );
+        }
+    }
+}
+
+/// A list as Go's `%v` prints a slice: `[ffmpeg gst-launch-1.0]`.
+fn go_list(names: &[String]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
+/// Look at favordynmods once at start and log what it means; with
+/// `keep_on` (`--favor-dynmods`), turn it on, or fail the start with the
+/// reason it cannot be. What is true afterwards, when it could be read.
+async fn start_dynmods(keep_on: bool) -> Result<Option<dynmods::Detected>, WatchError> {
+    let ensured = match tokio::task::spawn_blocking(move || dynmods::ensure(keep_on)).await? {
+        Ok(ensured) => ensured,
+        Err(e) if keep_on => return Err(WatchError::FavorDynmods(e)),
+        Err(e) => {
+            tracing::warn!("favordynmods: {e}");
+            return Ok(None);
+        }
+    };
+    match &ensured.outcome {
+        Outcome::Nothing => tracing::info!("{}", ensured.before.describe(FAVOR_DYNMODS_FLAG)),
+        Outcome::Remounted { remount, after } if after.state() == dynmods::State::On => {
+            tracing::info!(
+                "favordynmods: turned on (remounted {remount}): moves into job cgroups no longer wait for an RCU grace period; every fork and exit on the host pays a little for it"
+            );
+            tracing::warn!("{}", dynmods::irreversibility_warning(&kernel_release()));
+        }
+        Outcome::Remounted { remount, .. } => {
+            return Err(WatchError::FavorDynmods(format!(
+                "remounted {remount}, but /proc/self/mountinfo does not show favordynmods"
+            )));
+        }
+        Outcome::Failed { error, .. } => return Err(WatchError::FavorDynmods(error.clone())),
+        Outcome::Refused(why) => return Err(WatchError::FavorDynmods(why.clone())),
+    }
+    Ok(Some(ensured.now().clone()))
+}
+
+/// `uname -r`.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |r| r.trim().to_owned())
 }
 
 /// A started daemon: subscribed to process events, earlier jobs taken over,
 /// the catch-up scan under way. [`Started::run`] drives it.
 pub struct Started {
     d: Daemon,
-    exits_rx: mpsc::UnboundedReceiver<(ProcessId, Option<i32>)>,
-    due_rx: mpsc::UnboundedReceiver<Due>,
+    wake_rx: mpsc::UnboundedReceiver<Wake>,
 }
 
 /// Start the daemon: everything that can fail at start fails here.
-pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartOptions) -> anyhow::Result<Started> {
+pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartOptions) -> Result<Started, WatchError> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("ffrtmp watch must run as root: it creates cgroups and subscribes to kernel process events");
+        return Err(WatchError::NotRoot);
+    }
+    if config.state.enabled {
+        StateFile::check_location(&config.state.path)?;
     }
     tracing::info!("Starting auto-attach service...");
-    tracing::info!("Scan interval: {:?}", config.scan_interval);
-    tracing::info!("Target commands: {:?}", config.rules.targets.names());
+    // Before any cgroup is touched: a refusal leaves nothing behind.
+    let favordynmods = start_dynmods(config.favor_dynmods).await?;
 
     let leaf = options.delegated.then_some(DAEMON_LEAF);
-    let governor = Arc::new(lifecycle::delegated_governor(config.cgroup_root.clone(), leaf)?);
+    let root = config.cgroup_root.clone();
+    // The root stays while the daemon runs: each adoption then makes one
+    // directory per hierarchy, not two, on the way to the move.
+    let governor = tokio::task::spawn_blocking(move || lifecycle::delegated_governor(root, leaf))
+        .await??
+        .keeping_root();
+    // One daemon per root. (By now a second daemon has only tidied garbage
+    // and, delegated, entered its leaf: both harmless to the first.)
+    let root_dir = governor.root_dirs().into_iter().next().unwrap_or_default();
+    let root_lock = super::lock::lock_root(Path::new(super::lock::LOCK_DIR), &root_dir)?;
     let metrics = Metrics::new();
+    if let Some(detected) = &favordynmods {
+        metrics.set_favordynmods(detected.supported, detected.state() == dynmods::State::On);
+    }
     let health = Health::new();
     let listener = match config.metrics_listen {
-        Some(addr) => Some(super::http::bind(addr).await?),
+        Some(addr) => Some(super::http::bind(addr).await.map_err(WatchError::Listen)?),
         None => None,
     };
 
     // Subscribe first, then catch up: a target started in between is seen
     // by both and adopted once.
-    let (source, why) = Source::open(config.backend, &config).context("opening an event source")?;
+    let (source, why) = Source::open(config.backend, &config).map_err(WatchError::Source)?;
     tracing::info!("Event source: {} ({why})", source.name());
     metrics.set_backend(source.name());
+    log_what_is_governed(&config, &governor, source.name());
 
-    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
-    let (due_tx, due_rx) = mpsc::unbounded_channel();
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::new(
+        Arc::new(config.rules.clone()),
+        config.retry,
+        source.reports_exit_status(),
+    );
     let mut d = Daemon {
-        rules: Arc::new(config.rules.clone()),
         config,
-        governor,
+        governor: Arc::new(governor),
         source,
-        tracked: HashMap::new(),
-        adopting: HashSet::new(),
-        pending: HashMap::new(),
-        rejected: HashMap::new(),
-        statuses: HashMap::new(),
-        awaiting_status: HashMap::new(),
-        adoptions: JoinSet::new(),
-        finishing: JoinSet::new(),
-        updating: JoinSet::new(),
-        scanning: None,
+        tracker,
+        pidfds: HashMap::new(),
+        moves: HashMap::new(),
+        work: JoinSet::new(),
+        wake_tx,
+        scanning: false,
         rescan: None,
-        reloading: None,
+        reloading: false,
         reload_again: false,
-        saving: None,
+        saving: false,
         state_dirty: false,
+        stopping: false,
         kernel_drops: 0,
-        exits_tx,
-        due_tx,
+        foreign: 0,
         metrics,
         health,
         sink,
         systemd_notify: options.systemd_notify,
+        dynmods: DynmodsWatch {
+            last: favordynmods.as_ref().map(dynmods::Detected::state),
+            ..DynmodsWatch::default()
+        },
+        follower: None,
+        _root_lock: root_lock,
     };
+    d.follow_config_file();
     d.emit(WatchEvent::Started {
         backend: d.source.name().to_string(),
         reason: why,
-        targets: d.rules.targets.names().to_vec(),
+        targets: d.tracker.rules().targets.names().to_vec(),
     });
     d.take_over().await;
     d.start_scan("startup");
     if let Some(listener) = listener {
-        tracing::info!("Serving /metrics and /healthz on http://{}", listener.local_addr()?);
+        let addr = listener.local_addr().map_err(WatchError::Listen)?;
+        tracing::info!("Serving /metrics and /healthz on http://{addr}");
         tokio::spawn(super::http::serve(listener, d.metrics.clone(), d.health.clone()));
     }
     d.notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("governing with {}", d.source.name())),
     ]);
-    Ok(Started { d, exits_rx, due_rx })
+    Ok(Started { d, wake_rx })
 }
 
 impl Started {
     /// Run until `control` says stop (or is dropped). Governed processes
     /// keep their cgroups and limits.
-    pub async fn run(self, mut control: mpsc::Receiver<Control>) -> anyhow::Result<()> {
-        let Started {
-            d,
-            mut exits_rx,
-            mut due_rx,
-        } = self;
-        d.main_loop(&mut control, &mut exits_rx, &mut due_rx).await
+    pub async fn run(self, mut control: mpsc::Receiver<Control>) -> Result<(), WatchError> {
+        let Started { d, mut wake_rx } = self;
+        d.main_loop(&mut control, &mut wake_rx).await
     }
 }
 
 impl Daemon {
+    /// The loop does no blocking I/O itself: it hands events to the tracker
+    /// and work to the blocking pool.
     async fn main_loop(
         mut self,
         control: &mut mpsc::Receiver<Control>,
-        exits_rx: &mut mpsc::UnboundedReceiver<(ProcessId, Option<i32>)>,
-        due_rx: &mut mpsc::UnboundedReceiver<Due>,
-    ) -> anyhow::Result<()> {
-        let d = &mut self;
-        let mut flush = tokio::time::interval(d.config.state.flush_interval.max(Duration::from_millis(100)));
+        wake_rx: &mut mpsc::UnboundedReceiver<Wake>,
+    ) -> Result<(), WatchError> {
+        let mut flush = tokio::time::interval(self.config.state.flush_interval.max(Duration::from_millis(100)));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
+        let mut dynmods_tick = tokio::time::interval_at(tokio::time::Instant::now() + DYNMODS_RECHECK, DYNMODS_RECHECK);
+        dynmods_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::new();
         let reason = loop {
             tokio::select! {
                 biased;
                 request = control.recv() => match request {
-                    Some(Control::Reload) => d.start_reload(),
+                    Some(Control::Reload) => {
+                        self.start_reload();
+                        self.check_dynmods();
+                    }
                     Some(Control::Stop(why)) => break why,
                     None => break "the controlling handle was dropped",
                 },
-                next = d.source.next(&mut batch) => {
+                Some(done) = self.work.join_next() => match done {
+                    Ok(done) => self.done(done),
+                    Err(e) => tracing::error!("a blocking task of the daemon failed: {e}"),
+                },
+                Some(wake) = wake_rx.recv() => self.wake(wake),
+                next = self.source.next(&mut batch) => {
                     let scan_due = match next {
                         Ok(due) => due,
                         Err(e) => {
-                            d.health.source_failed(&e.to_string());
+                            self.health.source_failed(&e.to_string());
                             self.shutdown().await;
-                            return Err(anyhow::Error::new(e).context("reading process events"));
+                            return Err(WatchError::Events(e));
                         }
                     };
-                    d.handle_events(&mut batch);
+                    self.handle_events(&mut batch);
                     if scan_due {
-                        d.start_scan("poll");
+                        self.start_scan("poll");
                     }
                 }
-                Some(done) = d.adoptions.join_next() => match done {
-                    Ok(adoption) => d.adopted(adoption),
-                    Err(e) => tracing::error!("adoption task failed: {e}"),
-                },
-                Some((id, status)) = exits_rx.recv() => d.exited(id, status),
-                Some(due) = due_rx.recv() => d.due(due),
-                found = async { (&mut d.scanning.as_mut().expect("guarded").0).await }, if d.scanning.is_some() => {
-                    let (_, trigger) = d.scanning.take().expect("guarded");
-                    match found {
-                        Ok(result) => d.scanned(trigger, result),
-                        Err(e) => tracing::error!("scan task failed: {e}"),
-                    }
-                }
-                loaded = async { d.reloading.as_mut().expect("guarded").await }, if d.reloading.is_some() => {
-                    d.reloading = None;
-                    match loaded {
-                        Ok(result) => d.reloaded(result),
-                        Err(e) => tracing::error!("reload task failed: {e}"),
-                    }
-                    if std::mem::take(&mut d.reload_again) {
-                        d.start_reload();
-                    }
-                }
-                Some(done) = d.finishing.join_next() => match done {
-                    Ok(finished) => d.finished(finished),
-                    Err(e) => tracing::error!("finishing task failed: {e}"),
-                },
-                Some(done) = d.updating.join_next() => match done {
-                    Ok((id, job_id, outcomes)) => d.updated(id, &job_id, outcomes),
-                    Err(e) => tracing::error!("limit update task failed: {e}"),
-                },
-                _ = flush.tick(), if d.config.state.enabled => d.flush_state(),
+                _ = flush.tick(), if self.config.state.enabled => self.flush_state(),
+                _ = dynmods_tick.tick() => self.check_dynmods(),
             }
         };
         tracing::info!("Received signal {reason}, shutting down...");
@@ -385,9 +493,7 @@ impl Daemon {
         tracing::info!("Service stopped gracefully");
         Ok(())
     }
-}
 
-impl Daemon {
     /// Tell systemd about a state change (`Type=notify`), when asked to.
     fn notify(&self, states: &[sd_notify::NotifyState]) {
         if self.systemd_notify
@@ -410,17 +516,24 @@ impl Daemon {
         self.metrics.events(source, batch.len() as u64);
         let mut lost = 0;
         for event in batch.drain(..) {
-            match event {
-                SourceEvent::Exec { pid, time_ns } => self.consider(pid, time_ns),
-                SourceEvent::Exit { pid, status } => {
-                    if let Some(t) = self.awaiting_status.remove(&pid) {
-                        self.finish_job(t, Some(status));
-                    } else if self.tracked.contains_key(&pid) {
-                        self.statuses.insert(pid, status);
-                    }
+            let actions = match event {
+                SourceEvent::Exec {
+                    pid,
+                    start_time,
+                    time_ns,
+                } => self.tracker.exec(pid, start_time, time_ns),
+                SourceEvent::Exit {
+                    pid,
+                    start_time,
+                    status,
+                    time_ns,
+                } => self.tracker.source_exit(pid, start_time, status, time_ns),
+                SourceEvent::Lost { count } => {
+                    lost += count;
+                    Vec::new()
                 }
-                SourceEvent::Lost { count } => lost += count,
-            }
+            };
+            self.act(actions);
         }
         // Kernel-side drops (eBPF ring buffer full) are a running total.
         let dropped = self.source.drops();
@@ -428,6 +541,15 @@ impl Daemon {
         self.kernel_drops = dropped;
         self.metrics.kernel_drops(kernel);
         lost += kernel;
+        let foreign = self.source.foreign();
+        if foreign > self.foreign {
+            tracing::warn!(
+                "dropped {} proc connector datagram(s) that the kernel did not send ({foreign} so far)",
+                foreign - self.foreign
+            );
+            self.metrics.foreign_datagrams(foreign - self.foreign);
+            self.foreign = foreign;
+        }
         if lost > 0 {
             tracing::warn!("{lost} process event(s) lost; reconciling with a /proc scan");
             self.metrics.lost(source, lost);
@@ -436,213 +558,344 @@ impl Daemon {
                 source: source.to_string(),
                 count: lost,
             });
-            self.start_scan("loss");
+            let actions = self.tracker.lost(adopt::monotonic_ns());
+            self.act(actions);
         }
     }
 
-    /// Is this process already governed, being adopted, waiting or rejected?
-    fn known(&self, id: ProcessId) -> bool {
-        self.adopting.contains(&id.pid)
-            || self.tracked.get(&id.pid).is_some_and(|t| t.id == id)
-            || self.pending.get(&id.pid) == Some(&id)
-            || self.rejected.get(&id.pid) == Some(&id)
-    }
-
-    /// An exec: adopt it if it is a target we do not govern yet.
-    fn consider(&mut self, pid: u32, exec_ns: Option<u64>) {
-        if self.adopting.contains(&pid) {
-            return;
-        }
-        let Some(candidate) = scan::check(pid, &self.rules.targets) else {
-            return;
-        };
-        if self.known(candidate.info.id) || !self.governable(&candidate) {
-            return;
-        }
-        self.schedule(candidate, exec_ns);
-    }
-
-    /// ffrtmp never governs itself, its children, or a process already in
-    /// an ffrtmp job (such as the child of `ffrtmp run`).
-    fn governable(&self, candidate: &Candidate) -> bool {
-        let pid = candidate.info.id.pid;
-        if scan::is_self_or_descendant(&candidate.info) {
-            return false;
-        }
-        if self.governor.in_job_cgroup(pid) {
-            tracing::debug!("PID {pid} is already in an ffrtmp job cgroup; leaving it there");
-            return false;
-        }
-        true
-    }
-
-    /// Adopt now, or when the process has run for its `min_runtime`.
-    fn schedule(&mut self, candidate: Candidate, exec_ns: Option<u64>) {
-        let min = self.rules.min_runtime_for(&candidate.command);
-        let age = candidate.info.id.age();
-        if age < min {
-            let wait = min - age;
-            tracing::debug!(
-                "PID {} ({}): adopting in {wait:?}, when it has run for min_runtime {min:?}",
-                candidate.info.id.pid,
-                candidate.command
-            );
-            self.pending.insert(candidate.info.id.pid, candidate.info.id);
-            self.later(
-                wait,
-                Due {
-                    candidate,
-                    attempt: 0,
-                    exec_ns: None,
-                },
-            );
-            return;
-        }
-        self.adopt(candidate, 0, exec_ns);
-    }
-
-    /// One timer task per waiting process: free while nothing happens.
-    fn later(&self, wait: Duration, due: Due) {
-        let tx = self.due_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = tx.send(due);
-        });
-    }
-
-    fn due(&mut self, due: Due) {
-        let id = due.candidate.info.id;
-        if due.attempt == 0 {
-            if self.pending.get(&id.pid) != Some(&id) {
+    fn wake(&mut self, wake: Wake) {
+        let actions = match wake {
+            Wake::Timer(timer) => self.tracker.timer(timer),
+            Wake::Exited(id, status) => self.tracker.pidfd_exit(id, status),
+            Wake::Followed(notice) => {
+                self.followed(notice);
                 return;
             }
-            self.pending.remove(&id.pid);
-        } else {
-            self.adopting.remove(&id.pid);
-        }
-        // Still the same process, still running?
-        match ProcessInfo::read(id.pid) {
-            Ok(now) if now.id == id && !now.is_zombie() => self.adopt(due.candidate, due.attempt, due.exec_ns),
-            _ => tracing::info!(
-                "PID {} exited before it was adopted ({})",
-                id.pid,
-                due.candidate.command
-            ),
-        }
+        };
+        self.act(actions);
     }
 
-    fn adopt(&mut self, candidate: Candidate, attempt: u32, exec_ns: Option<u64>) {
-        let pid = candidate.info.id.pid;
-        self.adopting.insert(pid);
-        let job_id = job_id_for(&candidate.command, pid);
-        let governor = Arc::clone(&self.governor);
-        let rules = Arc::clone(&self.rules);
-        self.adoptions.spawn_blocking(move || {
-            let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id, attempt == 0);
-            Adoption {
-                limits: rules.limits_for(&candidate.command).clone(),
-                candidate,
-                job_id,
-                attempt,
+    fn done(&mut self, done: Done) {
+        let actions = match done {
+            Done::Checked {
+                pid,
+                start_time,
                 exec_ns,
-                outcome,
+                attempt,
+                result,
+            } => {
+                log_skipped(&result);
+                self.tracker.checked(pid, start_time, exec_ns, attempt, result)
             }
-        });
-    }
-
-    fn adopted(&mut self, adoption: Adoption) {
-        let Adoption {
-            candidate,
-            job_id,
-            attempt,
-            exec_ns,
-            limits,
-            outcome,
-        } = adoption;
-        let id = candidate.info.id;
-        self.adopting.remove(&id.pid);
-        match outcome {
-            Adopted::Governed { cgroup, pidfd } => {
-                // exec (the kernel's timestamp) → limits in place.
-                let latency = exec_ns.map(|at| Duration::from_nanos(monotonic_ns().saturating_sub(at)));
-                self.metrics.adopted(&candidate.command, latency);
-                self.health.attach_ok();
-                self.log_failed_limits(id.pid, cgroup.outcomes());
-                tracing::info!("✓ Attached to PID {} (job: {job_id})", id.pid);
-                self.emit(WatchEvent::Attached {
-                    job_id: job_id.to_string(),
-                    pid: id.pid,
-                    start_time: id.start_time,
-                    command: candidate.command.clone(),
-                    reattached: false,
-                    limits: cgroup.outcomes().to_vec(),
-                });
-                self.track(
-                    Tracked {
-                        id,
+            Done::Adopted(adoption) => {
+                let Adoption {
+                    candidate,
+                    job_id,
+                    limits,
+                    attempt,
+                    outcome,
+                } = *adoption;
+                let outcome = self.keep_governed(candidate.info.id, outcome);
+                self.tracker.adopted(candidate, job_id, limits, attempt, outcome)
+            }
+            Done::Fused {
+                pid,
+                start_time,
+                exec_ns,
+                result,
+            } => {
+                let result = match *result {
+                    tracker::FusedCheck::Checked(result) => {
+                        log_skipped(&result);
+                        tracker::FusedCheck::Checked(result)
+                    }
+                    tracker::FusedCheck::Adopted {
+                        found,
                         job_id,
-                        command: candidate.command,
-                        cgroup,
-                        attached: SystemTime::now(),
+                        limits,
+                        outcome,
+                    } => tracker::FusedCheck::Adopted {
+                        outcome: self.keep_governed(found.id(), outcome),
+                        found,
+                        job_id,
                         limits,
                     },
-                    pidfd,
-                );
-                // A reload while it was being adopted: catch up now.
-                self.update_job(id.pid);
+                };
+                self.tracker.fused_checked(pid, start_time, exec_ns, result)
             }
-            Adopted::Filtered(rejected) => {
-                tracing::info!("PID {} ({}) not governed: {rejected}", id.pid, candidate.command);
-                self.metrics.filtered(&candidate.command, rejected.filter);
+            Done::Scanned { trigger, result } => {
+                self.scanning = false;
+                let actions = self.tracker.scanned(trigger, result);
+                if let Some(trigger) = self.rescan.take() {
+                    self.start_scan(trigger);
+                }
+                actions
+            }
+            Done::Finished(f) => {
+                self.finished(*f);
+                Vec::new()
+            }
+            Done::Updated { id, job_id, outcomes } => {
+                self.updated(id, &job_id, outcomes);
+                Vec::new()
+            }
+            Done::Reloaded(result) => {
+                self.reloading = false;
+                let actions = self.reloaded(result);
+                if std::mem::take(&mut self.reload_again) {
+                    self.start_reload();
+                }
+                actions
+            }
+            Done::Saved(result) => {
+                self.saving = false;
+                if let Err(e) = result {
+                    tracing::warn!("{e}");
+                }
+                Vec::new()
+            }
+            Done::Dynmods(result) => {
+                self.dynmods.checking = false;
+                self.dynmods_checked(result);
+                if std::mem::take(&mut self.dynmods.again) {
+                    self.check_dynmods();
+                }
+                Vec::new()
+            }
+        };
+        self.act(actions);
+    }
+
+    /// Carry out what the tracker decided.
+    fn act(&mut self, actions: Vec<Action<JobCgroup>>) {
+        for action in actions {
+            match action {
+                Action::Note(note) => self.note(note),
+                Action::Watch(id) => self.watch(id),
+                Action::Finish { id, job, status } => self.finish(id, job, status),
+                Action::UpdateLimits { id, old, new } => self.update_limits(id, old, new),
+                // While stopping, nothing new starts.
+                _ if self.stopping => {}
+                Action::Check {
+                    pid,
+                    start_time,
+                    exec_ns,
+                    attempt,
+                    adopt: false,
+                } => {
+                    let (targets, governor) = (self.tracker.rules().targets.clone(), Arc::clone(&self.governor));
+                    self.work.spawn_blocking(move || Done::Checked {
+                        pid,
+                        start_time,
+                        exec_ns,
+                        attempt,
+                        result: adopt::inspect(pid, &targets, &governor),
+                    });
+                }
+                Action::Check {
+                    pid,
+                    start_time,
+                    exec_ns,
+                    adopt: true,
+                    ..
+                } => {
+                    let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
+                    self.work.spawn_blocking(move || Done::Fused {
+                        pid,
+                        start_time,
+                        exec_ns,
+                        result: Box::new(adopt::inspect_and_adopt(&governor, &rules, pid, start_time)),
+                    });
+                }
+                Action::Adopt {
+                    candidate,
+                    job_id,
+                    limits,
+                    attempt,
+                    announce,
+                } => {
+                    let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
+                    self.work.spawn_blocking(move || {
+                        let outcome = adopt::adopt(&governor, &rules, &candidate, &job_id, &limits, announce);
+                        Done::Adopted(Box::new(Adoption {
+                            candidate,
+                            job_id,
+                            limits,
+                            attempt,
+                            outcome,
+                        }))
+                    });
+                }
+                Action::Scan(trigger) => self.start_scan(trigger),
+                Action::Timer { after, timer } => {
+                    let tx = self.wake_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Wake::Timer(timer));
+                    });
+                }
+            }
+        }
+        self.metrics.set_governed(self.tracker.governed());
+    }
+
+    /// The daemon keeps a governed process's pidfd and move span itself;
+    /// the tracker keeps the job cgroup.
+    fn keep_governed(&mut self, id: ProcessId, outcome: Adopted<Governed>) -> Adopted<JobCgroup> {
+        match outcome {
+            Adopted::Governed { payload, attached } => {
+                self.pidfds.insert(id, payload.pidfd);
+                self.moves.insert(id, payload.moved);
+                Adopted::Governed {
+                    payload: payload.cgroup,
+                    attached,
+                }
+            }
+            Adopted::Filtered(r) => Adopted::Filtered(r),
+            Adopted::Gone => Adopted::Gone,
+            Adopted::Failed {
+                error,
+                transient,
+                announced,
+            } => Adopted::Failed {
+                error,
+                transient,
+                announced,
+            },
+        }
+    }
+
+    /// Log, count and publish what the tracker decided.
+    fn note(&mut self, note: Note) {
+        match note {
+            Note::Governed {
+                id,
+                exec_ns,
+                reattached,
+            } => self.governed(id, exec_ns, reattached),
+            Note::Filtered { id, command, rejected } => {
+                tracing::info!("PID {} ({command}) not governed: {rejected}", id.pid);
+                self.metrics.filtered(&command, rejected.filter);
                 self.emit(WatchEvent::Filtered {
                     pid: id.pid,
-                    command: candidate.command,
+                    command,
                     filter: rejected.filter.to_string(),
                     detail: rejected.detail,
                 });
-                self.rejected.insert(id.pid, id);
             }
-            Adopted::Gone => {
-                tracing::info!("PID {} exited before it was adopted ({})", id.pid, candidate.command);
+            Note::Waiting { id, command, wait } => tracing::info!(
+                "PID {} ({command}): adopting in {}, when it has run for its min_runtime",
+                id.pid,
+                humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+            ),
+            Note::ExitedUngoverned { id, command } => {
+                tracing::info!("PID {} exited before it was adopted ({command})", id.pid);
+                self.metrics.exited_ungoverned(&command);
             }
-            Adopted::Failed { error, transient } => {
-                let retry = transient && attempt < self.config.retry.max_attempts;
+            Note::AttachFailed {
+                id,
+                command,
+                error,
+                attempt,
+                retry_in,
+            } => {
                 // Counted once as failed, or as a retry when one follows.
-                self.metrics.adoption_failed(&candidate.command, retry);
-                self.health.attach_failed(&format!("{error:#}"));
-                let retry_in = retry.then(|| backoff(attempt));
+                self.metrics.adoption_failed(&command, retry_in.is_some());
+                self.health.attach_failed(&error);
                 match retry_in {
-                    Some(wait) => {
-                        tracing::warn!(
-                            "could not attach to PID {} ({}): {error:#}; retrying in {wait:?} (attempt {} of {})",
-                            id.pid,
-                            candidate.command,
-                            attempt + 2,
-                            self.config.retry.max_attempts + 1
-                        );
-                    }
-                    None => tracing::warn!("could not attach to PID {} ({}): {error:#}", id.pid, candidate.command),
+                    Some(wait) => tracing::warn!(
+                        "could not attach to PID {} ({command}): {error}; retrying in {wait:?} (attempt {} of {})",
+                        id.pid,
+                        attempt + 2,
+                        self.config.retry.max_attempts + 1
+                    ),
+                    None => tracing::warn!("could not attach to PID {} ({command}): {error}", id.pid),
                 }
                 self.emit(WatchEvent::AttachFailed {
                     pid: id.pid,
-                    command: candidate.command.clone(),
-                    error: format!("{error:#}"),
+                    command,
+                    error,
                     retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
                 });
-                if let Some(wait) = retry_in {
-                    // Held in `adopting` until the retry: never adopted twice.
-                    self.adopting.insert(id.pid);
-                    self.later(
-                        wait,
-                        Due {
-                            candidate,
-                            attempt: attempt + 1,
-                            exec_ns,
-                        },
-                    );
+            }
+            Note::CheckFailed {
+                pid,
+                error,
+                attempt,
+                retry_in,
+            } => {
+                self.metrics.check_failed();
+                match retry_in {
+                    Some(wait) => tracing::warn!(
+                        "could not check PID {pid}: {error}; reading it again in {wait:?} (attempt {} of {})",
+                        attempt + 2,
+                        self.config.retry.max_attempts + 1
+                    ),
+                    None => tracing::warn!(
+                        "could not check PID {pid}: {error}; a scan in {:?} looks for it again",
+                        tracker::RESCAN_AFTER_GIVING_UP
+                    ),
+                }
+            }
+            Note::Discovered { found } => tracing::info!("Discovered {found} new process(es)"),
+            Note::Reconciled { trigger, found } => {
+                self.health.scan_ok();
+                if found > 0 {
+                    tracing::info!("Discovered {found} new process(es)");
+                }
+                self.emit(WatchEvent::Reconciled {
+                    trigger: trigger.to_string(),
+                    found,
+                });
+            }
+            Note::ScanFailed { trigger, error } => {
+                tracing::warn!("reconcile scan ({trigger}) failed: {error}");
+                self.health.scan_failed(&error);
+                self.metrics.scan_failed();
+            }
+            Note::ScanIncomplete { trigger, failed } => {
+                for (pid, error) in failed.iter().take(3) {
+                    tracing::warn!("reconcile scan ({trigger}): could not check PID {pid}: {error}");
+                }
+                tracing::warn!(
+                    "reconcile scan ({trigger}): {} process(es) could not be checked; another scan in {:?}",
+                    failed.len(),
+                    tracker::RESCAN_AFTER_GIVING_UP
+                );
+                for _ in &failed {
+                    self.metrics.check_failed();
                 }
             }
         }
+    }
+
+    fn governed(&mut self, id: ProcessId, exec_ns: Option<u64>, reattached: bool) {
+        let moved = self.moves.remove(&id);
+        let Some(job) = self.tracker.job(id) else { return };
+        let outcomes = job.payload.outcomes().to_vec();
+        let (job_id, command) = (job.job_id.clone(), job.command.clone());
+        self.log_failed_limits(id.pid, &outcomes);
+        let mut latency = None;
+        if reattached {
+            tracing::info!("↻ Re-attached to PID {} (job: {job_id}, {command})", id.pid);
+        } else {
+            latency = exec_ns.map(|at| adoption_latency(at, moved, adopt::monotonic_ns()));
+            self.metrics.adopted(&command, latency.as_ref());
+            self.health.attach_ok();
+            tracing::info!("✓ Attached to PID {} (job: {job_id})", id.pid);
+        }
+        self.metrics
+            .job_started(job_id.as_str(), &command, job.payload.usage_reader());
+        self.emit(WatchEvent::Attached {
+            job_id: job_id.to_string(),
+            pid: id.pid,
+            start_time: id.start_time,
+            command,
+            reattached,
+            limits: outcomes,
+            latency,
+        });
+        self.state_dirty = true;
     }
 
     fn log_failed_limits(&self, pid: u32, outcomes: &[LimitOutcome]) {
@@ -656,22 +909,19 @@ impl Daemon {
         }
     }
 
-    /// Start governing: exit watcher, kernel exit reports, metrics, state.
-    fn track(&mut self, tracked: Tracked, pidfd: PidFd) {
-        let id = tracked.id;
+    /// Start governing: kernel exit reports and a task per governed process
+    /// that waits for its pidfd to become readable (exact, once per
+    /// process, free while nothing happens).
+    fn watch(&mut self, id: ProcessId) {
+        let Some(pidfd) = self.pidfds.remove(&id) else {
+            tracing::error!("PID {}: no pidfd to watch its exit", id.pid);
+            return;
+        };
+        if self.stopping {
+            return;
+        }
         self.source.govern(id.pid);
-        self.watch_exit(id, pidfd);
-        self.metrics
-            .job_started(tracked.job_id.as_str(), &tracked.command, tracked.cgroup.usage_reader());
-        self.tracked.insert(id.pid, tracked);
-        self.metrics.set_governed(self.tracked.len());
-        self.state_dirty = true;
-    }
-
-    /// A task per governed process waits for its pidfd to become readable:
-    /// exact, once per process, and free while nothing happens.
-    fn watch_exit(&self, id: ProcessId, pidfd: PidFd) {
-        let tx = self.exits_tx.clone();
+        let tx = self.wake_tx.clone();
         tokio::spawn(async move {
             // SAFETY: PidFd owns its fd, which stays open while the AsyncFd
             // that owns the PidFd exists.
@@ -687,56 +937,28 @@ impl Daemon {
                     None
                 }
             };
-            let _ = tx.send((id, status));
+            let _ = tx.send(Wake::Exited(id, status));
         });
     }
 
-    /// The exit watcher saw `id` exit; or, for a process already waiting
-    /// for its status, the wait is over.
-    fn exited(&mut self, id: ProcessId, pidfd_status: Option<i32>) {
-        if self.awaiting_status.get(&id.pid).is_some_and(|t| t.id == id) {
-            let t = self.awaiting_status.remove(&id.pid).expect("just seen");
-            self.finish_job(t, None);
-            return;
-        }
-        let Some(t) = self.tracked.remove(&id.pid).filter(|t| t.id == id) else {
-            return;
-        };
-        self.metrics.set_governed(self.tracked.len());
-        self.state_dirty = true;
-        // The source's status (eBPF: computed like wait(2)) first, then what
-        // the pidfd or the zombie's /proc/<pid>/stat told the exit watcher.
-        let status = self.statuses.remove(&id.pid).or(pidfd_status);
-        if status.is_none() && self.source.reports_exit_status() {
-            // Before 6.15 a pidfd cannot tell the status of a reaped process,
-            // and the proc connector sends its exit event only after the
-            // pidfd wakes (v6.1 kernel/exit.c do_exit(): exit_notify(), then
-            // proc_exit_connector()): give that event a moment to arrive.
-            self.awaiting_status.insert(id.pid, t);
-            let tx = self.exits_tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(EXIT_STATUS_GRACE).await;
-                let _ = tx.send((id, None));
-            });
-            return;
-        }
-        self.finish_job(t, status);
-    }
-
     /// Usage, removal and the summary line, on the blocking pool.
-    fn finish_job(&mut self, t: Tracked, status: Option<i32>) {
-        self.finishing
-            .spawn_blocking(move || adopt::finish(t.id, t.job_id, t.command, t.cgroup, t.attached, status));
+    fn finish(&mut self, id: ProcessId, job: Job<JobCgroup>, status: Option<i32>) {
+        self.state_dirty = true;
+        self.work.spawn_blocking(move || {
+            let finished = adopt::finish(id, job.job_id, job.command, job.payload, job.attached, status);
+            Done::Finished(Box::new(finished))
+        });
     }
 
     fn finished(&mut self, f: Finished) {
+        // The old tool's order: the summary, then these two.
+        f.result.log_summary();
         tracing::info!(
             "Process {} exited (job {}, duration: {:.2}s)",
             f.id.pid,
             f.job_id,
             f.result.processing_seconds
         );
-        tracing::info!("{}", f.result.summary_line());
         tracing::info!("⊗ Detached from PID {} (job: {})", f.id.pid, f.job_id);
         self.metrics.job_finished(f.job_id.as_str());
         self.metrics.job_ended(
@@ -751,60 +973,40 @@ impl Daemon {
     }
 
     fn start_scan(&mut self, trigger: &'static str) {
-        if self.scanning.is_some() {
+        if self.stopping {
+            return;
+        }
+        if self.scanning {
             self.rescan = Some(trigger);
             return;
         }
+        self.scanning = true;
         self.metrics.reconcile_scan(trigger);
-        let targets = self.rules.targets.clone();
-        self.scanning = Some((tokio::task::spawn_blocking(move || scan::scan(&targets)), trigger));
-    }
-
-    fn scanned(&mut self, trigger: &'static str, result: std::io::Result<Vec<Candidate>>) {
-        let candidates = match result {
-            Ok(c) => {
-                self.health.scan_ok();
-                c
-            }
-            Err(e) => {
-                tracing::warn!("reconcile scan ({trigger}) failed: {e}");
-                self.health.scan_failed(&e.to_string());
-                self.metrics.scan_failed();
-                Vec::new()
-            }
-        };
-        // Forget rejections of processes that are gone.
-        let present: HashSet<ProcessId> = candidates.iter().map(|c| c.info.id).collect();
-        self.rejected.retain(|_, id| present.contains(id));
-        let new: Vec<Candidate> = candidates
-            .into_iter()
-            .filter(|c| !self.known(c.info.id) && self.governable(c))
-            .collect();
-        if !new.is_empty() {
-            tracing::info!("Discovered {} new process(es)", new.len());
+        match trigger {
+            // The old tool's lines for its first and its periodic scans.
+            "startup" => tracing::info!("Performing initial scan..."),
+            "poll" => tracing::info!("Scanning for processes..."),
+            _ => tracing::debug!("scanning /proc ({trigger})"),
         }
-        self.emit(WatchEvent::Reconciled {
-            trigger: trigger.to_string(),
-            found: new.len(),
+        let (targets, governor) = (self.tracker.rules().targets.clone(), Arc::clone(&self.governor));
+        self.work.spawn_blocking(move || Done::Scanned {
+            trigger,
+            result: adopt::scan_targets(&targets, &governor),
         });
-        for c in new {
-            self.schedule(c, None);
-        }
-        if let Some(trigger) = self.rescan.take() {
-            self.start_scan(trigger);
-        }
     }
 
     /// Take over the jobs an earlier daemon left under the root.
     async fn take_over(&mut self) {
-        let state = self.load_state();
+        let state = self.load_state().await;
         let governor = Arc::clone(&self.governor);
-        let rules = Arc::clone(&self.rules);
+        let rules = Arc::clone(self.tracker.rules());
         let takeover = tokio::task::spawn_blocking(move || adopt::take_over(&governor, &rules, &state)).await;
         let Takeover {
             reattached,
             removed,
             failed,
+            completed,
+            claimed,
         } = match takeover {
             Ok(t) => t,
             Err(e) => {
@@ -812,48 +1014,61 @@ impl Daemon {
                 return;
             }
         };
+        for dir in claimed {
+            tracing::warn!(
+                "{} had no job mark (an earlier daemon was killed while creating it); marked it, taking it over or removing it",
+                dir.display()
+            );
+        }
         for job in removed {
             tracing::info!("removed the empty job cgroup {job} of an earlier run");
         }
         for (job, why) in failed {
             tracing::warn!("could not take over job {job}: {why}");
         }
+        for (job, c) in completed {
+            match c.result {
+                Ok(()) => tracing::warn!(
+                    "job {job}: PID {} was not in {}; completed the move an earlier run did not finish",
+                    c.pid,
+                    c.dir.display()
+                ),
+                Err(e) => tracing::error!(
+                    "job {job}: PID {} is not in {} and could not be moved there ({e}): its limits there do not apply to it",
+                    c.pid,
+                    c.dir.display()
+                ),
+            }
+        }
         self.metrics.reattached(reattached.len() as u64);
         for r in reattached {
-            self.reattached(r);
+            let id = r.found.id();
+            let job = Job {
+                job_id: r.cgroup.id().clone(),
+                command: r.found.candidate.command.clone(),
+                limits: r.limits,
+                attached: r.attached,
+                payload: r.cgroup,
+            };
+            self.pidfds.insert(id, r.pidfd);
+            let actions = self.tracker.reattached(r.found, job);
+            self.act(actions);
         }
     }
 
-    fn reattached(&mut self, r: Reattached) {
-        tracing::info!("↻ Re-attached to PID {} (job: {}, {})", r.id.pid, r.job_id, r.command);
-        self.log_failed_limits(r.id.pid, &r.outcomes);
-        self.emit(WatchEvent::Attached {
-            job_id: r.job_id.to_string(),
-            pid: r.id.pid,
-            start_time: r.id.start_time,
-            command: r.command.clone(),
-            reattached: true,
-            limits: r.outcomes,
-        });
-        let tracked = Tracked {
-            id: r.id,
-            job_id: r.job_id,
-            command: r.command,
-            cgroup: r.cgroup,
-            attached: r.attached,
-            limits: r.limits,
-        };
-        self.track(tracked, r.pidfd);
-    }
-
-    fn load_state(&self) -> Vec<StateJob> {
+    async fn load_state(&self) -> Vec<StateJob> {
         if !self.config.state.enabled {
             return Vec::new();
         }
-        match StateFile::load(&self.config.state.path) {
-            Ok(state) => state.jobs,
-            Err(e) => {
+        let path = self.config.state.path.clone();
+        match tokio::task::spawn_blocking(move || StateFile::load(&path)).await {
+            Ok(Ok(state)) => state.jobs,
+            Ok(Err(e)) => {
                 tracing::warn!("{e}; relying on the cgroup tree alone");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!("reading the state file failed: {e}; relying on the cgroup tree alone");
                 Vec::new()
             }
         }
@@ -861,14 +1076,14 @@ impl Daemon {
 
     fn state_now(&self) -> StateFile {
         let mut jobs: Vec<StateJob> = self
-            .tracked
-            .values()
-            .map(|t| StateJob {
-                job_id: t.job_id.to_string(),
-                pid: t.id.pid,
-                start_time: t.id.start_time,
-                command: t.command.clone(),
-                attached_unix_ms: unix_ms(t.attached),
+            .tracker
+            .jobs()
+            .map(|(id, job)| StateJob {
+                job_id: job.job_id.to_string(),
+                pid: id.pid,
+                start_time: id.start_time,
+                command: job.command.clone(),
+                attached_unix_ms: unix_ms(job.attached),
             })
             .collect();
         jobs.sort_by_key(|j| j.pid);
@@ -881,17 +1096,55 @@ impl Daemon {
     /// Write the state file on the blocking pool if it changed (one write
     /// at a time; a change meanwhile is written at the next tick).
     fn flush_state(&mut self) {
-        if !self.state_dirty || self.saving.as_ref().is_some_and(|s| !s.is_finished()) {
+        if !self.state_dirty || self.saving {
             return;
         }
         self.state_dirty = false;
+        self.saving = true;
         let state = self.state_now();
         let path = self.config.state.path.clone();
-        self.saving = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = state.save(&path) {
-                tracing::warn!("{e}");
+        self.work
+            .spawn_blocking(move || Done::Saved(state.save(&path).map_err(|e| e.to_string())));
+    }
+
+    /// The configuration file changed: reload as SIGHUP does.
+    fn followed(&mut self, notice: follow::Notice) {
+        let file = self.config.config_file.as_deref().unwrap_or(Path::new("")).display();
+        match notice {
+            follow::Notice::Changed(what) => {
+                tracing::info!("Configuration file {file} changed ({what}): reloading");
+                self.start_reload();
             }
-        }));
+            follow::Notice::Stopped(why) => {
+                self.follower = None;
+                tracing::warn!("no longer following {file} ({why}): only SIGHUP reloads it now");
+            }
+        }
+    }
+
+    /// Follow the configuration file, when there is one; without inotify
+    /// (e.g. `fs.inotify.max_user_instances` reached) SIGHUP still works.
+    fn follow_config_file(&mut self) {
+        let Some(file) = self
+            .config
+            .config_file
+            .clone()
+            .filter(|_| self.config.follow_config_file)
+        else {
+            return;
+        };
+        let tx = self.wake_tx.clone();
+        match follow::Follower::start(&file, move |notice| tx.send(Wake::Followed(notice)).is_ok()) {
+            Ok(follower) => {
+                tracing::info!(
+                    "Following {}: a change of the file (or of a ConfigMap's ..data in {}) reloads it, as SIGHUP does",
+                    file.display(),
+                    follower.dir().display()
+                );
+                self.follower = Some(follower);
+            }
+            Err(e) => tracing::warn!("{e}: only SIGHUP reloads the configuration"),
+        }
     }
 
     fn start_reload(&mut self) {
@@ -899,7 +1152,7 @@ impl Daemon {
             tracing::info!("SIGHUP: no --watch-config file to re-read; nothing to reload");
             return;
         };
-        if self.reloading.is_some() {
+        if self.reloading {
             // The file may have changed again since that read began.
             self.reload_again = true;
             return;
@@ -908,13 +1161,16 @@ impl Daemon {
         let mut states = vec![sd_notify::NotifyState::Reloading];
         states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
         self.notify(&states);
+        self.reloading = true;
         let overrides = self.config.overrides.clone();
-        self.reloading = Some(tokio::task::spawn_blocking(move || {
-            super::config::load(Some(&file), &overrides).map_err(anyhow::Error::new)
-        }));
+        self.work
+            .spawn_blocking(move || Done::Reloaded(super::config::load(Some(&file), &overrides)));
     }
 
-    fn reloaded(&mut self, result: anyhow::Result<(WatchConfig, Vec<String>)>) {
+    fn reloaded(
+        &mut self,
+        result: Result<(WatchConfig, Vec<String>), super::config::ConfigError>,
+    ) -> Vec<Action<JobCgroup>> {
         self.notify(&[sd_notify::NotifyState::Ready]);
         let (new, warnings) = match result {
             Ok(loaded) => loaded,
@@ -922,11 +1178,12 @@ impl Daemon {
                 let error = format!("{e:#}");
                 tracing::error!("configuration reload failed, keeping the running configuration: {error}");
                 self.metrics.reload(false);
+                self.health.config_failed(&error);
                 self.emit(WatchEvent::Reloaded {
                     ok: false,
                     error: Some(error),
                 });
-                return;
+                return Vec::new();
             }
         };
         for w in warnings {
@@ -934,27 +1191,110 @@ impl Daemon {
         }
         self.warn_restart_only(&new);
         let rules = Arc::new(new.rules.clone());
-        if rules.targets != self.rules.targets {
+        if rules.targets != self.tracker.rules().targets {
             let names: Vec<&str> = rules.targets.names().iter().map(String::as_str).collect();
             if let Err(e) = self.source.set_targets(&names) {
                 tracing::error!("updating the kernel's target list: {e}; new targets are found by scans only");
             }
-            tracing::info!("Target commands: {:?}", rules.targets.names());
+            tracing::info!("Target commands: {}", go_list(rules.targets.names()));
         }
         if new.scan_interval != self.config.scan_interval {
             self.source.set_scan_interval(new.scan_interval);
         }
-        self.rules = rules;
+        if new.favor_dynmods != self.config.favor_dynmods {
+            self.config.favor_dynmods = new.favor_dynmods;
+            if new.favor_dynmods {
+                tracing::info!("favor_dynmods is now on: favordynmods is kept on from now on");
+                self.check_dynmods();
+            } else {
+                tracing::info!(
+                    "favor_dynmods is now off: favordynmods is no longer turned on again (the kernel keeps it as it is)"
+                );
+            }
+        }
         self.config.rules = new.rules;
         self.config.scan_interval = new.scan_interval;
         self.config.retry = new.retry;
-        self.update_running_jobs();
-        // Filters may have changed: decide again about every running target.
-        self.rejected.clear();
-        self.start_scan("reload");
+        let actions = self.tracker.reload(rules, new.retry);
         self.metrics.reload(true);
+        self.health.config_ok();
         self.emit(WatchEvent::Reloaded { ok: true, error: None });
         tracing::info!("Configuration reloaded");
+        actions
+    }
+
+    /// Look at favordynmods again on the blocking pool (reading two files);
+    /// with `favor_dynmods`, turn it on again if it is off.
+    fn check_dynmods(&mut self) {
+        if self.stopping {
+            return;
+        }
+        if self.dynmods.checking {
+            self.dynmods.again = true;
+            return;
+        }
+        self.dynmods.checking = true;
+        let keep_on = self.config.favor_dynmods;
+        self.work
+            .spawn_blocking(move || Done::Dynmods(dynmods::ensure(keep_on)));
+    }
+
+    fn dynmods_checked(&mut self, result: Result<Ensured, String>) {
+        let ensured = match result {
+            Ok(ensured) => ensured,
+            Err(e) => {
+                self.dynmods_failed(format!("favordynmods: {e}"));
+                return;
+            }
+        };
+        let now = ensured.now();
+        let state = now.state();
+        self.metrics
+            .set_favordynmods(now.supported, state == dynmods::State::On);
+        let was = self.dynmods.last.replace(state);
+        match &ensured.outcome {
+            Outcome::Nothing => {
+                self.dynmods.last_error = None;
+                if was.is_some_and(|was| was != state) {
+                    tracing::info!("{} (changed since the last check)", now.describe(FAVOR_DYNMODS_FLAG));
+                }
+            }
+            Outcome::Remounted { remount, .. } if state == dynmods::State::On => {
+                self.dynmods.last_error = None;
+                if was == Some(dynmods::State::On) {
+                    // Off since the last check, and nobody but a remount or
+                    // a new cgroup2 mount can have done that.
+                    tracing::warn!(
+                        "favordynmods was turned off since the last check (by a remount, or a new cgroup2 mount, without it); turned it on again (remounted {remount})"
+                    );
+                    self.metrics.favordynmods_reapplied();
+                } else {
+                    tracing::info!(
+                        "favordynmods: turned on (remounted {remount}): moves into job cgroups no longer wait for an RCU grace period"
+                    );
+                    tracing::warn!("{}", dynmods::irreversibility_warning(&kernel_release()));
+                }
+            }
+            Outcome::Remounted { remount, .. } => {
+                self.dynmods_failed(format!(
+                    "favordynmods: remounted {remount}, but /proc/self/mountinfo does not show it"
+                ));
+            }
+            Outcome::Failed { error, .. } => {
+                self.dynmods_failed(format!("favordynmods is off and could not be turned on again: {error}"));
+            }
+            Outcome::Refused(why) => {
+                self.dynmods_failed(format!("favordynmods is not kept on: {why}"));
+            }
+        }
+    }
+
+    /// Log a failure of the favordynmods check once, not every minute.
+    fn dynmods_failed(&mut self, error: String) {
+        if self.dynmods.last_error.as_ref() != Some(&error) {
+            tracing::error!("{error}");
+            self.dynmods.last_error = Some(error);
+        }
     }
 
     /// Settings that only take effect at start.
@@ -971,28 +1311,13 @@ impl Daemon {
         }
     }
 
-    /// Apply each running job's new limits (limits are live-adjustable).
-    fn update_running_jobs(&mut self) {
-        let pids: Vec<u32> = self.tracked.keys().copied().collect();
-        for pid in pids {
-            self.update_job(pid);
-        }
-    }
-
-    /// Bring one job's limits to the current rules, if they differ.
-    fn update_job(&mut self, pid: u32) {
-        let Some(t) = self.tracked.get_mut(&pid) else {
-            return;
-        };
-        let new = self.rules.limits_for(&t.command).clone();
-        if new == t.limits {
-            return;
-        }
-        let old = std::mem::replace(&mut t.limits, new.clone());
-        let writer = t.cgroup.limit_writer();
-        let procs = t.cgroup.procs_files();
-        let (id, job_id) = (t.id, t.job_id.clone());
-        self.updating.spawn_blocking(move || {
+    /// Write a running job's new limits (limits are live-adjustable).
+    fn update_limits(&mut self, id: ProcessId, old: Limits, new: Limits) {
+        let Some(job) = self.tracker.job(id) else { return };
+        let writer = job.payload.limit_writer();
+        let procs = job.payload.procs_files();
+        let job_id = job.job_id.clone();
+        self.work.spawn_blocking(move || {
             let pids = procs
                 .first()
                 .and_then(|p| std::fs::read_to_string(p).ok())
@@ -1003,7 +1328,7 @@ impl Daemon {
                 })
                 .unwrap_or_default();
             let outcomes = adopt::update_limits(&writer, id.pid, &pids, Some(&old), &new);
-            (id, job_id, outcomes)
+            Done::Updated { id, job_id, outcomes }
         });
     }
 
@@ -1024,27 +1349,20 @@ impl Daemon {
         });
     }
 
+    /// Let the work in flight complete (so no half-made cgroup is left and
+    /// every finished job is reported), then write the state.
     async fn shutdown(mut self) {
         self.notify(&[sd_notify::NotifyState::Stopping]);
-        // Let adoptions in flight complete so no half-made cgroup is left.
-        while let Some(done) = self.adoptions.join_next().await {
-            if let Ok(adoption) = done {
-                self.adopted(adoption);
+        self.stopping = true;
+        let actions = self.tracker.stop();
+        self.act(actions);
+        while let Some(done) = self.work.join_next().await {
+            match done {
+                Ok(done) => self.done(done),
+                Err(e) => tracing::error!("a blocking task of the daemon failed: {e}"),
             }
         }
-        for (_, t) in std::mem::take(&mut self.awaiting_status) {
-            self.finish_job(t, None);
-        }
-        while let Some(done) = self.finishing.join_next().await {
-            if let Ok(finished) = done {
-                self.finished(finished);
-            }
-        }
-        while self.updating.join_next().await.is_some() {}
         if self.config.state.enabled {
-            if let Some(saving) = self.saving.take() {
-                let _ = saving.await;
-            }
             // Synchronously: the next start reads exactly this.
             let state = self.state_now();
             let path = self.config.state.path.clone();
@@ -1054,32 +1372,50 @@ impl Daemon {
                 Err(e) => tracing::warn!("saving the state failed: {e}"),
             }
         }
-        for t in self.tracked.values() {
-            tracing::info!("⊗ Detached from PID {} (job: {})", t.id.pid, t.job_id);
+        let governed: Vec<(u32, JobId)> = self.tracker.jobs().map(|(id, j)| (id.pid, j.job_id.clone())).collect();
+        for (pid, job_id) in &governed {
+            tracing::info!("⊗ Detached from PID {pid} (job: {job_id})");
+        }
+        // (Still governed jobs keep the root in place.)
+        let governor = Arc::clone(&self.governor);
+        if let Err(e) = tokio::task::spawn_blocking(move || governor.remove_kept_root()).await {
+            tracing::warn!("removing the empty cgroup root failed: {e}");
         }
         self.emit(WatchEvent::Stopped {
-            governed: self.tracked.len(),
+            governed: governed.len(),
         });
     }
 }
 
-/// CLOCK_MONOTONIC now, in nanoseconds (the clock of the kernel's event
-/// timestamps).
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+fn log_skipped(result: &Checked) {
+    if let Checked::Skipped { pid, why } = result {
+        tracing::debug!("PID {pid} is a target, left alone: {why}");
+    }
+}
+
+/// Split exec (`exec_ns`, the kernel's timestamp) → now at the move. A
+/// clock read before the exec's own timestamp (an event source's clock
+/// that runs ahead) counts as zero rather than wrapping.
+fn adoption_latency(exec_ns: u64, moved: Option<MoveSpan>, now_ns: u64) -> AdoptionLatency {
+    let us = |from: u64, to: u64| to.saturating_sub(from) / 1000;
+    let total_us = us(exec_ns, now_ns);
+    match moved {
+        Some(m) => AdoptionLatency {
+            total_us,
+            before_move_us: us(exec_ns, m.started_ns),
+            move_us: us(m.started_ns.max(exec_ns), m.finished_ns),
+        },
+        None => AdoptionLatency {
+            total_us,
+            before_move_us: total_us,
+            move_us: 0,
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_backoff_doubles_and_is_bounded() {
-        let waits: Vec<u64> = (0..10).map(|a| backoff(a).as_millis() as u64).collect();
-        assert_eq!(&waits[..6], &[100, 200, 400, 800, 1600, 3200]);
-        assert!(waits[6..].iter().all(|&w| w == 5000), "{waits:?}");
-    }
 
     #[test]
     fn a_full_event_queue_drops_and_counts_instead_of_waiting() {
@@ -1092,5 +1428,27 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 0 });
         assert_eq!(rx.try_recv().unwrap(), WatchEvent::Stopped { governed: 1 });
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_latency_is_split_at_the_move() {
+        let moved = MoveSpan {
+            started_ns: 1_400_000,
+            finished_ns: 6_900_000,
+        };
+        let split = adoption_latency(1_000_000, Some(moved), 7_000_000);
+        assert_eq!(
+            split,
+            AdoptionLatency {
+                total_us: 6000,
+                before_move_us: 400,
+                move_us: 5500,
+            }
+        );
+        // No move recorded: all of it is before the move.
+        assert_eq!(adoption_latency(1_000_000, None, 3_000_000).before_move_us, 2000);
+        // A source clock ahead of ours never wraps around.
+        let ahead = adoption_latency(9_000_000, Some(moved), 7_000_000);
+        assert_eq!((ahead.total_us, ahead.before_move_us, ahead.move_us), (0, 0, 0));
     }
 }

@@ -6,6 +6,20 @@ use serde::Serialize;
 use crate::cgroup::LimitOutcome;
 use crate::report::JobResult;
 
+/// From a target's exec (the kernel's timestamp) to its limits in place,
+/// split at the move into its cgroup, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AdoptionLatency {
+    /// exec → limits in place, the whole.
+    pub total_us: u64,
+    /// exec → the start of the write that moves the process: ffrtmp's own
+    /// work (reading the process, making the cgroup, writing its limits)
+    /// and the waits for its threads to be scheduled.
+    pub before_move_us: u64,
+    /// The write itself: the kernel's migration, its lock's wait included.
+    pub move_us: u64,
+}
+
 /// One thing the watch service did or saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -27,6 +41,10 @@ pub enum WatchEvent {
         command: String,
         reattached: bool,
         limits: Vec<LimitOutcome>,
+        /// How long it took, when the exec time is known (not for a job
+        /// taken over, nor for one found by a scan of the poll backend).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency: Option<AdoptionLatency>,
     },
     /// A governed process exited: the job's full result.
     Detached { command: String, result: Box<JobResult> },

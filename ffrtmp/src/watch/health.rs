@@ -36,6 +36,9 @@ pub struct HealthReport {
     pub total_attach_failures: u64,
     /// The most recent error of any kind, even when since recovered.
     pub last_error: Option<String>,
+    /// Why the last reload of the configuration file was refused, while the
+    /// daemon runs the configuration it had before; none once one succeeds.
+    pub config_error: Option<String>,
     /// Seconds the daemon has been in this status.
     pub since_seconds: f64,
 }
@@ -55,6 +58,7 @@ struct State {
     last_scan_error: Option<String>,
     last_attach_error: Option<String>,
     source_error: Option<String>,
+    config_error: Option<String>,
     last_error: Option<String>,
     /// Events lost since the current loss window opened, and the last loss.
     lost: u64,
@@ -92,6 +96,7 @@ impl Health {
                 last_scan_error: None,
                 last_attach_error: None,
                 source_error: None,
+                config_error: None,
                 last_error: None,
                 lost: 0,
                 last_loss: None,
@@ -140,6 +145,20 @@ impl Health {
         self.update(Instant::now(), |s| s.source_error = None);
     }
 
+    /// A reload of the configuration was refused: degraded until one
+    /// succeeds (the daemon governs, but not as its file now says).
+    pub fn config_failed(&self, error: &str) {
+        self.update(Instant::now(), |s| {
+            s.config_error = Some(error.to_owned());
+            s.last_error = Some(error.to_owned());
+        });
+    }
+
+    /// A reload of the configuration succeeded.
+    pub fn config_ok(&self) {
+        self.update(Instant::now(), |s| s.config_error = None);
+    }
+
     /// `n` process events were lost: degraded for [`LOSS_DEGRADED_FOR`].
     pub fn events_lost(&self, n: u64) {
         self.events_lost_at(n, Instant::now());
@@ -171,6 +190,7 @@ impl Health {
             total_scan_failures: s.total_scan_failures,
             total_attach_failures: s.total_attach_failures,
             last_error: s.last_error.clone(),
+            config_error: s.config_error.clone(),
             since_seconds: now.saturating_duration_since(s.since).as_secs_f64(),
         }
     }
@@ -221,6 +241,12 @@ impl State {
             causes.push((
                 severity,
                 format!("{scans} consecutive /proc scan failures (last: {last})"),
+            ));
+        }
+        if let Some(error) = &self.config_error {
+            causes.push((
+                HealthStatus::Degraded,
+                format!("the configuration file's last change was refused, the one before it is in use: {error}"),
             ));
         }
         let attaches = self.consecutive_attach_failures;
@@ -359,6 +385,25 @@ mod tests {
         assert_eq!(r.reasons, ["the process event source failed: netlink socket closed"]);
         health.source_ok();
         assert_eq!(health.report().status, HealthStatus::Healthy);
+    }
+
+    #[test]
+    fn a_refused_configuration_degrades_until_a_reload_succeeds() {
+        let health = Health::new();
+        health.config_failed("/etc/ffrtmp/watch.yaml: line 3: unknown field `cpu_quot`");
+        let r = health.report();
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert_eq!(
+            r.config_error.as_deref(),
+            Some("/etc/ffrtmp/watch.yaml: line 3: unknown field `cpu_quot`")
+        );
+        assert!(
+            r.reasons[0].starts_with("the configuration file's last change was refused"),
+            "{r:?}"
+        );
+        health.config_ok();
+        let r = health.report();
+        assert_eq!((r.status, r.config_error), (HealthStatus::Healthy, None));
     }
 
     #[test]

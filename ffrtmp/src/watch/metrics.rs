@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric};
@@ -30,7 +29,7 @@ type Label3 = [(&'static str, String); 3];
 
 /// Reconcile triggers and reload results, exported at 0 from the start so
 /// that `rate()` sees their first increment.
-const TRIGGERS: [&str; 4] = ["startup", "loss", "poll", "reload"];
+const TRIGGERS: [&str; 5] = ["startup", "loss", "poll", "reload", "retry"];
 
 /// Every metric of the daemon. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
@@ -42,10 +41,14 @@ struct Inner {
     registry: Registry,
     events: Family<Label1, Counter>,
     kernel_drops: Counter,
+    foreign_datagrams: Counter,
     lost: Family<Label1, Counter>,
     reconcile_scans: Family<Label1, Counter>,
     scan_failures: Counter,
+    check_failures: Counter,
     adoption_latency: Histogram,
+    adoption_before_move: Histogram,
+    adoption_move: Histogram,
     adoptions: Family<Label2, Counter>,
     adoption_retries: Counter,
     filtered: Family<Label2, Counter>,
@@ -53,9 +56,13 @@ struct Inner {
     governed: Gauge,
     jobs: Family<Label3, Counter>,
     reloads: Family<Label1, Counter>,
+    reload_ok: Gauge,
     reattached: Counter,
     events_dropped: Counter,
     build_info: Family<Label2, Gauge>,
+    favordynmods: Gauge,
+    favordynmods_supported: Gauge,
+    favordynmods_reapplied: Counter,
     running: Arc<JobsCollector>,
 }
 
@@ -86,6 +93,12 @@ impl Metrics {
             "Process events the kernel dropped before the daemon could read them (eBPF ring buffer full)",
             kernel_drops.clone(),
         );
+        let foreign_datagrams = Counter::default();
+        registry.register(
+            "foreign_datagrams",
+            "Proc connector datagrams dropped because the kernel did not send them (sender port id not 0)",
+            foreign_datagrams.clone(),
+        );
         let lost = Family::default();
         registry.register(
             "events_lost",
@@ -105,6 +118,12 @@ impl Metrics {
         }
         let scan_failures = Counter::default();
         registry.register("scan_failures", "/proc scans that failed", scan_failures.clone());
+        let check_failures = Counter::default();
+        registry.register(
+            "check_failures",
+            "Reads of a possible target in /proc that failed for another reason than the process being gone (e.g. EMFILE); each is read again or found by a later scan",
+            check_failures.clone(),
+        );
         // 100 µs doubling up to 13 s: exec → limits in place is well under a
         // millisecond when healthy, seconds when the machine is struggling.
         let adoption_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
@@ -114,10 +133,26 @@ impl Metrics {
             Unit::Seconds,
             adoption_latency.clone(),
         );
+        // 25 µs doubling up to 13 s: the split of the latency above, where
+        // ffrtmp's own part should be a fraction of a millisecond.
+        let adoption_before_move = Histogram::new(exponential_buckets(0.000025, 2.0, 20));
+        registry.register_with_unit(
+            "adoption_before_move",
+            "Time from a target's exec to the start of the write that moves it into its job cgroup: ffrtmp's own work (reading the process, making the cgroup, writing the limits) and scheduling waits",
+            Unit::Seconds,
+            adoption_before_move.clone(),
+        );
+        let adoption_move = Histogram::new(exponential_buckets(0.000025, 2.0, 20));
+        registry.register_with_unit(
+            "adoption_move",
+            "Time the kernel took to move a target into its job cgroup (the cgroup.procs or tasks write; the global migration lock's wait included)",
+            Unit::Seconds,
+            adoption_move.clone(),
+        );
         let adoptions = Family::default();
         registry.register(
             "adoptions",
-            "Adoptions of target processes into job cgroups, by command and result (ok, failed)",
+            "Adoptions of target processes into job cgroups, by command and result (ok, failed, exited: it ended before it could be governed)",
             adoptions.clone(),
         );
         let adoption_retries = Counter::default();
@@ -153,12 +188,19 @@ impl Metrics {
         let reloads: Family<Label1, Counter> = Family::default();
         registry.register(
             "config_reloads",
-            "Configuration reloads on SIGHUP, by result (ok, failed)",
+            "Configuration reloads on SIGHUP or a change of the file, by result (ok, failed)",
             reloads.clone(),
         );
         for result in ["ok", "failed"] {
             reloads.get_or_create(&[("result", result.to_owned())]).inc_by(0);
         }
+        let reload_ok = Gauge::default();
+        reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "0 while the last reload was refused (the daemon runs the configuration before it), else 1",
+            reload_ok.clone(),
+        );
         let reattached = Counter::default();
         registry.register(
             "reattached",
@@ -177,6 +219,24 @@ impl Metrics {
             "Always 1; labels carry the version and the event backend in use",
             build_info.clone(),
         );
+        let favordynmods = Gauge::default();
+        registry.register(
+            "cgroup_favordynmods",
+            "1 while the cgroup mount option favordynmods is on (moves into job cgroups do not wait for an RCU grace period), else 0; read at start and every minute",
+            favordynmods.clone(),
+        );
+        let favordynmods_supported = Gauge::default();
+        registry.register(
+            "cgroup_favordynmods_supported",
+            "1 when the kernel supports favordynmods (/sys/kernel/cgroup/features lists it), else 0",
+            favordynmods_supported.clone(),
+        );
+        let favordynmods_reapplied = Counter::default();
+        registry.register(
+            "cgroup_favordynmods_reapplied",
+            "Times --favor-dynmods found favordynmods turned off by someone else (a remount or a new cgroup2 mount) and turned it on again",
+            favordynmods_reapplied.clone(),
+        );
         let running = Arc::new(JobsCollector::default());
         registry.register_collector(Box::new(Arc::clone(&running)));
         Metrics {
@@ -184,10 +244,14 @@ impl Metrics {
                 registry,
                 events,
                 kernel_drops,
+                foreign_datagrams,
                 lost,
                 reconcile_scans,
                 scan_failures,
+                check_failures,
                 adoption_latency,
+                adoption_before_move,
+                adoption_move,
                 adoptions,
                 adoption_retries,
                 filtered,
@@ -195,9 +259,13 @@ impl Metrics {
                 governed,
                 jobs,
                 reloads,
+                reload_ok,
                 reattached,
                 events_dropped,
                 build_info,
+                favordynmods,
+                favordynmods_supported,
+                favordynmods_reapplied,
                 running,
             }),
         }
@@ -214,6 +282,11 @@ impl Metrics {
     /// `n` more events dropped in the kernel.
     pub fn kernel_drops(&self, n: u64) {
         self.inner.kernel_drops.inc_by(n);
+    }
+
+    /// `n` more datagrams dropped because another process sent them.
+    pub fn foreign_datagrams(&self, n: u64) {
+        self.inner.foreign_datagrams.inc_by(n);
     }
 
     /// `n` events from `source` known to be lost.
@@ -236,12 +309,25 @@ impl Metrics {
         self.inner.scan_failures.inc();
     }
 
-    /// A `command` process is governed; `latency` is exec → limits in place
-    /// when the exec time is known.
-    pub fn adopted(&self, command: &str, latency: Option<Duration>) {
+    /// Reading a possible target failed (not because it was gone).
+    pub fn check_failed(&self) {
+        self.inner.check_failures.inc();
+    }
+
+    /// A target of `command` exited before it could be governed.
+    pub fn exited_ungoverned(&self, command: &str) {
+        self.adoption_result(command, "exited");
+    }
+
+    /// A `command` process is governed; `latency` when the exec time is
+    /// known.
+    pub fn adopted(&self, command: &str, latency: Option<&crate::watch::event::AdoptionLatency>) {
         self.adoption_result(command, "ok");
-        if let Some(latency) = latency {
-            self.inner.adoption_latency.observe(latency.as_secs_f64());
+        if let Some(l) = latency {
+            let seconds = |us: u64| us as f64 / 1e6;
+            self.inner.adoption_latency.observe(seconds(l.total_us));
+            self.inner.adoption_before_move.observe(seconds(l.before_move_us));
+            self.inner.adoption_move.observe(seconds(l.move_us));
         }
     }
 
@@ -302,10 +388,11 @@ impl Metrics {
             .inc();
     }
 
-    /// A SIGHUP reload succeeded or failed.
+    /// A reload (SIGHUP or a change of the file) succeeded or failed.
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.inner.reloads.get_or_create(&[("result", result.to_owned())]).inc();
+        self.inner.reload_ok.set(i64::from(ok));
     }
 
     /// `n` jobs of an earlier run were re-adopted at start.
@@ -328,6 +415,17 @@ impl Metrics {
                 ("backend", backend.to_owned()),
             ])
             .set(1);
+    }
+
+    /// What the last look at favordynmods found.
+    pub fn set_favordynmods(&self, supported: bool, on: bool) {
+        self.inner.favordynmods_supported.set(i64::from(supported));
+        self.inner.favordynmods.set(i64::from(on));
+    }
+
+    /// `--favor-dynmods` turned favordynmods on again after someone turned it off.
+    pub fn favordynmods_reapplied(&self) {
+        self.inner.favordynmods_reapplied.inc();
     }
 
     /// Export the usage of a job's cgroup until [`Metrics::job_finished`].
@@ -551,7 +649,14 @@ mod tests {
         m.reconcile_scan("loss");
         m.reconcile_scan("loss");
         m.scan_failed();
-        m.adopted("ffmpeg", Some(Duration::from_micros(300)));
+        m.adopted(
+            "ffmpeg",
+            Some(&crate::watch::event::AdoptionLatency {
+                total_us: 300,
+                before_move_us: 40,
+                move_us: 250,
+            }),
+        );
         m.adopted("ffmpeg", None);
         m.adoption_failed("ffmpeg", true);
         m.adoption_failed("gst-launch-1.0", false);
@@ -560,14 +665,20 @@ mod tests {
         m.limit_failed("memory_max");
         m.set_governed(2);
         m.job_ended("ffmpeg", "observed_to_completion", &exit_label(Ending::Signaled(9)));
+        m.reload(false);
         m.reload(true);
         m.reattached(3);
         m.event_dropped();
         m.event_dropped();
         m.set_backend("ebpf");
+        m.set_favordynmods(true, true);
+        m.favordynmods_reapplied();
         let text = m.encode().unwrap();
 
         let expect = [
+            ("ffrtmp_cgroup_favordynmods", 1.0),
+            ("ffrtmp_cgroup_favordynmods_supported", 1.0),
+            ("ffrtmp_cgroup_favordynmods_reapplied_total", 1.0),
             ("ffrtmp_watch_events_dropped_total", 2.0),
             ("ffrtmp_events_total{source=\"ebpf\"}", 5.0),
             ("ffrtmp_events_total{source=\"scan\"}", 1.0),
@@ -580,6 +691,12 @@ mod tests {
             ("ffrtmp_adoption_latency_seconds_sum", 0.0003),
             ("ffrtmp_adoption_latency_seconds_bucket{le=\"0.0001\"}", 0.0),
             ("ffrtmp_adoption_latency_seconds_bucket{le=\"0.0004\"}", 1.0),
+            ("ffrtmp_adoption_before_move_seconds_count", 1.0),
+            ("ffrtmp_adoption_before_move_seconds_bucket{le=\"0.000025\"}", 0.0),
+            ("ffrtmp_adoption_before_move_seconds_bucket{le=\"0.00005\"}", 1.0),
+            ("ffrtmp_adoption_move_seconds_count", 1.0),
+            ("ffrtmp_adoption_move_seconds_bucket{le=\"0.0002\"}", 0.0),
+            ("ffrtmp_adoption_move_seconds_bucket{le=\"0.0004\"}", 1.0),
             ("ffrtmp_adoptions_total{command=\"ffmpeg\",result=\"ok\"}", 2.0),
             (
                 "ffrtmp_adoptions_total{command=\"gst-launch-1.0\",result=\"failed\"}",
@@ -594,7 +711,8 @@ mod tests {
                 1.0,
             ),
             ("ffrtmp_config_reloads_total{result=\"ok\"}", 1.0),
-            ("ffrtmp_config_reloads_total{result=\"failed\"}", 0.0),
+            ("ffrtmp_config_reloads_total{result=\"failed\"}", 1.0),
+            ("ffrtmp_config_last_reload_successful", 1.0),
             ("ffrtmp_reattached_total", 3.0),
             (
                 &format!(
@@ -619,7 +737,10 @@ mod tests {
         // Counters move between scrapes.
         m.events("ebpf", 1);
         m.set_governed(0);
+        m.set_favordynmods(true, false);
         let text = m.encode().unwrap();
+        assert_eq!(value(&text, "ffrtmp_cgroup_favordynmods"), Some(0.0));
+        assert!(has_family(&text, "ffrtmp_cgroup_favordynmods", "gauge"));
         assert_eq!(value(&text, "ffrtmp_events_total{source=\"ebpf\"}"), Some(6.0));
         assert_eq!(value(&text, "ffrtmp_governed_processes"), Some(0.0));
     }
@@ -729,5 +850,20 @@ mod tests {
         let clone = m.clone();
         std::thread::spawn(move || clone.scan_failed()).join().unwrap();
         assert_eq!(value(&m.encode().unwrap(), "ffrtmp_scan_failures_total"), Some(1.0));
+    }
+
+    #[test]
+    fn a_refused_reload_shows_until_one_succeeds() {
+        let m = Metrics::new();
+        let ok = |m: &Metrics| value(&m.encode().unwrap(), "ffrtmp_config_last_reload_successful");
+        assert_eq!(
+            ok(&m),
+            Some(1.0),
+            "no reload yet: the configuration in use is the one asked for"
+        );
+        m.reload(false);
+        assert_eq!(ok(&m), Some(0.0));
+        m.reload(true);
+        assert_eq!(ok(&m), Some(1.0));
     }
 }

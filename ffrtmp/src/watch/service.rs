@@ -30,12 +30,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::daemon::{self, Control, EventSink, StartOptions};
-use super::{WatchConfig, WatchEvent, config};
+use super::{WatchConfig, WatchError, WatchEvent, config};
 
 /// How many events wait for the reader before new ones are dropped.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
@@ -60,7 +59,7 @@ impl WatchService {
     }
 
     /// The service configured from a `--watch-config` file (YAML or TOML).
-    pub fn from_file(path: &Path) -> anyhow::Result<WatchService> {
+    pub fn from_file(path: &Path) -> Result<WatchService, WatchError> {
         let (config, warnings) = config::load(Some(path), &config::Overrides::default())?;
         for w in warnings {
             tracing::warn!("{w}");
@@ -88,9 +87,13 @@ impl WatchService {
         self
     }
 
-    /// The process runs in a delegated cgroup (`Delegate=yes`): on cgroup v2
-    /// it first moves itself into the leaf `daemon` of its own cgroup, so a
-    /// relative `cgroup_root` can live beside it in the same subtree.
+    /// The process runs in a delegated cgroup (`Delegate=yes`). On cgroup v2,
+    /// started in its leaf `daemon` (`DelegateSubgroup=daemon`), a relative
+    /// `cgroup_root` lives beside it in the delegated cgroup; started in the
+    /// delegated cgroup itself (systemd before 254), a relative
+    /// `cgroup_root` is replaced by `/ffrtmp`, so that later starts in that
+    /// cgroup are not refused while jobs run (see
+    /// [`crate::cgroup::delegated_place`]).
     pub fn delegated(mut self, yes: bool) -> WatchService {
         self.options.delegated = yes;
         self
@@ -100,7 +103,7 @@ impl WatchService {
     /// subscribed to process events and has taken over the jobs of an
     /// earlier run; any start-up failure (not root, no cgroup hierarchy,
     /// no event source, the metrics address in use) is returned here.
-    pub async fn start(self) -> anyhow::Result<WatchHandle> {
+    pub async fn start(self) -> Result<WatchHandle, WatchError> {
         let (sink, events) = if self.events {
             let (sink, rx) = EventSink::new(self.event_capacity);
             (Some(sink), Some(rx))
@@ -127,7 +130,7 @@ impl WatchService {
 pub struct WatchHandle {
     events: Option<mpsc::Receiver<WatchEvent>>,
     control: mpsc::Sender<Control>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), WatchError>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -176,19 +179,19 @@ impl WatchHandle {
     }
 
     /// Stop the service; governed processes keep their cgroups and limits.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> Result<(), WatchError> {
         self.stop_because("stop requested").await
     }
 
     /// Stop, logging `why` ("Received signal <why>, shutting down...").
-    pub async fn stop_because(self, why: &'static str) -> anyhow::Result<()> {
+    pub async fn stop_because(self, why: &'static str) -> Result<(), WatchError> {
         let _ = self.control.send(Control::Stop(why)).await;
         self.wait().await
     }
 
     /// Wait until the service ends by itself (an event source failure) or
     /// a [`Control::Stop`] sent through [`WatchHandle::controller`].
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("the watch service task failed")?
+    pub async fn wait(self) -> Result<(), WatchError> {
+        self.task.await?
     }
 }

@@ -9,7 +9,8 @@ use crate::events::netlink::NetlinkSource;
 use crate::events::source::SourceEvent;
 
 /// `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// eBPF, else the proc connector, else polling
@@ -49,8 +50,10 @@ impl Source {
             let names: Vec<&str> = config.rules.targets.names().iter().map(String::as_str).collect();
             match EbpfSource::load(&names, config.ring_bytes) {
                 Ok(source) => {
-                    // Parsing the kernel's BTF for the offsets takes several
-                    // MiB for a moment; give them back to the system.
+                    // Loading freed what it used (the BTF index, ~0.6 MB,
+                    // aya's parse of the object); give the heap's free
+                    // pages back: ~0.1 MiB of RSS (RssAnon 616 -> 516 kB,
+                    // docs/BENCHMARKS.md). The peak (VmHWM) was set before.
                     // SAFETY: malloc_trim only releases free heap memory.
                     unsafe { libc::malloc_trim(0) };
                     why.push(format!(
@@ -92,15 +95,22 @@ impl Source {
         match self {
             Source::Ebpf { source, buf } => {
                 source.next(buf, DRAIN_BATCH).await.map_err(io::Error::other)?;
-                out.extend(buf.drain(..).map(|e| match e.kind {
-                    Event::EXIT => SourceEvent::Exit {
-                        pid: e.pid,
-                        status: e.exit_status as i32,
-                    },
-                    _ => SourceEvent::Exec {
-                        pid: e.pid,
-                        time_ns: Some(e.time_ns),
-                    },
+                let clk_tck = crate::process::identity::clock_ticks();
+                out.extend(buf.drain(..).map(|e| {
+                    let start_time = Some(e.start_time_ticks(clk_tck));
+                    match e.kind {
+                        Event::EXIT => SourceEvent::Exit {
+                            pid: e.pid,
+                            start_time,
+                            status: e.exit_status as i32,
+                            time_ns: Some(e.time_ns),
+                        },
+                        _ => SourceEvent::Exec {
+                            pid: e.pid,
+                            start_time,
+                            time_ns: Some(e.time_ns),
+                        },
+                    }
                 }));
                 Ok(false)
             }
@@ -141,6 +151,15 @@ impl Source {
     /// pidfd wakes may still come)?
     pub fn reports_exit_status(&self) -> bool {
         !matches!(self, Source::Poll(_))
+    }
+
+    /// Datagrams dropped so far because the kernel did not send them
+    /// (proc connector only).
+    pub fn foreign(&self) -> u64 {
+        match self {
+            Source::Netlink(s) => s.foreign_datagrams(),
+            _ => 0,
+        }
     }
 
     /// Events lost inside the source so far (kernel-side drops).

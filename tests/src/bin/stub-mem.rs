@@ -4,7 +4,9 @@
 //! and a memory limit bites even on a host with swap), then allocates MIB
 //! MiB and writes to every page of it, printing `touched <bytes>` after each
 //! MiB, and finally `done <bytes>`; it exits 0. Under a smaller memory limit
-//! the kernel OOM-kills it part way.
+//! the kernel OOM-kills it part way. First it prints `memory.peak yes` or
+//! `memory.peak no`: whether its own cgroup v2 offers that file (5.19+), so
+//! a test can tell the kernel's feature from ffrtmp's report.
 
 use std::io::Write;
 
@@ -23,6 +25,14 @@ fn main() {
     // SAFETY: sysconf has no preconditions.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     let mut out = std::io::stdout().lock();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let peak = own.lines().find_map(|l| l.strip_prefix("0::")).is_some_and(|path| {
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(path.trim_start_matches('/'))
+            .join("memory.peak")
+            .exists()
+    });
+    let _ = writeln!(out, "memory.peak {}", if peak { "yes" } else { "no" });
     let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(mib);
     for i in 1..=mib {
         // Uninitialised capacity: the pages are first touched below.

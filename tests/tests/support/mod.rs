@@ -7,6 +7,8 @@
 //! Each test file uses part of it.
 #![allow(dead_code, unused_macros, unused_imports)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -310,7 +312,21 @@ impl Daemon {
         targets: &[&str],
         flags: &[&str],
     ) -> Daemon {
+        Daemon::spawn_env(program, log, root, backend, targets, flags, &[])
+    }
+
+    /// The same, with more environment variables (e.g. `FFRTMP_FAULT`).
+    pub fn spawn_env(
+        program: &Path,
+        log: &str,
+        root: &TestRoot,
+        backend: Backend,
+        targets: &[&str],
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = Command::new(program);
+        cmd.envs(env.iter().copied());
         cmd.args(["watch", "--cgroup-root", root.name()])
             .args(backend.args())
             .env_remove("FFRTMP_CGROUP_ROOT")
@@ -410,7 +426,7 @@ impl Daemon {
             out.stderr
         );
         assert!(
-            out.stderr.contains("Received signal SIGINT, shutting down..."),
+            out.stderr.contains("Received signal interrupt, shutting down..."),
             "log:\n{}",
             out.stderr
         );
@@ -521,4 +537,160 @@ pub fn assert_limits(root: &TestRoot, name: &str, pid: u32) {
         !nices.is_empty() && nices.iter().all(|(_, n)| *n == Some(4)),
         "every thread of {pid} should be nice 4: {nices:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// HTTP on 127.0.0.1: the metrics endpoint, and Prometheus (prometheus.rs)
+
+/// A port on 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("its address").port()
+}
+
+/// The daemon serving metrics on a free port of 127.0.0.1 (should another
+/// process take the port between our probe and its bind, another one is
+/// tried), ready, with its `Serving` line; and the address.
+#[track_caller]
+pub fn start_with_metrics(root: &TestRoot, backend: Backend, name: &str) -> (Daemon, SocketAddr) {
+    start_with_metrics_and(root, backend, name, &[])
+}
+
+/// [`start_with_metrics`] with more flags.
+#[track_caller]
+pub fn start_with_metrics_and(root: &TestRoot, backend: Backend, name: &str, flags: &[&str]) -> (Daemon, SocketAddr) {
+    for _ in 0..5 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listen = addr.to_string();
+        let mut args = vec!["--metrics-listen", listen.as_str()];
+        args.extend_from_slice(flags);
+        let daemon = Daemon::spawn(root, backend, &[name], &args);
+        wait_until(POLL_TIMEOUT, || {
+            daemon.log().contains("Serving /metrics") || !daemon.proc.running()
+        });
+        let log = daemon.log();
+        if log.contains(&format!("listening for metrics on {listen}")) && !daemon.proc.running() {
+            continue;
+        }
+        daemon.wait_ready();
+        let serving = format!("Serving /metrics and /healthz on http://{listen}");
+        daemon.wait_log(POLL_TIMEOUT, &format!("line containing {serving:?}"), |log| {
+            log.contains(&serving)
+        });
+        return (daemon, addr);
+    }
+    panic!("no free port for the metrics endpoint after 5 tries");
+}
+
+/// `/metrics`, checked to be a 200.
+#[track_caller]
+pub fn scrape(addr: SocketAddr) -> String {
+    let reply = http_get(addr, "/metrics");
+    assert_eq!(reply.status, 200, "GET /metrics: {}", reply.body);
+    reply.body
+}
+
+/// The value of the sample `series` (name and labels exactly as exported).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| match l.rsplit_once(' ') {
+            Some((s, v)) if s == series => v.parse().ok(),
+            _ => None,
+        })
+}
+
+#[track_caller]
+pub fn assert_sample(text: &str, series: &str, expected: f64) {
+    assert_eq!(sample(text, series), Some(expected), "{series}; /metrics:\n{text}");
+}
+
+/// A response: the status code, the head and the body.
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Send `request` (a whole HTTP/1.x request) and read the answer until the
+/// server closes the connection.
+pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, POLL_TIMEOUT)?;
+    stream.set_read_timeout(Some(POLL_TIMEOUT))?;
+    stream.set_write_timeout(Some(POLL_TIMEOUT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let raw = String::from_utf8(raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {raw:?}"));
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| bad("no header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    Ok(Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// The Content-Length of a response head.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+/// `GET path` over HTTP/1.1 with a plain socket (ffrtmp's responder closes
+/// the connection after one answer); its Content-Length must be the body's.
+#[track_caller]
+pub fn http_get(addr: SocketAddr, path: &str) -> Reply {
+    let reply = http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    assert_eq!(
+        content_length(&reply.head),
+        Some(reply.body.len()),
+        "Content-Length vs the body: {}",
+        reply.head
+    );
+    reply
+}
+
+/// `GET path` as HTTP/1.0: Go's server (Prometheus) chunks longer answers to
+/// HTTP/1.1 clients, never to 1.0 ones, and closes after the body.
+pub fn http10_get(addr: SocketAddr, path: &str) -> std::io::Result<Reply> {
+    http_request(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"))
+}
+
+/// `POST path` as HTTP/1.0 with `form` as an `application/x-www-form-urlencoded` body.
+pub fn http10_post_form(addr: SocketAddr, path: &str, form: &[(&str, &str)]) -> std::io::Result<Reply> {
+    let body: Vec<String> = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect();
+    let body = body.join("&");
+    http_request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Percent-encoding of everything but the unreserved characters (RFC 3986).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

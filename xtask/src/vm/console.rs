@@ -8,6 +8,10 @@ pub struct Console {
     /// When /init printed `VM-TEST-BOOT:` (host clock since qemu started) and
     /// the guest's uptime at that moment.
     pub boot: Option<(Duration, String)>,
+    /// The words of the boot marker after `VM-TEST-BOOT:` (`key=value` …).
+    pub boot_line: String,
+    /// `VM-TEST-INFO:` lines: facts the guest reports besides the tests.
+    pub info: Vec<String>,
     pub result: Option<Outcome>,
     pub setup_error: Option<String>,
     /// The kernel could not unpack the whole initramfs (too little guest
@@ -37,6 +41,13 @@ impl Console {
         (!self.current.is_empty() && done != Some(self.current.as_str())).then_some(self.current.as_str())
     }
 
+    /// `key=value` of the boot marker.
+    pub fn boot_field(&self, key: &str) -> Option<&str> {
+        self.boot_line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+
     pub fn line(&mut self, raw: &str, elapsed: Duration) {
         let line = strip_ansi(raw);
         let line = line.trim_end();
@@ -50,6 +61,9 @@ impl Console {
                 .unwrap_or("?")
                 .to_string();
             self.boot = Some((elapsed, uptime));
+            self.boot_line = rest.trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("VM-TEST-INFO:") {
+            self.info.push(rest.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("VM-TEST-SETUP-ERROR:") {
             self.setup_error = Some(rest.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("==== VM-TEST-RUN [") {
@@ -144,6 +158,10 @@ mod tests {
         c.line("VM-TEST-BINARY: run-0123456789abcdef rc=101 secs=1.0", t);
         c.line("VM-TEST-RESULT: FAIL binaries=2 failed=1 failed_binaries=run", t);
         assert_eq!(c.boot.as_ref().map(|b| b.1.as_str()), Some("3.18"));
+        assert_eq!(c.boot_field("kernel"), Some("6.1.0"));
+        assert_eq!(c.boot_field("cpu"), None);
+        c.line("VM-TEST-INFO: Overall exposure level for x.service: 5.2 MEDIUM", t);
+        assert_eq!(c.info, ["Overall exposure level for x.service: 5.2 MEDIUM"]);
         assert_eq!((c.passed, c.failed, c.ignored), (1, 1, 2));
         assert_eq!(c.failures, ["run: b::poll"]);
         assert_eq!(c.running(), None);

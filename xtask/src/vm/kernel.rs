@@ -1,6 +1,11 @@
-//! The guest kernel: a Debian `linux-image-6.1.0-N-cloud-amd64` package,
+//! The guest kernel: a Debian cloud kernel package of one of the series the
+//! project supports (5.10 from bullseye, 6.1 and 6.12 from bookworm),
 //! fetched with `apt-get download` and unpacked with `dpkg-deb -x` into
 //! `target/vm/kernel/<package>/`, plus the modules the guest must load.
+//!
+//! The packages are looked up through a package-source list of the
+//! harness's own (`target/vm/apt/`, used for this download only): the
+//! machine's own apt configuration is neither read for it nor changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -9,10 +14,97 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use super::prereq::{apt_update, find_in_path, is_root};
+use super::prereq::{find_in_path, is_root};
 
-const PREFIX: &str = "linux-image-6.1.0-";
-const SUFFIX: &str = "-cloud-amd64";
+/// A kernel series the suite runs on, and where Debian ships it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    /// Debian 11 (bullseye): `linux-image-5.10.0-N-cloud-amd64`.
+    V5_10,
+    /// Debian 12 (bookworm): `linux-image-6.1.0-N-cloud-amd64`.
+    V6_1,
+    /// Debian 12 (bookworm, from 12.10): `linux-image-6.12.N+deb12-cloud-amd64`.
+    V6_12,
+}
+
+impl Series {
+    pub fn parse(s: &str) -> Option<Series> {
+        match s {
+            "5.10" => Some(Series::V5_10),
+            "6.1" => Some(Series::V6_1),
+            "6.12" => Some(Series::V6_12),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Series::V5_10 => "5.10",
+            Series::V6_1 => "6.1",
+            Series::V6_12 => "6.12",
+        }
+    }
+
+    /// The sort key of `package` if it is a signed cloud image of this
+    /// series (not -dbg, not -unsigned): newer is greater.
+    fn key(self, package: &str) -> Option<Vec<u32>> {
+        let rest = package.strip_prefix("linux-image-")?.strip_suffix("-cloud-amd64")?;
+        let numbers = |s: &str| -> Option<Vec<u32>> { s.split(['.', '-', '+']).map(|p| p.parse().ok()).collect() };
+        match self {
+            Series::V5_10 => numbers(rest.strip_prefix("5.10.0-")?),
+            Series::V6_1 => numbers(rest.strip_prefix("6.1.0-")?),
+            // 6.12.N+deb12 or 6.12.N+deb12.M
+            Series::V6_12 => {
+                let (version, debian) = rest.strip_prefix("6.12.")?.split_once("+deb12")?;
+                let mut key = numbers(version)?;
+                key.push(debian.strip_prefix('.').map_or(Some(0), |m| m.parse().ok())?);
+                Some(key)
+            }
+        }
+    }
+}
+
+/// The package-source list of the kernel download: Debian's archive for
+/// bullseye and bookworm, with their security updates.
+const SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+";
+
+/// apt (`apt-get`, `apt-cache`) on the harness's own lists in `vm_dir/apt`.
+fn apt(vm_dir: &Path, tool: &str) -> anyhow::Result<Command> {
+    let dir = vm_dir.join("apt");
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
+    let list = dir.join("sources.list");
+    if fs::read_to_string(&list).ok().as_deref() != Some(SOURCES) {
+        fs::write(&list, SOURCES).with_context(|| format!("cannot write {}", list.display()))?;
+    }
+    let mut cmd = Command::new(tool);
+    let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
+    cmd.args(["-o", &opt("Dir::Etc::SourceList", &list)])
+        .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
+        .args(["-o", &opt("Dir::State::Lists", &dir.join("lists"))])
+        .args(["-o", &opt("Dir::Cache", &dir.join("cache"))])
+        .args(["-o", "Dir::State::status=/dev/null"]);
+    if is_root() {
+        // apt's download user `_apt` cannot write into target/; avoid its warning.
+        cmd.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    Ok(cmd)
+}
+
+fn apt_update(vm_dir: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "vm-test: apt-get update (the harness's own package lists, {})",
+        vm_dir.join("apt").display()
+    );
+    super::prereq::run_apt_update(apt(vm_dir, "apt-get")?, " of the kernel package lists")
+}
 
 pub struct Kernel {
     pub package: String,
@@ -25,39 +117,49 @@ pub struct Kernel {
     modules_dir: PathBuf,
 }
 
-/// Finds (or downloads once) the kernel package: `pinned` if given, else the
-/// newest 6.1 cloud image apt knows about.
-pub fn obtain(vm_dir: &Path, pinned: Option<&str>) -> anyhow::Result<Kernel> {
+/// Finds (or downloads once) the kernel: `wanted` is a series (`5.10`,
+/// `6.1`, `6.12`: its newest package) or a package name; default 6.1.
+pub fn obtain(vm_dir: &Path, wanted: Option<&str>) -> anyhow::Result<Kernel> {
     let dir = vm_dir.join("kernel");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if let Some(pkg) = pinned {
-        if !is_cached(&dir, pkg) {
-            download_retrying(&dir, pkg)?;
-        }
-        return load(&dir, pkg);
-    }
+    let series = match wanted {
+        None => Series::V6_1,
+        Some(s) => match Series::parse(s) {
+            Some(series) => series,
+            None if s.starts_with("linux-image-") => {
+                if !is_cached(&dir, s) {
+                    download_retrying(vm_dir, &dir, s)?;
+                }
+                return load(&dir, s);
+            }
+            None => bail!("invalid value '{s}' for --kernel: expected 5.10, 6.1, 6.12 or a package name linux-image-…"),
+        },
+    };
 
-    let mut candidates = apt_candidates()?;
-    if candidates.is_empty() && is_root() && find_in_path("apt-get").is_some() {
-        apt_update()?;
-        candidates = apt_candidates()?;
+    let cached = cached_packages(&dir, series);
+    let mut candidates = apt_candidates(vm_dir, series).unwrap_or_default();
+    if candidates.is_empty() && find_in_path("apt-get").is_some() {
+        match apt_update(vm_dir) {
+            Ok(()) => candidates = apt_candidates(vm_dir, series)?,
+            Err(e) => eprintln!("vm-test: warning: {e:#}"),
+        }
     }
-    let cached = cached_packages(&dir);
     let Some(newest) = candidates.first() else {
         if let Some(pkg) = cached.first() {
-            eprintln!("vm-test: apt knows no {PREFIX}N{SUFFIX} package; using the cached {pkg}");
+            eprintln!("vm-test: no {} package listed; using the cached {pkg}", series.name());
             return load(&dir, pkg);
         }
         bail!(
-            "cannot obtain the guest kernel: `apt-cache search --names-only '^{PREFIX}[0-9]+{SUFFIX}$'` \
-             finds no package (a Debian bookworm apt source is needed), and nothing is cached in {}",
+            "cannot obtain a {} guest kernel: the package lists in {} name none, and nothing is cached in {}",
+            series.name(),
+            vm_dir.join("apt").display(),
             dir.display()
         );
     };
     if is_cached(&dir, newest) {
         return load(&dir, newest);
     }
-    match download_retrying(&dir, newest) {
+    match download_retrying(vm_dir, &dir, newest) {
         Ok(()) => load(&dir, newest),
         Err(e) => match cached.first() {
             Some(pkg) => {
@@ -69,62 +171,61 @@ pub fn obtain(vm_dir: &Path, pinned: Option<&str>) -> anyhow::Result<Kernel> {
     }
 }
 
-/// Package names of 6.1 cloud kernels known to apt, newest ABI first.
-fn apt_candidates() -> anyhow::Result<Vec<String>> {
+/// Packages of `series` in the harness's package lists, newest first.
+fn apt_candidates(vm_dir: &Path, series: Series) -> anyhow::Result<Vec<String>> {
     if find_in_path("apt-cache").is_none() {
         bail!("cannot obtain the guest kernel: apt-cache is not installed (a Debian host is needed)");
     }
-    let out = Command::new("apt-cache")
-        .args(["search", "--names-only", &format!("^{PREFIX}[0-9]+{SUFFIX}$")])
-        .stderr(Stdio::inherit())
+    let out = apt(vm_dir, "apt-cache")?
+        .args(["search", "--names-only", "^linux-image-[0-9.]+.*-cloud-amd64$"])
+        .stderr(Stdio::null())
         .output()
         .context("cannot run apt-cache search")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut pkgs: Vec<(u32, String)> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|name| abi(name).map(|n| (n, name.to_string())))
+    Ok(newest_first(
+        series,
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()),
+    ))
+}
+
+fn newest_first<'a>(series: Series, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut pkgs: Vec<(Vec<u32>, String)> = names
+        .filter_map(|name| series.key(name).map(|k| (k, name.to_string())))
         .collect();
-    pkgs.sort_by_key(|p| std::cmp::Reverse(p.0));
+    pkgs.sort_by(|a, b| b.0.cmp(&a.0));
     pkgs.dedup();
-    Ok(pkgs.into_iter().map(|(_, p)| p).collect())
+    pkgs.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The ABI number N of `linux-image-6.1.0-N-cloud-amd64` (not -dbg, not -unsigned).
-fn abi(name: &str) -> Option<u32> {
-    name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()
-}
-
-fn cached_packages(dir: &Path) -> Vec<String> {
-    let mut v: Vec<(u32, String)> = fs::read_dir(dir)
+fn cached_packages(dir: &Path, series: Series) -> Vec<String> {
+    let names: Vec<String> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| is_cached(dir, n))
-        .map(|n| (abi(&n).unwrap_or(0), n))
         .collect();
-    v.sort_by(|a, b| b.cmp(a));
-    v.into_iter().map(|(_, n)| n).collect()
+    newest_first(series, names.iter().map(String::as_str))
 }
 
 fn is_cached(dir: &Path, pkg: &str) -> bool {
     dir.join(pkg).join("version").is_file() && find_vmlinuz(&dir.join(pkg).join("root")).is_ok()
 }
 
-fn download_retrying(dir: &Path, pkg: &str) -> anyhow::Result<()> {
-    match download(dir, pkg) {
+fn download_retrying(vm_dir: &Path, dir: &Path, pkg: &str) -> anyhow::Result<()> {
+    match download(vm_dir, dir, pkg) {
         Ok(()) => Ok(()),
-        Err(e) if is_root() && find_in_path("apt-get").is_some() => {
+        Err(e) if find_in_path("apt-get").is_some() => {
             eprintln!("vm-test: {e:#}; updating the package lists and retrying");
-            apt_update()?;
-            download(dir, pkg)
+            apt_update(vm_dir)?;
+            download(vm_dir, dir, pkg)
         }
         Err(e) => Err(e),
     }
 }
 
-fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
+fn download(vm_dir: &Path, dir: &Path, pkg: &str) -> anyhow::Result<()> {
     for tool in ["apt-get", "dpkg-deb"] {
         if find_in_path(tool).is_none() {
             bail!("cannot obtain the guest kernel {pkg}: {tool} is not installed (a Debian host is needed)");
@@ -133,21 +234,17 @@ fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{pkg}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = download_into(dir, pkg, &tmp);
+    let result = download_into(vm_dir, dir, pkg, &tmp);
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
 }
 
-fn download_into(dir: &Path, pkg: &str, tmp: &Path) -> anyhow::Result<()> {
+fn download_into(vm_dir: &Path, dir: &Path, pkg: &str, tmp: &Path) -> anyhow::Result<()> {
     eprintln!("vm-test: downloading {pkg} (apt-get download) into {}", dir.display());
-    let mut cmd = Command::new("apt-get");
+    let mut cmd = apt(vm_dir, "apt-get")?;
     cmd.arg("download").arg("-q");
-    if is_root() {
-        // apt's download user `_apt` cannot write into target/; avoid its warning.
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
-    }
     let st = cmd
         .arg(pkg)
         .current_dir(tmp)
@@ -362,22 +459,69 @@ fn visit(
     let (path, ext) = index
         .get(name)
         .with_context(|| format!("module {name}.ko not found in the kernel package"))?;
-    if !ext.is_empty() {
-        bail!(
-            "module {} is compressed (.ko{ext}); busybox insmod needs plain .ko files",
-            path.display()
-        );
-    }
-    let bytes = fs::read(path)?;
+    let path = plain_module(path, ext)?;
+    let bytes = fs::read(&path)?;
     for dep in modinfo_depends(&bytes) {
         visit(&dep, index, seen, order, depth + 1)?;
     }
     seen.push(name.to_string());
     order.push(Module {
         name: name.to_string(),
-        path: path.clone(),
+        path,
     });
     Ok(())
+}
+
+/// The uncompressed form of the module at `path` (its name ends in `.ko`
+/// followed by `ext`). busybox insmod loads plain `.ko` files only, and
+/// Debian compresses its modules from 6.12 on (`.ko.xz`): those are
+/// unpacked once with `xz -dc` beside the package, in `plain-modules/`.
+fn plain_module(path: &Path, ext: &str) -> anyhow::Result<PathBuf> {
+    let tool = match ext {
+        "" => return Ok(path.to_path_buf()),
+        ".xz" => "xz",
+        ".zst" => "zstd",
+        ".gz" => "gzip",
+        _ => bail!(
+            "module {} is compressed in an unknown format (.ko{ext})",
+            path.display()
+        ),
+    };
+    let stem = path.file_name().and_then(|n| n.to_str()).context("module file name")?;
+    let stem = stem.strip_suffix(ext).context("module file name")?;
+    // <package>/root/lib/modules/<release>/kernel/…: keep them beside root/.
+    let package = path
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "root"))
+        .and_then(Path::parent)
+        .context("module outside an unpacked package")?;
+    let out_dir = package.join("plain-modules");
+    let out = out_dir.join(stem);
+    if out.exists() {
+        return Ok(out);
+    }
+    if find_in_path(tool).is_none() {
+        bail!(
+            "module {} is compressed (.ko{ext}) and `{tool}` is not on PATH to unpack it (Debian package: {})",
+            path.display(),
+            if tool == "xz" { "xz-utils" } else { tool }
+        );
+    }
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let output = Command::new(tool)
+        .arg("-dc")
+        .arg(path)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {tool}"))?;
+    if !output.status.success() {
+        bail!("{tool} -dc {} failed: {}", path.display(), output.status);
+    }
+    // Write then rename, so an interrupted run leaves no half module.
+    let partial = out_dir.join(format!("{stem}.partial"));
+    fs::write(&partial, &output.stdout).with_context(|| format!("cannot write {}", partial.display()))?;
+    fs::rename(&partial, &out)?;
+    Ok(out)
 }
 
 fn modinfo_depends(bytes: &[u8]) -> Vec<String> {
@@ -407,11 +551,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn abi_only_for_the_signed_cloud_image() {
-        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64"), Some(56));
-        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64-dbg"), None);
-        assert_eq!(abi("linux-image-6.1.0-56-cloud-amd64-unsigned"), None);
-        assert_eq!(abi("linux-image-6.1.0-56-amd64"), None);
+    fn series_pick_their_newest_signed_cloud_image() {
+        let listed = [
+            "linux-image-5.10.0-45-cloud-amd64",
+            "linux-image-5.10.0-46-cloud-amd64",
+            "linux-image-5.10.0-46-cloud-amd64-unsigned",
+            "linux-image-6.1.0-9-cloud-amd64",
+            "linux-image-6.1.0-57-cloud-amd64",
+            "linux-image-6.1.0-57-cloud-amd64-dbg",
+            "linux-image-6.12.90+deb12-cloud-amd64",
+            "linux-image-6.12.90+deb12.1-cloud-amd64",
+            "linux-image-6.12.117+deb12-cloud-amd64",
+            "linux-image-6.12-cloud-amd64",
+            "linux-image-6.1.0-57-rt-amd64",
+        ];
+        let newest = |s: Series| newest_first(s, listed.iter().copied());
+        assert_eq!(newest(Series::V5_10)[0], "linux-image-5.10.0-46-cloud-amd64");
+        assert_eq!(
+            newest(Series::V6_1),
+            ["linux-image-6.1.0-57-cloud-amd64", "linux-image-6.1.0-9-cloud-amd64"]
+        );
+        assert_eq!(
+            newest(Series::V6_12),
+            [
+                "linux-image-6.12.117+deb12-cloud-amd64",
+                "linux-image-6.12.90+deb12.1-cloud-amd64",
+                "linux-image-6.12.90+deb12-cloud-amd64"
+            ]
+        );
+        assert_eq!(Series::parse("6.12"), Some(Series::V6_12));
+        assert_eq!(Series::parse("6.2"), None);
+    }
+
+    #[test]
+    fn only_the_signed_cloud_image() {
+        let key = |p| Series::V6_1.key(p);
+        assert_eq!(key("linux-image-6.1.0-56-cloud-amd64"), Some(vec![56]));
+        assert_eq!(key("linux-image-6.1.0-56-cloud-amd64-dbg"), None);
+        assert_eq!(key("linux-image-6.1.0-56-cloud-amd64-unsigned"), None);
+        assert_eq!(key("linux-image-6.1.0-56-amd64"), None);
     }
 
     #[test]

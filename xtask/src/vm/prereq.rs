@@ -138,14 +138,20 @@ pub fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
 
 pub fn apt_update() -> anyhow::Result<()> {
     eprintln!("vm-test: apt-get update");
-    let st = Command::new("apt-get")
+    run_apt_update(Command::new("apt-get"), "")
+}
+
+/// `apt-get update` with `apt_get` (the machine's, or one with options of
+/// its own); `lists` names the package lists in the error.
+pub fn run_apt_update(mut apt_get: Command, lists: &str) -> anyhow::Result<()> {
+    let st = apt_get
         .args(["update", "-q"])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(Stdio::null())
         .status()
         .context("cannot run apt-get update")?;
     if !st.success() {
-        bail!("`apt-get update` failed ({st})");
+        bail!("`apt-get update`{lists} failed ({st})");
     }
     Ok(())
 }
