@@ -48,6 +48,118 @@ pub mod limits {
     pub const MAX_GOVERNED: u32 = 8192;
 }
 
+/// The network programs (a second object, `ffrtmp-net`, loaded only for jobs
+/// with a network limit): map and program names, keys, values, and the
+/// admission arithmetic both sides share.
+pub mod net {
+    /// `HashMap<NetKey, NetBucket>`: the rate and state of each limited
+    /// job and direction; user space inserts, the programs update `tat_ns`.
+    pub const BUCKETS: &str = "NET_BUCKETS";
+    /// `PerCpuHashMap<NetKey, NetCounters>`: per job and direction;
+    /// user space inserts zeroed entries, the programs count.
+    pub const COUNTERS: &str = "NET_COUNTERS";
+    /// `cgroup_skb/egress` program.
+    pub const PROG_EGRESS: &str = "ffrtmp_egress";
+    /// `cgroup_skb/ingress` program.
+    pub const PROG_INGRESS: &str = "ffrtmp_ingress";
+    /// `sock_ops` program: paces the job's TCP connections at its egress rate.
+    pub const PROG_SOCKOPS: &str = "ffrtmp_sockops";
+    /// Limited jobs per loaded object (both directions count).
+    pub const MAX_ENTRIES: u32 = 4096;
+
+    /// [`NetKey::direction`] values.
+    pub const EGRESS: u32 = 0;
+    pub const INGRESS: u32 = 1;
+
+    /// [`NetBucket::mode`]: set `skb->tstamp` (needs the `fq` qdisc on the
+    /// device); otherwise drop what exceeds the bucket.
+    pub const MODE_PACE: u32 = 1;
+    pub const MODE_POLICE: u32 = 2;
+
+    const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+    /// The key: the job's cgroup v2 id (the inode number of its directory in
+    /// the unified hierarchy) and a direction.
+    #[repr(C)]
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct NetKey {
+        pub cgroup_id: u64,
+        pub direction: u32,
+        pub _pad: u32,
+    }
+
+    /// A virtual-clock bucket (GCRA): `tat_ns` is when everything admitted
+    /// so far would have left at `bytes_per_sec`. A packet is admitted when
+    /// the backlog it would make, `max(tat, now) + its own time - now`, is at
+    /// most `horizon_ns`; pacing then gives it a departure time instead of
+    /// letting it leave at once.
+    #[repr(C)]
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct NetBucket {
+        pub bytes_per_sec: u64,
+        pub horizon_ns: u64,
+        pub tat_ns: u64,
+        pub mode: u32,
+        pub _pad: u32,
+    }
+
+    /// Per job and direction, per CPU (user space sums them).
+    #[repr(C)]
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct NetCounters {
+        pub passed_bytes: u64,
+        pub passed_packets: u64,
+        /// Passed with a later departure time (pacing).
+        pub delayed_packets: u64,
+        pub dropped_bytes: u64,
+        pub dropped_packets: u64,
+    }
+
+    /// What to do with one packet.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Verdict {
+        /// Pass now; the bucket's clock moves to `tat_ns`.
+        Pass { tat_ns: u64 },
+        /// Pass with departure time `at_ns` (pacing only).
+        Delay { tat_ns: u64, at_ns: u64 },
+        /// Pass, but tell the sender it met congestion (policing, once the
+        /// backlog is past half the horizon): on egress TCP then shrinks
+        /// its window before anything is dropped.
+        Mark { tat_ns: u64 },
+        /// Over the horizon: drop, the clock stays.
+        Drop,
+    }
+
+    /// The decision for a packet of `len` bytes at `now_ns` (CLOCK_MONOTONIC,
+    /// the clock `fq` and `bpf_ktime_get_ns` use); `tstamp_ns` is the
+    /// departure time the stack already set (TCP's own pacing), or 0.
+    pub fn admit(bucket: &NetBucket, now_ns: u64, tstamp_ns: u64, len: u64) -> Verdict {
+        if bucket.bytes_per_sec == 0 {
+            return Verdict::Pass { tat_ns: bucket.tat_ns };
+        }
+        let earliest = if tstamp_ns > now_ns { tstamp_ns } else { now_ns };
+        let start = if bucket.tat_ns > earliest {
+            bucket.tat_ns
+        } else {
+            earliest
+        };
+        // len < 2^32 and NSEC_PER_SEC < 2^30: no overflow.
+        let own = len.saturating_mul(NSEC_PER_SEC) / bucket.bytes_per_sec;
+        let tat_ns = start.saturating_add(own);
+        if tat_ns - now_ns > bucket.horizon_ns {
+            return Verdict::Drop;
+        }
+        if bucket.mode == MODE_PACE {
+            if start > earliest {
+                return Verdict::Delay { tat_ns, at_ns: start };
+            }
+        } else if tat_ns - now_ns > bucket.horizon_ns / 2 {
+            return Verdict::Mark { tat_ns };
+        }
+        Verdict::Pass { tat_ns }
+    }
+}
+
 /// Indexes into the per-CPU `ERRORS` counters: events the programs had to
 /// give up on. Each is a reason a process may have been missed, so user space
 /// exports them and treats a change like a loss (reconcile).
@@ -319,6 +431,9 @@ const _: () = {
     assert!(offset_of!(Event, time_ns) == 32);
     assert!(offset_of!(Event, comm) == 40);
     assert!(size_of::<Offsets>() == 10 * 4);
+    assert!(size_of::<net::NetKey>() == 16);
+    assert!(size_of::<net::NetBucket>() == 4 * 8);
+    assert!(size_of::<net::NetCounters>() == 5 * 8);
 };
 
 #[cfg(feature = "user")]
@@ -330,6 +445,12 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Offsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::net::NetKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::net::NetBucket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::net::NetCounters {}
 }
 
 #[cfg(test)]
@@ -480,6 +601,119 @@ mod tests {
             prop_assert!(n.len() <= 15);
             prop_assert!(name.starts_with(n));
             prop_assert!(k.comm[n.len()..].iter().all(|&b| b == 0));
+        }
+    }
+
+    mod net_admit {
+        use crate::net::*;
+
+        fn bucket(bytes_per_sec: u64, horizon_ns: u64, mode: u32) -> NetBucket {
+            NetBucket {
+                bytes_per_sec,
+                horizon_ns,
+                mode,
+                ..NetBucket::default()
+            }
+        }
+
+        #[test]
+        fn pacing_spaces_packets_at_the_rate() {
+            // 1 MB/s: a 1000-byte packet takes 1 ms.
+            let mut b = bucket(1_000_000, 2_000_000_000, MODE_PACE);
+            let now = 5_000_000_000;
+            assert_eq!(
+                admit(&b, now, 0, 1000),
+                Verdict::Pass {
+                    tat_ns: now + 1_000_000
+                }
+            );
+            b.tat_ns = now + 1_000_000;
+            assert_eq!(
+                admit(&b, now, 0, 1000),
+                Verdict::Delay {
+                    tat_ns: now + 2_000_000,
+                    at_ns: now + 1_000_000
+                }
+            );
+        }
+
+        #[test]
+        fn beyond_the_horizon_is_dropped_and_the_clock_stays() {
+            let mut b = bucket(1_000_000, 10_000_000, MODE_POLICE);
+            let now = 1_000_000_000;
+            b.tat_ns = now + 9_500_000;
+            assert_eq!(admit(&b, now, 0, 1000), Verdict::Drop);
+            // Policing never delays: within the bucket it passes at once.
+            b.tat_ns = now + 3_000_000;
+            assert_eq!(
+                admit(&b, now, 0, 1000),
+                Verdict::Pass {
+                    tat_ns: now + 4_000_000
+                }
+            );
+            // Past half the horizon: passed, with a congestion mark.
+            b.tat_ns = now + 8_000_000;
+            assert_eq!(
+                admit(&b, now, 0, 1000),
+                Verdict::Mark {
+                    tat_ns: now + 9_000_000
+                }
+            );
+        }
+
+        #[test]
+        fn an_idle_bucket_does_not_bank_credit() {
+            // The clock far in the past: the packet starts now, not earlier.
+            let b = NetBucket {
+                tat_ns: 10,
+                ..bucket(1_000_000, 1_000_000, MODE_PACE)
+            };
+            assert_eq!(
+                admit(&b, 1_000_000_000, 0, 500),
+                Verdict::Pass { tat_ns: 1_000_500_000 }
+            );
+        }
+
+        #[test]
+        fn the_stacks_own_departure_time_is_kept() {
+            let b = bucket(1_000_000, 2_000_000_000, MODE_PACE);
+            let now = 1_000_000_000;
+            assert_eq!(
+                admit(&b, now, now + 50, 1000),
+                Verdict::Pass {
+                    tat_ns: now + 50 + 1_000_000
+                }
+            );
+        }
+
+        #[test]
+        fn a_zero_rate_passes_everything() {
+            let b = bucket(0, 0, MODE_POLICE);
+            assert_eq!(admit(&b, 1, 0, 65_536), Verdict::Pass { tat_ns: 0 });
+        }
+
+        #[test]
+        fn long_run_rate_equals_the_bucket_rate() {
+            // Offer 3x the rate for 1 s in 1500-byte packets: what passes is
+            // the rate times the second plus at most the horizon's worth.
+            let rate = 250_000; // 2 mbit/s
+            let horizon = 100_000_000;
+            let mut b = bucket(rate, horizon, MODE_POLICE);
+            let mut passed = 0u64;
+            let step = 1500 * 1_000_000_000 / (3 * rate);
+            let mut now = 1_000_000_000;
+            while now < 2_000_000_000 {
+                if let Verdict::Pass { tat_ns } | Verdict::Mark { tat_ns } = admit(&b, now, 0, 1500) {
+                    b.tat_ns = tat_ns;
+                    passed += 1500;
+                }
+                now += step;
+            }
+            let max = rate + rate * horizon / 1_000_000_000 + 1500;
+            assert!(
+                passed <= max && passed >= rate - 1500,
+                "{passed} bytes passed, rate {rate}"
+            );
         }
     }
 }

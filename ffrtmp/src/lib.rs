@@ -29,6 +29,7 @@ pub mod events;
 pub mod fault;
 mod fsutil;
 pub mod lifecycle;
+pub mod net;
 pub mod process;
 pub mod report;
 pub mod watch;

@@ -143,14 +143,21 @@ pub fn create(governor: &Governor, job: &JobId, limits: &Limits, strict: bool) -
         Err(e) => {
             let error = e.to_string();
             tracing::warn!("cgroup for job {job} not created, the workload runs ungoverned: {error}");
+            let net = limits
+                .net_limits()
+                .into_iter()
+                .map(|(kind, rate)| (kind, rate.to_string()));
             let outcomes = limits
                 .settings(governor.version())
                 .into_iter()
-                .map(|s| LimitOutcome {
-                    limit: s.kind,
-                    value: s.value,
+                .map(|s| (s.kind, s.value))
+                .chain(net)
+                .map(|(limit, value)| LimitOutcome {
+                    limit,
+                    value,
                     files: Vec::new(),
                     error: Some(format!("no job cgroup: {error}")),
+                    note: None,
                 })
                 .collect();
             Ok(Created::Failed { error, outcomes })
@@ -173,6 +180,7 @@ pub fn nice_outcome(nice: i8, error: Option<String>) -> LimitOutcome {
         value: nice.to_string(),
         files: Vec::new(),
         error,
+        note: None,
     }
 }
 
@@ -183,6 +191,7 @@ pub fn oom_score_adj_outcome(pid: u32, adj: i16, error: Option<String>) -> Limit
         value: adj.to_string(),
         files: vec![crate::process::oom::path(pid)],
         error,
+        note: None,
     }
 }
 

@@ -119,6 +119,22 @@ macro_rules! require_privileged {
 // ---------------------------------------------------------------------------
 // The binary
 
+/// Copy the executable `from` to `to`, to be exec'd later. The copy is
+/// written by a `cp` child, never by this process: a test thread that forks
+/// while this process holds the new file open for writing would hand the
+/// open file to its child until that child execs, and exec'ing the copy in
+/// that window fails with ETXTBSY ("Text file busy").
+#[track_caller]
+pub fn copy_executable(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("--")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap_or_else(|e| panic!("running cp: {e}"));
+    assert!(status.success(), "cp {} {}: {status}", from.display(), to.display());
+}
+
 /// The `ffrtmp` binary next to this test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/ffrtmp`), or
 /// `$FFRTMP_BIN`. Panics when it is missing or older than the sources.

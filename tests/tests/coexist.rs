@@ -15,7 +15,7 @@ fn watch_leaves_a_job_of_run_alone() {
     // A target name of our own (≤ 15 bytes) so no other daemon reacts to it.
     let name = format!("fc{}", std::process::id() % 1_000_000);
     let target = tmp.path().join(&name);
-    std::fs::copy("/bin/sleep", &target).expect("installing the stub target");
+    tests::copy_executable(std::path::Path::new("/bin/sleep"), &target);
 
     let daemon = Spawned::start(ffrtmp(&[
         "watch",

@@ -46,7 +46,7 @@ fn privileged() -> bool {
 fn probe(dir: &Path, name: &str, from: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("creating the probe dir");
     let to = dir.join(name);
-    std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    tests::copy_executable(from, &to);
     to
 }
 

@@ -28,7 +28,7 @@ fn unique_target() -> String {
 #[track_caller]
 fn install(dir: &Path, name: &str, from: &str, probe: &[&str]) -> PathBuf {
     let path = dir.join(name);
-    std::fs::copy(from, &path).unwrap_or_else(|e| panic!("copying {from}: {e}"));
+    tests::copy_executable(Path::new(from), &path);
     let deadline = Instant::now() + POLL_TIMEOUT;
     loop {
         match Command::new(&path).arg0("probe").args(probe).status() {

@@ -613,7 +613,7 @@ fn v2_memory_peak_in_result() {
 /// are `name`.
 fn sleep_named(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::copy("/bin/sleep", &path).expect("copying sleep");
+    tests::copy_executable(Path::new("/bin/sleep"), &path);
     path
 }
 

@@ -695,7 +695,7 @@ fn executable_by_anyone(bin: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("a temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
     let copy = dir.path().join("ffrtmp");
-    std::fs::copy(bin, &copy).expect("copying ffrtmp");
+    tests::copy_executable(bin, &copy);
     (dir, copy)
 }
 

@@ -15,7 +15,7 @@ fn children_forked_before_the_move_join_the_job() {
     // A target name of our own (≤ 15 bytes) so no other daemon reacts to it.
     let name = format!("fk{}", std::process::id() % 1_000_000);
     let target = tmp.path().join(&name);
-    std::fs::copy("/bin/sh", &target).expect("installing the stub target");
+    tests::copy_executable(std::path::Path::new("/bin/sh"), &target);
 
     // The target (a shell) forks a sleep, then waits for it.
     let workload = Spawned::start(std::process::Command::new(&target).args(["-c", "sleep 30 & wait"]));

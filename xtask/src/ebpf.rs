@@ -1,6 +1,6 @@
 //! `cargo xtask build-ebpf [--check [--allow-missing-toolchain]]`: build the
-//! eBPF object that `ffrtmp` embeds, with a pinned toolchain, and write it to
-//! its committed path ([`COMMITTED`]).
+//! eBPF objects that `ffrtmp` embeds, with a pinned toolchain, and write them to
+//! their committed paths ([`OBJECTS`]).
 //!
 //! The recipe (KERNEL.md "Building the eBPF object"):
 //! 1. the nightly named in `ffrtmp-ebpf/rust-toolchain.toml`, with rust-src
@@ -25,9 +25,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-/// Where the object is committed, relative to the repository root. The
-/// `ffrtmp` crate embeds it with `include_bytes_aligned!`.
-pub const COMMITTED: &str = "ffrtmp/src/events/ffrtmp-ebpf.bpf.o";
+/// Each object the crate builds (a cargo bin of `ffrtmp-ebpf`) and where it
+/// is committed, relative to the repository root. The `ffrtmp` crate embeds
+/// them with `include_bytes_aligned!`.
+pub const OBJECTS: [(&str, &str); 2] = [
+    ("ffrtmp-ebpf", "ffrtmp/src/events/ffrtmp-ebpf.bpf.o"),
+    ("ffrtmp-net", "ffrtmp/src/net/ffrtmp-net.bpf.o"),
+];
 /// Exactly this bpf-linker (its own Cargo.lock is used: `--locked`).
 const BPF_LINKER_VERSION: &str = "=0.13.0";
 const EBPF_CRATE: &str = "ffrtmp-ebpf";
@@ -35,9 +39,10 @@ const BPF_TARGET: &str = "bpfel-unknown-none";
 
 const USAGE: &str = "usage: cargo xtask build-ebpf [--check [--allow-missing-toolchain]]
 
-Builds ffrtmp-ebpf with the pinned nightly and bpf-linker and writes the object to
-ffrtmp/src/events/ffrtmp-ebpf.bpf.o (commit it with its sources).
-  --check                    rebuild in a temporary directory; fail if it differs from the committed object
+Builds ffrtmp-ebpf with the pinned nightly and bpf-linker and writes its objects to
+ffrtmp/src/events/ffrtmp-ebpf.bpf.o and ffrtmp/src/net/ffrtmp-net.bpf.o (commit them
+with their sources).
+  --check                    rebuild in a temporary directory; fail if one differs from its committed object
   --allow-missing-toolchain  with --check: print SKIPPED and succeed if the pinned tools cannot be installed";
 
 struct Opts {
@@ -79,7 +84,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Ok(linker) => linker,
         Err(e) if opts.allow_missing_toolchain => {
             println!(
-                "SKIPPED: cannot verify {COMMITTED}: the pinned eBPF toolchain ({toolchain} + bpf-linker \
+                "SKIPPED: cannot verify the committed eBPF objects: the pinned eBPF toolchain ({toolchain} + bpf-linker \
                  {BPF_LINKER_VERSION}) could not be installed: {e:#}"
             );
             return Ok(());
@@ -91,48 +96,58 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
     };
 
-    let committed = root.join(COMMITTED);
     if opts.check {
         let scratch = root.join(format!("target/ebpf-check-{}", std::process::id()));
         let _cleanup = RemoveOnDrop(scratch.clone());
         let built = build(&root, &crate_dir, &toolchain, &linker, &scratch)?;
-        let fresh = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-        let old = match fs::read(&committed) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("{COMMITTED} does not exist: run `cargo xtask build-ebpf` and commit it")
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", committed.display())),
-        };
-        if fresh != old {
-            bail!(
-                "{COMMITTED} is stale: rebuilding {EBPF_CRATE} with {toolchain} gives {} bytes (fnv1a {:016x}), \
-                 the committed object is {} bytes (fnv1a {:016x}); run `cargo xtask build-ebpf` and commit the result",
-                fresh.len(),
-                fnv1a(&fresh),
-                old.len(),
-                fnv1a(&old)
-            );
+        for (bin, committed) in OBJECTS {
+            check_object(&root, &built.join(bin), committed)?;
         }
-        println!(
-            "build-ebpf --check: {COMMITTED} matches its source ({} bytes, fnv1a {:016x}; {:.1}s)",
-            fresh.len(),
-            fnv1a(&fresh),
-            started.elapsed().as_secs_f64()
-        );
+        println!("build-ebpf --check: done in {:.1}s", started.elapsed().as_secs_f64());
     } else {
         let target_dir = root.join("target/ebpf");
         let built = build(&root, &crate_dir, &toolchain, &linker, &target_dir)?;
-        fs::copy(&built, &committed)
-            .with_context(|| format!("copying {} to {}", built.display(), committed.display()))?;
-        let bytes = fs::read(&committed).with_context(|| format!("reading {}", committed.display()))?;
-        println!(
-            "build-ebpf: wrote {COMMITTED} ({} bytes, fnv1a {:016x}; {:.1}s); commit it with its sources",
-            bytes.len(),
-            fnv1a(&bytes),
-            started.elapsed().as_secs_f64()
+        for (bin, committed) in OBJECTS {
+            let from = built.join(bin);
+            let to = root.join(committed);
+            fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            let bytes = fs::read(&to).with_context(|| format!("reading {}", to.display()))?;
+            println!(
+                "build-ebpf: wrote {committed} ({} bytes, fnv1a {:016x}; {:.1}s); commit it with its sources",
+                bytes.len(),
+                fnv1a(&bytes),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless the freshly built `fresh` equals the committed object.
+fn check_object(root: &Path, fresh: &Path, committed: &str) -> anyhow::Result<()> {
+    let new = fs::read(fresh).with_context(|| format!("reading {}", fresh.display()))?;
+    let old = match fs::read(root.join(committed)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{committed} does not exist: run `cargo xtask build-ebpf` and commit it")
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {committed}")),
+    };
+    if new != old {
+        bail!(
+            "{committed} is stale: rebuilding {EBPF_CRATE} gives {} bytes (fnv1a {:016x}), the committed object \
+             is {} bytes (fnv1a {:016x}); run `cargo xtask build-ebpf` and commit the result",
+            new.len(),
+            fnv1a(&new),
+            old.len(),
+            fnv1a(&old)
         );
     }
+    println!(
+        "build-ebpf --check: {committed} matches its source ({} bytes, fnv1a {:016x})",
+        new.len(),
+        fnv1a(&new)
+    );
     Ok(())
 }
 
@@ -300,7 +315,8 @@ fn ensure_bpf_linker(toolchain: &str, tools_dir: &Path) -> anyhow::Result<PathBu
     Ok(bin)
 }
 
-/// Builds the eBPF crate into `target_dir`; returns the object's path.
+/// Builds the eBPF crate into `target_dir`; returns the directory holding
+/// its objects (one file per bin).
 fn build(root: &Path, crate_dir: &Path, toolchain: &str, linker: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
     let sysroot = sysroot(toolchain)?;
     let home = std::env::var_os("CARGO_HOME")
@@ -350,11 +366,13 @@ fn build(root: &Path, crate_dir: &Path, toolchain: &str, linker: &Path, target_d
     .env("SOURCE_DATE_EPOCH", "0");
     run(&mut cmd, &format!("building {EBPF_CRATE}"))?;
     eprintln!("build-ebpf: {EBPF_CRATE} built ({:.1}s)", t.elapsed().as_secs_f64());
-    let obj = target_dir.join(BPF_TARGET).join("release").join(EBPF_CRATE);
-    if !obj.is_file() {
-        bail!("the build succeeded but {} is missing", obj.display());
+    let out = target_dir.join(BPF_TARGET).join("release");
+    for (bin, _) in OBJECTS {
+        if !out.join(bin).is_file() {
+            bail!("the build succeeded but {} is missing", out.join(bin).display());
+        }
     }
-    Ok(obj)
+    Ok(out)
 }
 
 /// FNV-1a 64: a short fingerprint for messages (not a security hash).

@@ -225,6 +225,7 @@ impl Governor {
                 .v1_mounts(&Controller::ALL)
                 .0
                 .into_iter()
+                .chain(self.net_mount())
                 .map(|(m, controllers)| (m.mount_point.clone(), m.dir(&self.root().resolve(&m)), controllers))
                 .collect(),
         }

@@ -77,6 +77,10 @@ pub struct LimitOutcome {
     /// `None` when applied; otherwise what failed, with the OS error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What else is worth knowing about how it applies (network limits:
+    /// pacing or policing, and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl LimitOutcome {
@@ -118,6 +122,7 @@ pub(super) fn apply(
                 value: setting.value,
                 files,
                 error,
+                note: None,
             }
         })
         .collect()
@@ -132,6 +137,9 @@ pub struct Usage {
     /// v2 `memory.peak` (5.19+), v1 `memory.max_usage_in_bytes`.
     pub memory_peak_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
+    /// The network programs' counters, for a job with a network limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetUsage>,
 }
 
 /// What happened when the job cgroup was removed.
@@ -154,6 +162,10 @@ pub(super) struct JobDir {
     pub(super) leftover: bool,
 }
 
+/// Why a legacy host (no cgroup2 mount) cannot limit a job's network.
+const NO_CGROUP2: &str = "no cgroup2 file system is mounted: network limits attach to the job's cgroup2 \
+                          directory (sockets record their cgroup there)";
+
 /// Creates job cgroups under one root, on one hierarchy.
 #[derive(Debug, Clone)]
 pub struct Governor {
@@ -162,6 +174,8 @@ pub struct Governor {
     /// With [`Governor::keeping_root`]: the root (and ancestors) its jobs
     /// created, kept for the next job instead of removed with each.
     kept: Option<Arc<Mutex<Vec<PathBuf>>>>,
+    /// The network programs, loaded at the first job with a network limit.
+    net: crate::net::SharedShaper,
 }
 
 impl Governor {
@@ -170,7 +184,13 @@ impl Governor {
             hierarchy,
             root,
             kept: None,
+            net: crate::net::SharedShaper::default(),
         }
+    }
+
+    /// The shared network programs (for reloads of this governor's jobs).
+    pub fn net(&self) -> &crate::net::SharedShaper {
+        &self.net
     }
 
     /// Keep the root directories a job creates when the job is removed: a
@@ -251,6 +271,15 @@ impl Governor {
         })
     }
 
+    /// Hybrid: the unified mount, for the jobs' [`Controller::Net`]
+    /// directories (on v2 the job directory serves; legacy has none).
+    pub(super) fn net_mount(&self) -> Option<(Mount, Vec<Controller>)> {
+        match &self.hierarchy {
+            Hierarchy::Hybrid { unified, .. } => Some((unified.clone(), vec![Controller::Net])),
+            _ => None,
+        }
+    }
+
     /// v1: distinct mounts holding the always-used controllers plus `extra`,
     /// and the controllers of `extra` that are not mounted.
     pub(super) fn v1_mounts(&self, extra: &[Controller]) -> (Vec<(Mount, Vec<Controller>)>, Vec<Controller>) {
@@ -258,7 +287,7 @@ impl Governor {
             return (Vec::new(), Vec::new());
         };
         let mut wanted = vec![Controller::Cpu, Controller::Cpuacct, Controller::Memory];
-        for c in extra {
+        for c in extra.iter().filter(|c| c.is_v1()) {
             if !wanted.contains(c) {
                 wanted.push(*c);
             }
@@ -301,6 +330,14 @@ impl Governor {
                     unavailable.insert(controller, CgroupError::NotMounted { controller }.to_string());
                 }
                 plan.extend(mounts);
+                if limits.controllers().contains(&Controller::Net) {
+                    match self.net_mount() {
+                        Some(net) => plan.push(net),
+                        None => {
+                            unavailable.insert(Controller::Net, NO_CGROUP2.to_string());
+                        }
+                    }
+                }
             }
         }
         for (mount, controllers) in &plan {
@@ -449,6 +486,13 @@ impl Governor {
             Some(why) => Err(why.clone()),
             None => Ok(cg.dir_for(c).to_path_buf()),
         });
+        cg.outcomes.extend(outcomes);
+        let net_dir = match unavailable.get(&Controller::Net) {
+            Some(why) => Err(why.clone()),
+            None => Ok(cg.dir_for(Controller::Net).to_path_buf()),
+        };
+        // A new cgroup has nothing attached: only what is set is applied.
+        let outcomes = self.net.apply(net_dir, limits, Some(&Limits::default()));
         cg.outcomes.extend(outcomes);
     }
 
@@ -641,8 +685,16 @@ impl JobCgroup {
     /// v1: the `tasks` file of every hierarchy used. A single-threaded
     /// process (a child between fork and exec) that writes `0` to each joins
     /// the job without taking the global migration lock.
+    /// A hybrid host's cgroup2 directory (network limits) has no `tasks`:
+    /// there `0` goes to `cgroup.procs`, which moves the writer's process.
     pub fn tasks_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.dir.join(files::TASKS)).collect()
+        self.dirs
+            .iter()
+            .map(|d| match d.controllers.as_slice() {
+                [Controller::Net] => d.dir.join(files::PROCS),
+                _ => d.dir.join(files::TASKS),
+            })
+            .collect()
     }
 
     fn dir_for(&self, controller: Controller) -> &Path {
@@ -805,7 +857,10 @@ impl UsageReader {
     /// Read usage; a counter the kernel does not offer stays `None`.
     pub fn read(&self) -> Usage {
         let read = |c: Controller, file: &str| fs::read_optional(&self.dir_for(c).join(file)).ok().flatten();
-        let mut u = Usage::default();
+        let mut u = Usage {
+            network: self.network(),
+            ..Usage::default()
+        };
         match self.version {
             Version::V2 => {
                 if let Some(stat) = read(Controller::Cpu, files::CPU_STAT) {
@@ -832,6 +887,21 @@ impl UsageReader {
             }
         }
         u
+    }
+
+    /// The counters of the network programs on the job's cgroup2 directory,
+    /// if it has one and they are attached.
+    fn network(&self) -> Option<crate::net::NetUsage> {
+        let (_, dir) = self.dirs.iter().find(|(c, _)| c.contains(&Controller::Net))?;
+        let cgroup = crate::net::JobSocketCgroup::open(dir).ok()?;
+        match cgroup.usage() {
+            Ok(usage) if !usage.is_empty() => Some(usage),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("network counters of {}: {e}", dir.display());
+                None
+            }
+        }
     }
 
     /// Current memory use in bytes (v2 `memory.current`, v1 `memory.usage_in_bytes`).

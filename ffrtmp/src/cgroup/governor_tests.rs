@@ -129,6 +129,7 @@ fn all_limits() -> Limits {
         pids_max: None,
         nice: None,
         oom_score_adj: None,
+        ..Limits::default()
     }
 }
 
@@ -321,7 +322,7 @@ fn v1_hybrid_puts_each_limit_in_its_hierarchy() {
     let gov = Governor::new(
         Hierarchy::Hybrid {
             controllers,
-            unified: unified.clone(),
+            unified: mount(unified.clone(), "/"),
         },
         root("jobs"),
     );
@@ -719,6 +720,7 @@ fn v2_usage() {
             throttled_seconds: Some(0.25),
             memory_peak_bytes: Some(1_048_576),
             oom_kills: Some(1),
+            network: None,
         }
     );
 
@@ -769,6 +771,7 @@ fn v1_usage_reads_each_hierarchy() {
             throttled_seconds: Some(0.75),
             memory_peak_bytes: Some(8192),
             oom_kills: Some(3),
+            network: None,
         }
     );
 

@@ -27,18 +27,25 @@ pub enum Controller {
     Memory,
     Io,
     Pids,
+    /// Not a kernel controller: the cgroup2 directory the network programs
+    /// attach to (sockets record their cgroup2 cgroup). On v2 it is the job
+    /// directory; on a hybrid host a directory in the unified mount.
+    Net,
 }
 
 impl Controller {
-    pub const ALL: [Controller; 5] = [
+    pub const ALL: [Controller; 6] = [
         Controller::Cpu,
         Controller::Cpuacct,
         Controller::Memory,
         Controller::Io,
         Controller::Pids,
+        Controller::Net,
     ];
 
     /// The name in a v1 mount's super options and in `/proc/self/cgroup`.
+    /// [`Controller::Net`] lives in cgroup2, whose `/proc/self/cgroup` line
+    /// (`0::/path`) names no controller: the empty name.
     pub fn v1_name(self) -> &'static str {
         match self {
             Controller::Cpu => "cpu",
@@ -46,7 +53,13 @@ impl Controller {
             Controller::Memory => "memory",
             Controller::Io => "blkio",
             Controller::Pids => "pids",
+            Controller::Net => "",
         }
+    }
+
+    /// A v1 hierarchy of its own (every one but [`Controller::Net`]).
+    pub fn is_v1(self) -> bool {
+        self != Controller::Net
     }
 
     /// The name in v2 `cgroup.controllers` / `cgroup.subtree_control`
@@ -58,13 +71,17 @@ impl Controller {
             Controller::Memory => Some("memory"),
             Controller::Io => Some("io"),
             Controller::Pids => Some("pids"),
+            Controller::Net => None,
         }
     }
 }
 
 impl fmt::Display for Controller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.v1_name())
+        match self {
+            Controller::Net => f.write_str("cgroup2 (network)"),
+            c => f.write_str(c.v1_name()),
+        }
     }
 }
 
@@ -91,7 +108,9 @@ pub enum Hierarchy {
     },
     Hybrid {
         controllers: BTreeMap<Controller, Mount>,
-        unified: PathBuf,
+        /// The cgroup2 mount: no controllers, but sockets record their
+        /// cgroup here, so a job with a network limit gets a directory in it.
+        unified: Mount,
     },
 }
 
@@ -147,7 +166,7 @@ impl Hierarchy {
                 // The first cgroup2 mount wins; bind mounts of it repeat it.
                 "cgroup2" if unified.is_none() => unified = Some(mount.mount_point),
                 "cgroup" => {
-                    for controller in Controller::ALL {
+                    for controller in Controller::ALL.into_iter().filter(|c| c.is_v1()) {
                         let name = controller.v1_name();
                         if !mount.super_options.contains_key(name) || controllers.contains_key(&controller) {
                             continue;
@@ -172,7 +191,17 @@ impl Hierarchy {
         let has_v1 = controllers.contains_key(&Controller::Cpu) || controllers.contains_key(&Controller::Memory);
         match (has_v1, unified) {
             (true, None) => Ok(Hierarchy::Legacy { controllers }),
-            (true, Some(unified)) => Ok(Hierarchy::Hybrid { controllers, unified }),
+            // Without a `0::` line the cgroup2 mount is not ours to use.
+            (true, Some(mount_point)) => Ok(match own_path(None) {
+                Some(own_cgroup) => Hierarchy::Hybrid {
+                    controllers,
+                    unified: Mount {
+                        mount_point,
+                        own_cgroup,
+                    },
+                },
+                None => Hierarchy::Legacy { controllers },
+            }),
             (false, Some(mount_point)) => {
                 let own_cgroup = own_path(None).ok_or_else(|| DetectError::NotMember {
                     controller: Controller::Cpu,
@@ -184,6 +213,15 @@ impl Hierarchy {
                 }))
             }
             (false, None) => Err(DetectError::NotMounted),
+        }
+    }
+
+    /// Where sockets record their cgroup, for the network programs: the
+    /// unified mount (v2 and hybrid hosts); none on a legacy host.
+    pub fn socket_mount(&self) -> Option<&Mount> {
+        match self {
+            Hierarchy::Unified(m) | Hierarchy::Hybrid { unified: m, .. } => Some(m),
+            Hierarchy::Legacy { .. } => None,
         }
     }
 
@@ -208,7 +246,7 @@ impl Hierarchy {
             }
             Hierarchy::Hybrid { controllers, unified } => format!(
                 "cgroup v1 (hybrid, cgroup2 at {} without our controllers): {}",
-                unified.display(),
+                unified.mount_point.display(),
                 describe_v1(controllers)
             ),
         }
@@ -254,7 +292,8 @@ mod tests {
         let Hierarchy::Hybrid { controllers, unified } = &h else {
             panic!("expected hybrid, got {h:?}")
         };
-        assert_eq!(unified, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(unified.mount_point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(unified.own_cgroup, Path::new("/"));
         assert_eq!(
             controllers[&Controller::Memory].own_cgroup,
             Path::new("/process_api/abc")

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::files;
 use super::hierarchy::Controller;
+use crate::net::NetRate;
 
 /// A limit value that does not parse or is out of range; the message says
 /// what is accepted (the caller names the flag or key and the value).
@@ -412,6 +413,10 @@ pub struct Limits {
     /// Per process, like nice: the main process's `oom_score_adj`
     /// (children inherit it at fork).
     pub oom_score_adj: Option<OomScoreAdj>,
+    /// Network rates, enforced by eBPF programs on the job's cgroup2
+    /// directory (not control files: see [`crate::net`]).
+    pub net_egress_max: Option<NetRate>,
+    pub net_ingress_max: Option<NetRate>,
 }
 
 /// Which kind of limit a setting is; the name used in reports.
@@ -427,6 +432,8 @@ pub enum LimitKind {
     PidsMax,
     Nice,
     OomScoreAdj,
+    NetEgressMax,
+    NetIngressMax,
 }
 
 impl fmt::Display for LimitKind {
@@ -441,6 +448,8 @@ impl fmt::Display for LimitKind {
             LimitKind::PidsMax => "pids_max",
             LimitKind::Nice => "nice",
             LimitKind::OomScoreAdj => "oom_score_adj",
+            LimitKind::NetEgressMax => "net_egress_max",
+            LimitKind::NetIngressMax => "net_ingress_max",
         })
     }
 }
@@ -492,6 +501,9 @@ impl Limits {
         if self.pids_max.is_some() {
             c.push(Controller::Pids);
         }
+        if self.net_egress_max.is_some() || self.net_ingress_max.is_some() {
+            c.push(Controller::Net);
+        }
         c
     }
 
@@ -510,11 +522,25 @@ impl Limits {
         if let Some(adj) = self.oom_score_adj {
             parts.push(format!("oom_score_adj={}", adj.get()));
         }
+        if let Some(rate) = self.net_egress_max {
+            parts.push(format!("net_egress_max={rate}"));
+        }
+        if let Some(rate) = self.net_ingress_max {
+            parts.push(format!("net_ingress_max={rate}"));
+        }
         if parts.is_empty() {
             "none".into()
         } else {
             parts.join(", ")
         }
+    }
+
+    /// The network limits, each with its kind (applied by
+    /// [`crate::net`], not by control files).
+    pub fn net_limits(&self) -> Vec<(LimitKind, NetRate)> {
+        let egress = self.net_egress_max.map(|r| (LimitKind::NetEgressMax, r));
+        let ingress = self.net_ingress_max.map(|r| (LimitKind::NetIngressMax, r));
+        egress.into_iter().chain(ingress).collect()
     }
 
     pub fn settings(&self, version: Version) -> Vec<Setting> {
@@ -972,6 +998,7 @@ mod tests {
             pids_max: None,
             nice: Some(Nice::parse("5").unwrap()),
             oom_score_adj: None,
+            ..Limits::default()
         }
     }
 

@@ -6,6 +6,7 @@ use clap::Args;
 
 use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax};
 use crate::cgroup::names::{CgroupRoot, JobId};
+use crate::net::NetRate;
 
 /// A memory flag's value: a limit, or explicitly none (`0`/`max`). A
 /// newtype because clap reads `Option<Option<T>>` as "flag with optional value".
@@ -52,6 +53,12 @@ pub struct LimitArgs {
     /// The OOM killer's preference -1000..1000 for the job's processes (oom_score_adj; -1000 = never, 1000 = first); children inherit it
     #[arg(long, value_name = "N", value_parser = OomScoreAdj::parse, allow_negative_numbers = true)]
     pub oom_score_adj: Option<OomScoreAdj>,
+    /// Network send rate, in bits per second as tc writes it (500kbit, 8mbit, 1gbit): eBPF on the job's cgroup2 directory; paced where the device has the fq qdisc, policed elsewhere
+    #[arg(long, value_name = "RATE", value_parser = NetRate::parse)]
+    pub net_egress_max: Option<NetRate>,
+    /// Network receive rate, as --net-egress-max: packets beyond the rate are dropped (policing)
+    #[arg(long, value_name = "RATE", value_parser = NetRate::parse)]
+    pub net_ingress_max: Option<NetRate>,
 }
 
 impl LimitArgs {
@@ -95,6 +102,8 @@ impl LimitArgs {
             pids_max: self.pids_max,
             nice: self.nice,
             oom_score_adj: self.oom_score_adj,
+            net_egress_max: self.net_egress_max,
+            net_ingress_max: self.net_ingress_max,
         }
     }
 }

@@ -123,6 +123,8 @@ fn limit_overrides(args: &LimitArgs) -> PartialLimits {
         pids_max: args.pids_max,
         nice: args.nice,
         oom_score_adj: args.oom_score_adj,
+        net_egress_max: args.net_egress_max,
+        net_ingress_max: args.net_ingress_max,
     }
 }
 

@@ -27,6 +27,7 @@ use super::{Backend, RetryConfig, StateConfig, WatchConfig};
 use crate::cgroup::CgroupRoot;
 use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax};
 use crate::events::scan::Targets;
+use crate::net::NetRate;
 
 /// The commands governed when neither the file nor `--target` names any.
 pub const DEFAULT_TARGETS: [&str; 2] = ["ffmpeg", "gst-launch-1.0"];
@@ -60,6 +61,8 @@ pub struct PartialLimits {
     pub pids_max: Option<PidsMax>,
     pub nice: Option<Nice>,
     pub oom_score_adj: Option<OomScoreAdj>,
+    pub net_egress_max: Option<NetRate>,
+    pub net_ingress_max: Option<NetRate>,
 }
 
 impl PartialLimits {
@@ -75,6 +78,8 @@ impl PartialLimits {
             pids_max: self.pids_max.or(base.pids_max),
             nice: self.nice.or(base.nice),
             oom_score_adj: self.oom_score_adj.or(base.oom_score_adj),
+            net_egress_max: self.net_egress_max.or(base.net_egress_max),
+            net_ingress_max: self.net_ingress_max.or(base.net_ingress_max),
         }
     }
 }

@@ -71,6 +71,10 @@ pub(super) struct LimitsView {
     pub(super) nice: Option<i8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) oom_score_adj: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) net_egress_max: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) net_ingress_max: Option<String>,
 }
 
 impl LimitsView {
@@ -108,6 +112,8 @@ impl LimitsView {
         view.pids_max = limits.pids_max.map(PidsMax::get);
         view.nice = limits.nice.map(Nice::get);
         view.oom_score_adj = limits.oom_score_adj.map(OomScoreAdj::get);
+        view.net_egress_max = limits.net_egress_max.map(|r| r.to_string());
+        view.net_ingress_max = limits.net_ingress_max.map(|r| r.to_string());
         view
     }
 }

@@ -87,7 +87,7 @@ pub(super) struct FileRetry {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of limits (cpu_quota, cpu_max, cpu_weight, memory_limit, memory_max, memory_high, memory_swap_max, io_max, pids_max, nice, oom_score_adj)"
+    expecting = "a mapping of limits (cpu_quota, cpu_max, cpu_weight, memory_limit, memory_max, memory_high, memory_swap_max, io_max, pids_max, nice, oom_score_adj, net_egress_max, net_ingress_max)"
 )]
 pub(super) struct RawLimits {
     pub(super) cpu_quota: Option<CpuQuota>,
@@ -101,6 +101,8 @@ pub(super) struct RawLimits {
     pub(super) pids_max: Option<PidsMaxValue>,
     pub(super) nice: Option<NiceValue>,
     pub(super) oom_score_adj: Option<OomScoreAdjValue>,
+    pub(super) net_egress_max: Option<NetRateValue>,
+    pub(super) net_ingress_max: Option<NetRateValue>,
 }
 
 /// A `limits` block: what it sets, over `default_limits` (or over nothing).
@@ -131,6 +133,8 @@ impl TryFrom<RawLimits> for FileLimits {
             pids_max: raw.pids_max.map(|p| p.0),
             nice: raw.nice.map(|n| n.0),
             oom_score_adj: raw.oom_score_adj.map(|n| n.0),
+            net_egress_max: raw.net_egress_max.map(|r| r.0),
+            net_ingress_max: raw.net_ingress_max.map(|r| r.0),
         }))
     }
 }

@@ -107,6 +107,17 @@ impl<'de> Deserialize<'de> for PidsMaxValue {
     }
 }
 
+/// `net_egress_max` / `net_ingress_max`: a tc rate string (`8mbit`).
+#[derive(Debug)]
+pub(super) struct NetRateValue(pub(super) crate::net::NetRate);
+
+impl<'de> Deserialize<'de> for NetRateValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = text(d, "a rate in bits per second with a unit, e.g. \"8mbit\"")?;
+        invalid_text(&s, crate::net::NetRate::parse(&s)).map(NetRateValue)
+    }
+}
+
 /// `memory_limit`: MiB; 0 = not set.
 #[derive(Debug)]
 pub(super) struct MemoryMib(pub(super) Option<MemoryMax>);

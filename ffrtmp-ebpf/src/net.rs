@@ -1,0 +1,193 @@
+//! ffrtmp's network programs: one `cgroup_skb` egress and one ingress
+//! program, attached (with `BPF_F_ALLOW_MULTI`, beside whatever systemd or a
+//! container runtime attached) only to the cgroups of jobs that have a
+//! network limit. A job without one has no program in its path.
+//!
+//! Both look the packet's socket cgroup up in `NET_BUCKETS` and apply
+//! [`ffrtmp_common::net::admit`]: the arithmetic is shared with user space
+//! and unit tested there. Egress in pace mode sets `skb->tstamp` (writable
+//! from `cgroup_skb` since Linux 5.0), which the `fq` qdisc honours as the
+//! earliest departure time, as Cilium's bandwidth manager does; police mode
+//! and ingress drop what exceeds the bucket.
+//!
+//! The bucket clock is read and written without a lock, like Cilium's: two
+//! CPUs sending for one job at the same instant can both start from the same
+//! clock, so the job can briefly exceed its rate by a packet per CPU. A
+//! `bpf_spin_lock` would need BTF for the map, which this object does not
+//! carry; docs/network.md says what was measured.
+//!
+//! Build with `cargo xtask build-ebpf` from the repository root.
+
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_SOCK_OPS_TCP_CONNECT_CB,
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_setsockopt, bpf_skb_cgroup_id},
+    macros::{cgroup_skb, map, sock_ops},
+    maps::{HashMap, PerCpuHashMap},
+    programs::{SkBuffContext, SockOpsContext},
+};
+use ffrtmp_common::net::{self, NetBucket, NetCounters, NetKey, Verdict};
+
+#[map]
+static NET_BUCKETS: HashMap<NetKey, NetBucket> = HashMap::with_max_entries(net::MAX_ENTRIES, 0);
+
+#[map]
+static NET_COUNTERS: PerCpuHashMap<NetKey, NetCounters> = PerCpuHashMap::with_max_entries(net::MAX_ENTRIES, 0);
+
+/// `cgroup_skb` return codes (`__cgroup_bpf_run_filter_skb`): 1 passes,
+/// 0 drops. Egress only: bit 1 adds a congestion notification, so 3
+/// passes and 2 drops with one (the stack returns `NET_XMIT_CN` /
+/// `NET_XMIT_DROP` to TCP, which enters CWR and shrinks its window rather
+/// than treat the drop as a local error), the way the kernel's own
+/// `samples/bpf/hbm` does.
+const DROP: i32 = 0;
+const PASS: i32 = 1;
+const DROP_CN: i32 = 2;
+const PASS_CN: i32 = 3;
+
+#[cgroup_skb(egress)]
+pub fn ffrtmp_egress(ctx: SkBuffContext) -> i32 {
+    match shape(&ctx, net::EGRESS) {
+        Outcome::Pass => PASS,
+        Outcome::PassMarked => PASS_CN,
+        Outcome::Drop => DROP_CN,
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn ffrtmp_ingress(ctx: SkBuffContext) -> i32 {
+    match shape(&ctx, net::INGRESS) {
+        Outcome::Pass | Outcome::PassMarked => PASS,
+        Outcome::Drop => DROP,
+    }
+}
+
+/// `SOL_SOCKET` and `SO_MAX_PACING_RATE` (`include/uapi/asm-generic/socket.h`).
+const SOL_SOCKET: i32 = 1;
+const SO_MAX_PACING_RATE: i32 = 47;
+
+/// `sock_ops` on the job's cgroup: a TCP connection the job opens gets the
+/// job's egress rate as its `SO_MAX_PACING_RATE`, so TCP paces itself at
+/// the rate (its own pacing needs no qdisc) instead of bursting into the
+/// bucket and backing off from drops; the bucket still holds the job's
+/// total. Set at `connect()`, which runs in the job's task, so the current
+/// cgroup is the job's; accepted connections are policed only.
+#[sock_ops]
+pub fn ffrtmp_sockops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
+        return 1;
+    }
+    let key = NetKey {
+        // SAFETY: reads the current task's cgroup2 id.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        direction: net::EGRESS,
+        _pad: 0,
+    };
+    // SAFETY: a read of a map value, copied out.
+    let Some(bucket) = (unsafe { NET_BUCKETS.get(&key) }) else {
+        return 1;
+    };
+    // An int: what bpf_setsockopt takes for SOL_SOCKET options before 6.x.
+    let mut rate: u32 = if bucket.bytes_per_sec >= u64::from(u32::MAX) {
+        u32::MAX - 1
+    } else {
+        bucket.bytes_per_sec as u32
+    };
+    // SAFETY: `ctx.ops` is the program's context; the option value is a
+    // local of the size given. A failure leaves the socket unpaced, policed.
+    unsafe {
+        bpf_setsockopt(
+            ctx.ops.cast(),
+            SOL_SOCKET,
+            SO_MAX_PACING_RATE,
+            core::ptr::from_mut(&mut rate).cast(),
+            size_of::<u32>() as i32,
+        );
+    }
+    1
+}
+
+enum Outcome {
+    Pass,
+    PassMarked,
+    Drop,
+}
+
+/// What becomes of the packet, after pacing or counting it.
+fn shape(ctx: &SkBuffContext, direction: u32) -> Outcome {
+    let skb = ctx.skb.skb;
+    // SAFETY: the helper reads the cgroup of the packet's full socket; it
+    // returns 0 for a packet without one (then nothing matches).
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let key = NetKey {
+        cgroup_id,
+        direction,
+        _pad: 0,
+    };
+    let Some(bucket) = NET_BUCKETS.get_ptr_mut(&key) else {
+        return Outcome::Pass;
+    };
+    // SAFETY: bpf_ktime_get_ns only reads the clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let len = u64::from(ctx.len());
+    // SAFETY: `bucket` points at this map value for the program's run;
+    // `skb` is the program's context, whose tstamp field it may read.
+    let verdict = unsafe { net::admit(&*bucket, now, (*skb).tstamp, len) };
+    let counters = NET_COUNTERS.get_ptr_mut(&key);
+    match verdict {
+        Verdict::Pass { tat_ns } => {
+            // SAFETY: as above (a racy store, see the module comment).
+            unsafe { (*bucket).tat_ns = tat_ns };
+            count(counters, len, false, false);
+            Outcome::Pass
+        }
+        Verdict::Mark { tat_ns } => {
+            // SAFETY: as above.
+            unsafe { (*bucket).tat_ns = tat_ns };
+            count(counters, len, false, false);
+            Outcome::PassMarked
+        }
+        Verdict::Delay { tat_ns, at_ns } => {
+            // SAFETY: as above; the verifier allows cgroup_skb to write
+            // `tstamp`.
+            unsafe {
+                (*bucket).tat_ns = tat_ns;
+                (*skb).tstamp = at_ns;
+            }
+            count(counters, len, true, false);
+            Outcome::Pass
+        }
+        Verdict::Drop => {
+            count(counters, len, false, true);
+            Outcome::Drop
+        }
+    }
+}
+
+/// Counts on this CPU's copy: a program runs with preemption (migration)
+/// disabled, so a plain increment is exact per CPU.
+fn count(counters: Option<*mut NetCounters>, len: u64, delayed: bool, dropped: bool) {
+    let Some(c) = counters else { return };
+    // SAFETY: this CPU's slot of a map value.
+    unsafe {
+        if dropped {
+            (*c).dropped_bytes += len;
+            (*c).dropped_packets += 1;
+        } else {
+            (*c).passed_bytes += len;
+            (*c).passed_packets += 1;
+            if delayed {
+                (*c).delayed_packets += 1;
+            }
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program (see main.rs).
+    loop {}
+}
