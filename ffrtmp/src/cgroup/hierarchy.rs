@@ -27,15 +27,17 @@ pub enum Controller {
     Memory,
     Io,
     Pids,
+    Cpuset,
 }
 
 impl Controller {
-    pub const ALL: [Controller; 5] = [
+    pub const ALL: [Controller; 6] = [
         Controller::Cpu,
         Controller::Cpuacct,
         Controller::Memory,
         Controller::Io,
         Controller::Pids,
+        Controller::Cpuset,
     ];
 
     /// The name in a v1 mount's super options and in `/proc/self/cgroup`.
@@ -46,6 +48,7 @@ impl Controller {
             Controller::Memory => "memory",
             Controller::Io => "blkio",
             Controller::Pids => "pids",
+            Controller::Cpuset => "cpuset",
         }
     }
 
@@ -58,6 +61,7 @@ impl Controller {
             Controller::Memory => Some("memory"),
             Controller::Io => Some("io"),
             Controller::Pids => Some("pids"),
+            Controller::Cpuset => Some("cpuset"),
         }
     }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax};
+use crate::cgroup::limits::{
+    CpuList, CpuMax, CpuWeight, IoClass, IoMax, IoWeight, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax,
+};
 use crate::cgroup::names::{CgroupRoot, JobId};
 
 /// A memory flag's value: a limit, or explicitly none (`0`/`max`). A
@@ -46,12 +48,24 @@ pub struct LimitArgs {
     /// The most tasks (processes and threads) the job may hold at once, 1..4194304 (pids.max; systemd's TasksMax): a fork bomb stops there
     #[arg(long, value_name = "N", value_parser = PidsMax::parse, allow_negative_numbers = true)]
     pub pids_max: Option<PidsMax>,
+    /// The CPUs the job may run on, e.g. "0-3,6" (cpuset.cpus; systemd's AllowedCPUs): within the parent cgroup's set
+    #[arg(long, value_name = "LIST", value_parser = CpuList::parse_cpus)]
+    pub cpus: Option<CpuList>,
+    /// The memory (NUMA) nodes the job may allocate from, e.g. "0" (cpuset.mems; systemd's AllowedMemoryNodes)
+    #[arg(long, value_name = "LIST", value_parser = CpuList::parse_mems)]
+    pub mems: Option<CpuList>,
+    /// IO weight 1..10000 (100 = default share; io.weight and io.bfq.weight where present; v1: blkio weight = weight*5, 10..1000)
+    #[arg(long, value_name = "N", value_parser = IoWeight::parse, allow_negative_numbers = true)]
+    pub io_weight: Option<IoWeight>,
     /// Nice value -20..19, applied to every thread
     #[arg(long, value_name = "N", value_parser = Nice::parse, allow_negative_numbers = true)]
     pub nice: Option<Nice>,
     /// The OOM killer's preference -1000..1000 for the job's processes (oom_score_adj; -1000 = never, 1000 = first); children inherit it
     #[arg(long, value_name = "N", value_parser = OomScoreAdj::parse, allow_negative_numbers = true)]
     pub oom_score_adj: Option<OomScoreAdj>,
+    /// IO scheduling class of every thread: idle, best-effort[:0-7] or realtime[:0-7] (like ionice; realtime needs CAP_SYS_ADMIN)
+    #[arg(long, value_name = "CLASS[:LEVEL]", value_parser = IoClass::parse)]
+    pub io_class: Option<IoClass>,
 }
 
 impl LimitArgs {
@@ -93,8 +107,12 @@ impl LimitArgs {
             memory_swap_max: self.memory_swap_max.and_then(|SwapArg(s)| s),
             io_max: self.io_max.clone(),
             pids_max: self.pids_max,
+            cpus: self.cpus.clone(),
+            mems: self.mems.clone(),
+            io_weight: self.io_weight,
             nice: self.nice,
             oom_score_adj: self.oom_score_adj,
+            io_class: self.io_class,
         }
     }
 }

@@ -68,9 +68,17 @@ pub(super) struct LimitsView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) pids_max: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mems: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) io_weight: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) nice: Option<i8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) oom_score_adj: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) io_class: Option<String>,
 }
 
 impl LimitsView {
@@ -106,8 +114,12 @@ impl LimitsView {
             view.io_max = Some(limits.io_max.iter().map(IoMax::to_string).collect());
         }
         view.pids_max = limits.pids_max.map(PidsMax::get);
+        view.cpus = limits.cpus.as_ref().map(CpuList::to_string);
+        view.mems = limits.mems.as_ref().map(CpuList::to_string);
+        view.io_weight = limits.io_weight.map(IoWeight::get);
         view.nice = limits.nice.map(Nice::get);
         view.oom_score_adj = limits.oom_score_adj.map(OomScoreAdj::get);
+        view.io_class = limits.io_class.map(|c| c.to_string());
         view
     }
 }
