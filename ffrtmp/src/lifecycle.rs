@@ -427,6 +427,34 @@ fn moved_whom(target: &crate::process::Pinned) -> Whom {
     }
 }
 
+pub fn io_class_outcome(class: crate::cgroup::limits::IoClass, error: Option<String>) -> LimitOutcome {
+    LimitOutcome {
+        limit: LimitKind::IoClass,
+        value: class.to_string(),
+        files: Vec::new(),
+        error,
+        note: None,
+    }
+}
+
+/// Set the IO class of every thread of `pids` (the job's main process
+/// first), like [`renice`]; a descendant that exited meanwhile needs none.
+pub fn set_io_class(main: u32, pids: &[u32], class: crate::cgroup::limits::IoClass) -> LimitOutcome {
+    use crate::process::ioprio::{IoprioError, set_all_threads};
+    let errors: Vec<String> = pids
+        .iter()
+        .filter_map(|&pid| match set_all_threads(pid, class) {
+            Ok(n) => {
+                tracing::debug!("set IO class {class} on {n} thread(s) of pid {pid}");
+                None
+            }
+            Err(IoprioError::Proc(crate::process::ProcError::NotFound { .. })) if pid != main => None,
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    io_class_outcome(class, (!errors.is_empty()).then(|| errors.join("; ")))
+}
+
 /// Renice every thread of `pids` (the job's main process first) and say
 /// how it went; a descendant that exited meanwhile needs no nice value.
 pub fn renice(main: u32, pids: &[u32], nice: crate::cgroup::limits::Nice) -> LimitOutcome {

@@ -232,6 +232,7 @@ pub enum Controller {
     Memory,
     Io,
     Pids,
+    Cpuset,
 }
 
 impl Controller {
@@ -242,6 +243,7 @@ impl Controller {
             Controller::Memory => "memory",
             Controller::Io => "blkio",
             Controller::Pids => "pids",
+            Controller::Cpuset => "cpuset",
         }
     }
 }
@@ -1004,6 +1006,23 @@ pub fn ppid(pid: u32) -> Option<u32> {
 }
 
 /// The nice value of thread `tid` of process `pid` (stat field 19).
+/// The raw IO priority of one thread, `ioprio_get(IOPRIO_WHO_PROCESS, tid)`:
+/// class << 13 | level (class 1 realtime, 2 best-effort, 3 idle, 0 none).
+pub fn ioprio_of(tid: u32) -> Option<u16> {
+    // SAFETY: ioprio_get takes two integers and returns one.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, tid as libc::c_int) };
+    u16::try_from(rc).ok()
+}
+
+/// The CPUs a thread may run on, `Cpus_allowed_list` of its status.
+pub fn cpus_allowed(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+}
+
 pub fn nice_of(pid: u32, tid: u32) -> Option<i32> {
     stat_field(&PathBuf::from(format!("/proc/{pid}/task/{tid}/stat")), 19)?
         .parse()

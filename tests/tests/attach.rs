@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use tests::{
-    Controller, EXIT_TIMEOUT, PidGuard, Signal, Spawned, TestRoot, comm, descendants, ffrtmp, nice_of, proc_state,
-    require_privileged, run_ffrtmp, skip, stat_field, stub_bin, threads, wait_until,
+    Controller, EXIT_TIMEOUT, PidGuard, Signal, Spawned, TestRoot, comm, cpus_allowed, descendants, ffrtmp, ioprio_of,
+    nice_of, proc_state, require_privileged, run_ffrtmp, skip, stat_field, stub_bin, threads, wait_until,
 };
 
 /// Wait until process `pid` (all its threads) is in the job's cgroup.
@@ -326,4 +326,42 @@ fn tree_moves_descendants_forked_before_the_move() {
     assert_eq!(out.json()["platform_sla_reason"], "detached_workload_continues");
     drop(guards);
     drop(target);
+}
+
+/// `--io-class idle` and `--cpus 0` on a running process: every one of its
+/// five threads (already started, so nothing is inherited) reads back idle
+/// with `ioprio_get`, and the kernel runs the process on CPU 0 only.
+#[test]
+fn attach_sets_the_io_class_of_every_thread_and_its_cpus() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let mut target = Spawned::start(Command::new(stub_bin("stub-threads")).args(["4", "0"]));
+    target.wait_for_stdout("ready");
+    let pid = target.pid();
+    let ffrtmp = attach(&root, pid, "ioclass", &["--io-class", "idle", "--cpus", "0"]);
+    wait_moved(&root, pid, "ioclass", &ffrtmp);
+    let idle = 3u16 << 13;
+    let all_idle = wait_until(tests::POLL_TIMEOUT, || {
+        threads(pid).iter().all(|&t| ioprio_of(t) == Some(idle))
+    });
+    let got: Vec<_> = threads(pid).iter().map(|&t| (t, ioprio_of(t))).collect();
+    assert!(
+        all_idle,
+        "not every thread is idle: {got:?}; stderr: {}",
+        ffrtmp.stderr_now()
+    );
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(cpus_allowed(pid).as_deref(), Some("0"));
+    target.write_stdin(b"go\n");
+    let out = ffrtmp.wait(EXIT_TIMEOUT);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let applied = out.json()["limits"]["applied"].as_array().cloned().unwrap_or_default();
+    for (limit, value) in [("io_class", "idle"), ("cpus", "0")] {
+        assert!(
+            applied.iter().any(|a| a["limit"] == limit && a["value"] == value),
+            "{limit}={value} not in applied: {applied:?}"
+        );
+    }
+    assert_eq!(target.wait(EXIT_TIMEOUT).code(), 0);
+    root.assert_job_gone("ioclass");
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tests::{
     Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestDisk, TestRoot, Value,
-    Version, comm, descendants, ffrtmp, missing_block_device, nice_of, on_path, proc_state, require_privileged,
-    run_ffrtmp, skip, unique_name, wait_until,
+    Version, comm, cpus_allowed, descendants, ffrtmp, ioprio_of, missing_block_device, nice_of, on_path, proc_state,
+    require_privileged, run_ffrtmp, skip, stub_bin, threads, unique_name, wait_until,
 };
 
 /// `ffrtmp run --cgroup-root <root> --job-id <job> <flags> -- cat`: the
@@ -462,6 +462,16 @@ fn bad_flag_values_exit_125_with_one_line_and_create_nothing() {
         ("--pids-max", "0"),
         ("--pids-max", "max"),
         ("--pids-max", "4194305"),
+        ("--cpus", "3-1"),
+        ("--cpus", "0,0"),
+        ("--cpus", "all"),
+        ("--mems", ""),
+        ("--mems", "0-"),
+        ("--io-weight", "0"),
+        ("--io-weight", "10001"),
+        ("--io-class", "rt"),
+        ("--io-class", "best-effort:8"),
+        ("--io-class", "idle:1"),
         ("--nice", "99"),
         ("--nice", "-21"),
         ("--cpu-quota", "abc"),
@@ -885,4 +895,151 @@ fn ffmpeg_under_half_a_core_is_throttled() {
         "used {cpu:.2} CPU s in {seconds:.2} s, more than half a core: {json}"
     );
     root.assert_job_gone("ffmpeg");
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path).map_or_else(|e| format!("<{e}>"), |s| s.trim().to_string())
+}
+
+/// `--cpus 0`: the job's `cpuset.cpus` is 0 and the kernel lets the
+/// workload run on CPU 0 only. v1: the new cpuset cgroup (which starts
+/// with empty lists and refuses tasks) got its parent's memory nodes.
+#[test]
+fn cpus_confine_the_workload_and_v1_gets_the_parents_mems() {
+    let host = require_privileged!();
+    with_running_job(host, &["--cpus", "0"], |root, job, pid| {
+        let dir = root.job_dir(Controller::Cpuset, job);
+        assert_eq!(read_trimmed(&dir.join("cpuset.cpus")), "0", "{}", dir.display());
+        assert_eq!(cpus_allowed(pid).as_deref(), Some("0"), "pid {pid}");
+        let parent = dir.parent().unwrap().parent().unwrap();
+        match host.version {
+            // Empty: "all of the parent's".
+            Version::V2 => assert_eq!(read_trimmed(&dir.join("cpuset.mems")), ""),
+            Version::V1 => assert_eq!(
+                read_trimmed(&dir.join("cpuset.mems")),
+                read_trimmed(&parent.join("cpuset.mems"))
+            ),
+        }
+    });
+}
+
+/// `--mems 0` alone: v1 copies the parent's CPUs, or no task could join.
+#[test]
+fn mems_alone_still_lets_the_task_in() {
+    let host = require_privileged!();
+    with_running_job(host, &["--mems", "0"], |root, job, pid| {
+        let dir = root.job_dir(Controller::Cpuset, job);
+        assert_eq!(read_trimmed(&dir.join("cpuset.mems")), "0");
+        assert!(root.procs(Controller::Cpuset, job).contains(&pid));
+        if host.version == Version::V1 {
+            let parent = dir.parent().unwrap().parent().unwrap();
+            assert_eq!(
+                read_trimmed(&dir.join("cpuset.cpus")),
+                read_trimmed(&parent.join("cpuset.cpus"))
+            );
+        }
+    });
+}
+
+/// A CPU the machine (and so the parent) does not have: the kernel's
+/// error, with what the parent allows; the job still runs.
+#[test]
+fn cpus_outside_the_parent_are_reported_with_the_kernels_error() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let out = run_ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "wide",
+        "--cpus",
+        "4000",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("NOT applied cpus=4000"))
+        .unwrap_or_else(|| panic!("no NOT applied line: {out:?}"));
+    assert!(
+        line.contains("cpuset.cpus must be within the parent's effective set"),
+        "{line}"
+    );
+    assert!(line.contains("os error"), "the kernel's error is shown: {line}");
+    root.assert_job_gone("wide");
+}
+
+/// `--io-weight 50`: written to each weight file the kernel offers — v1
+/// BFQ's `blkio.bfq.weight` (50×5 = 250), v2 iocost's `io.weight`
+/// ("default 50") and BFQ's `io.bfq.weight` (50) — or, with none,
+/// reported not applied.
+#[test]
+fn io_weight_lands_in_the_weight_files_there_are() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let job = Job::start(&root, "weight", &["--io-weight", "50"]);
+    let dir = root.job_dir(Controller::Io, "weight");
+    let expected: &[(&str, &str)] = match host.version {
+        Version::V1 => &[("blkio.bfq.weight", "250"), ("blkio.weight", "250")],
+        Version::V2 => &[("io.weight", "default 50"), ("io.bfq.weight", "default 50")],
+    };
+    let present: Vec<_> = expected.iter().filter(|(f, _)| dir.join(f).exists()).collect();
+    for (file, value) in &present {
+        assert_eq!(read_trimmed(&dir.join(file)).lines().next(), Some(*value), "{file}");
+    }
+    let out = job.finish();
+    match present.is_empty() {
+        true => assert!(
+            out.stderr
+                .contains("NOT applied io_weight=50: the kernel offers none of"),
+            "{out:?}"
+        ),
+        false => assert!(
+            out.stderr.contains("applied io_weight=50") && !out.stderr.contains("NOT applied"),
+            "{out:?}"
+        ),
+    }
+    root.assert_job_gone("weight");
+}
+
+/// `--io-class`: set before exec, so every thread the workload starts has
+/// it (read back with `ioprio_get` for each of `/proc/<pid>/task`).
+#[test]
+fn io_class_is_on_every_thread_of_the_workload() {
+    let host = require_privileged!();
+    for (class, raw) in [
+        ("idle", 3u16 << 13),
+        ("best-effort:6", (2 << 13) | 6),
+        ("realtime:1", (1 << 13) | 1),
+    ] {
+        let root = TestRoot::new(host);
+        let stub = stub_bin("stub-threads");
+        let args = [
+            "run",
+            "--cgroup-root",
+            root.name(),
+            "--job-id",
+            "ioprio",
+            "--io-class",
+            class,
+            "--",
+        ];
+        let mut cmd = ffrtmp(&args);
+        cmd.args([stub.as_os_str(), "3".as_ref()]);
+        let mut run = Spawned::start_with_stdin(cmd, std::process::Stdio::piped());
+        run.wait_for_stdout("ready");
+        let pid = root.procs(Controller::Cpu, "ioprio")[0];
+        let tids = threads(pid);
+        assert_eq!(tids.len(), 4, "{class}: the stub runs 4 threads");
+        let got: Vec<_> = tids.iter().map(|&t| (t, ioprio_of(t))).collect();
+        assert!(got.iter().all(|(_, p)| *p == Some(raw)), "{class}: {got:?}");
+        run.write_stdin(b"go\n");
+        let out = run.wait(EXIT_TIMEOUT);
+        assert_eq!(out.code(), 0, "{out:?}");
+        assert!(out.stderr.contains(&format!("applied io_class={class}")), "{out:?}");
+        root.assert_job_gone("ioprio");
+    }
 }

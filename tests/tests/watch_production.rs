@@ -1491,3 +1491,67 @@ fn metrics_port_in_use_is_a_clear_error() {
     root.assert_nothing_created();
     drop(taken);
 }
+
+/// The daemon's file with `cpus`, `io_weight` and `io_class` for `target`.
+fn cpuset_io_file(target: &str, cpus: &str, weight: &str, class: &str) -> String {
+    format!(
+        "scan_interval: \"200ms\"\ntarget_commands: [\"{target}\"]\ndefault_limits:\n  cpus: \"{cpus}\"\n  io_weight: {weight}\n  io_class: \"{class}\"\n"
+    )
+}
+
+/// `cpus`, `io_weight` and `io_class` from the file govern a new target,
+/// and a reload changes all three on the running job: the cpuset and
+/// weight files, and the IO class of every thread (`ioprio_get`).
+#[test]
+fn reload_updates_cpus_io_weight_and_io_class() {
+    let backend = Backend::Ebpf;
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let file = ConfigFile::new(&cpuset_io_file(&name, "0", "50", "idle"));
+    let daemon = start_with_config(&root, backend, &file, &["--no-follow-config"]);
+
+    let target = Target::sleeping(&path);
+    let (pid, job) = (target.pid(), job_of(&name, target.pid()));
+    daemon.wait_governed(&root, &name, &[pid], POLL_TIMEOUT);
+    let cpuset = root.job_dir(tests::Controller::Cpuset, &job);
+    let io = root.job_dir(tests::Controller::Io, &job);
+    let read = |p: PathBuf| std::fs::read_to_string(&p).map_or_else(|e| format!("<{e}>"), |s| s.trim().to_string());
+    // The weight file this kernel has (v1 BFQ: N×5; v2 iocost: "default N").
+    let weight_file = ["blkio.bfq.weight", "io.weight"]
+        .into_iter()
+        .find(|f| io.join(f).exists());
+    let class_of_all = |raw: u16| {
+        wait_until(POLL_TIMEOUT, || {
+            tests::threads(pid).iter().all(|&t| tests::ioprio_of(t) == Some(raw))
+        })
+    };
+    assert!(class_of_all(3 << 13), "not idle: {:?}", tests::threads(pid));
+    assert_eq!(read(cpuset.join("cpuset.cpus")), "0");
+    let weight = |v1: &str, v2: &str| match weight_file {
+        Some("blkio.bfq.weight") => assert_eq!(read(io.join("blkio.bfq.weight")), v1),
+        Some(f) => assert_eq!(read(io.join(f)).lines().next(), Some(v2)),
+        None => {}
+    };
+    weight("250", "default 50");
+
+    file.write(&cpuset_io_file(&name, "1", "200", "best-effort:2"));
+    daemon.signal(Signal::SIGHUP);
+    wait_line(&daemon, &format!("PID {pid} (job: {job}): limits updated: "));
+    wait_line(&daemon, "Configuration reloaded");
+    assert_eq!(read(cpuset.join("cpuset.cpus")), "1");
+    weight("1000", "default 200");
+    assert!(
+        class_of_all((2 << 13) | 2),
+        "not best-effort:2: {:?}",
+        tests::threads(pid)
+    );
+
+    let log = daemon.stop();
+    if weight_file.is_none() {
+        assert!(log.contains("io_weight=50: the kernel offers none of"), "log:\n{log}");
+    }
+    assert_attached_once(&log, &name, &[pid]);
+}

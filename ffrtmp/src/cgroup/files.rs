@@ -33,6 +33,16 @@ pub const MEMORY_EVENTS: &str = "memory.events";
 pub const IO_MAX: &str = "io.max";
 /// The same name in v1's pids hierarchy.
 pub const PIDS_MAX: &str = "pids.max";
+/// The same names in v1's cpuset hierarchy (without its `noprefix` option).
+pub const CPUSET_CPUS: &str = "cpuset.cpus";
+pub const CPUSET_MEMS: &str = "cpuset.mems";
+/// What the job really gets: its list within its parent's (v2 names).
+pub const CPUSET_CPUS_EFFECTIVE: &str = "cpuset.cpus.effective";
+pub const CPUSET_MEMS_EFFECTIVE: &str = "cpuset.mems.effective";
+/// iocost's weight ("default N", 1..=10000).
+pub const IO_WEIGHT: &str = "io.weight";
+/// BFQ's weight (1..=1000), present when BFQ is loaded.
+pub const IO_BFQ_WEIGHT: &str = "io.bfq.weight";
 
 // v1 limits and usage.
 pub const CFS_QUOTA_US: &str = "cpu.cfs_quota_us";
@@ -47,3 +57,9 @@ pub const BLKIO_READ_BPS: &str = "blkio.throttle.read_bps_device";
 pub const BLKIO_WRITE_BPS: &str = "blkio.throttle.write_bps_device";
 pub const BLKIO_READ_IOPS: &str = "blkio.throttle.read_iops_device";
 pub const BLKIO_WRITE_IOPS: &str = "blkio.throttle.write_iops_device";
+/// v1 weights (10..=1000): BFQ's, and CFQ's on kernels before 5.0.
+pub const BLKIO_BFQ_WEIGHT: &str = "blkio.bfq.weight";
+pub const BLKIO_WEIGHT: &str = "blkio.weight";
+/// v1 cpuset's names for what the job really gets.
+pub const CPUSET_EFFECTIVE_CPUS: &str = "cpuset.effective_cpus";
+pub const CPUSET_EFFECTIVE_MEMS: &str = "cpuset.effective_mems";

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::cpuset;
 use super::files;
 use super::fs::{self, FsError};
 use super::hierarchy::{Controller, Hierarchy, Mount};
-use super::limits::{LimitKind, Limits, Version};
+use super::limits::{FileWrite, LimitKind, Limits, Version, WriteMode};
 use super::names::{CgroupRoot, JobId};
 
 /// Extended attribute that marks a cgroup directory as an ffrtmp job, so
@@ -102,6 +103,7 @@ pub(super) fn apply(
         .map(|setting| {
             let mut files = Vec::new();
             let mut error = setting.unsupported.map(str::to_owned);
+            let mut absent = Vec::new();
             for write in setting.writes.iter().filter(|_| setting.unsupported.is_none()) {
                 let dir = match dir_for(write.controller) {
                     Ok(dir) => dir,
@@ -111,11 +113,18 @@ pub(super) fn apply(
                     }
                 };
                 let path = dir.join(write.file);
+                if write.mode == WriteMode::IfPresent && !path.exists() {
+                    absent.push(path);
+                    continue;
+                }
                 files.push(path.clone());
-                if let Err(e) = fs::write_file(&path, &write.value) {
-                    error = Some(e.to_string());
+                if let Err(e) = write_one(&path, write) {
+                    error = Some(e);
                     break;
                 }
+            }
+            if error.is_none() && files.is_empty() && !absent.is_empty() {
+                error = Some(none_present(&absent));
             }
             LimitOutcome {
                 limit: setting.kind,
@@ -126,6 +135,31 @@ pub(super) fn apply(
             }
         })
         .collect()
+}
+
+/// One write as its mode says, with what the kernel granted checked for
+/// cpuset (v2 takes CPUs outside the parent's set and quietly drops them).
+fn write_one(path: &Path, write: &FileWrite) -> Result<(), String> {
+    let value = match write.mode {
+        WriteMode::CopyParent => cpuset::parent_value(path).map_err(|e| e.to_string())?,
+        WriteMode::Required | WriteMode::IfPresent => write.value.clone(),
+    };
+    fs::write_file(path, &value).map_err(|e| match cpuset::is_cpuset_file(write.file) {
+        true => format!("{e}; {}", cpuset::explain_refusal(path)),
+        false => e.to_string(),
+    })?;
+    if write.mode != WriteMode::CopyParent && cpuset::is_cpuset_file(write.file) {
+        cpuset::check_granted(path, &value)?;
+    }
+    Ok(())
+}
+
+fn none_present(absent: &[PathBuf]) -> String {
+    let names: Vec<String> = absent.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "the kernel offers none of {}: no IO weight here (v2 io.weight needs iocost, io.bfq.weight the BFQ scheduler; v1 blkio.bfq.weight needs BFQ)",
+        names.join(", ")
+    )
 }
 
 /// Resource usage read from the job's cgroup before it is removed.
@@ -470,6 +504,13 @@ impl Governor {
         }
         if !cg.created.iter().any(|c| c == dir) {
             cg.created.push(dir.to_path_buf());
+        }
+        if cg.version == Version::V1 && cpuset::is_cpuset_mount(&mount.mount_point) {
+            // Top-down: each directory ffrtmp made here takes its parent's
+            // CPUs and nodes, so the job dir can take a task (and a limit).
+            for made in cg.created.iter().filter(|c| c.starts_with(&mount.mount_point)) {
+                cpuset::fill_from_parent(made)?;
+            }
         }
         if let Err(e) = set_xattr(dir, JOB_XATTR, cg.id.as_str()) {
             tracing::debug!(

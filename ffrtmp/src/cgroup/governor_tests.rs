@@ -1078,3 +1078,117 @@ fn unmarked_watch_jobs_are_claimed_and_nothing_else() {
     let ids: Vec<String> = gov.existing_jobs().iter().map(|j| j.id.to_string()).collect();
     assert_eq!(ids, ["auto-x-1", "auto-x-2"]);
 }
+
+// ------------------------------------------------- cpuset and the IO weight
+
+fn cpuset_limits(cpus: Option<&str>, mems: Option<&str>) -> Limits {
+    Limits {
+        cpus: cpus.map(|c| crate::cgroup::limits::CpuList::parse_cpus(c).unwrap()),
+        mems: mems.map(|m| crate::cgroup::limits::CpuList::parse_mems(m).unwrap()),
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn v1_cpuset_dirs_are_filled_from_the_parent_before_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cpu_mnt = tmp.path().join("cpu");
+    let mem_mnt = tmp.path().join("memory");
+    let cpuset_mnt = tmp.path().join("cpuset");
+    const CPUSET_FILES: &[&str] = &["cpuset.cpus", "cpuset.mems"];
+    v1_cgroup(&cpu_mnt, V1_CPU_FILES);
+    v1_cgroup(&mem_mnt, V1_MEMORY_FILES);
+    v1_cgroup(&cpuset_mnt, CPUSET_FILES);
+    write(&cpuset_mnt.join("cpuset.cpus"), "0-3\n");
+    write(&cpuset_mnt.join("cpuset.mems"), "0\n");
+    // Like the kernel, a new cpuset cgroup starts with empty lists.
+    v1_hook(vec![
+        (cpu_mnt.clone(), V1_CPU_FILES),
+        (mem_mnt.clone(), V1_MEMORY_FILES),
+        (cpuset_mnt.clone(), CPUSET_FILES),
+    ]);
+    let controllers = BTreeMap::from([
+        (Controller::Cpu, mount(cpu_mnt.clone(), "/")),
+        (Controller::Memory, mount(mem_mnt.clone(), "/")),
+        (Controller::Cpuset, mount(cpuset_mnt.clone(), "/")),
+    ]);
+    let gov = Governor::new(Hierarchy::Legacy { controllers }, root("jobs"));
+
+    // Only --cpus: the root made on the way and the job get the parent's
+    // nodes, and the job its CPUs.
+    let cg = gov.create_job(&job("j1"), &cpuset_limits(Some("2-3"), None)).unwrap();
+    assert!(cg.all_applied(), "{:?}", cg.outcomes());
+    assert_eq!(read(&cpuset_mnt.join("jobs/cpuset.cpus")), "0-3");
+    assert_eq!(read(&cpuset_mnt.join("jobs/cpuset.mems")), "0");
+    assert_eq!(read(&cpuset_mnt.join("jobs/j1/cpuset.cpus")), "2-3");
+    assert_eq!(read(&cpuset_mnt.join("jobs/j1/cpuset.mems")), "0");
+    assert_eq!(
+        outcome(&cg, LimitKind::Cpus).files,
+        [cpuset_mnt.join("jobs/j1/cpuset.cpus")]
+    );
+
+    // Without a cpuset limit no cpuset cgroup is made at all.
+    let cg = gov.create_job(&job("j2"), &all_limits()).unwrap();
+    assert!(!cpuset_mnt.join("jobs/j2").exists());
+    assert!(cg.dirs().iter().all(|d| !d.starts_with(&cpuset_mnt)));
+}
+
+#[test]
+fn v2_cpus_the_kernel_narrows_are_reported_not_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("unified");
+    v2_cgroup(&mnt, "cpu memory io pids cpuset");
+    fake_kernel::set_mkdir_hook(|dir| {
+        v2_cgroup(dir, "cpu memory io pids cpuset");
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            write(&dir.join(f), "");
+        }
+        // What the kernel would compute from a parent with CPUs 0-1.
+        write(&dir.join("cpuset.cpus.effective"), "0-1\n");
+    });
+    let gov = Governor::new(Hierarchy::Unified(mount(mnt.clone(), "/")), root("/jobs"));
+
+    let cg = gov.create_job(&job("ok"), &cpuset_limits(Some("1"), None)).unwrap();
+    assert!(cg.all_applied(), "{:?}", cg.outcomes());
+    assert_eq!(read(&mnt.join("jobs/ok/cpuset.cpus")), "1");
+
+    let cg = gov.create_job(&job("wide"), &cpuset_limits(Some("1-3"), None)).unwrap();
+    let error = outcome(&cg, LimitKind::Cpus).error.clone().expect("reported applied");
+    assert!(
+        error.contains("accepted \"1-3\" but the job gets only \"0-1\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn io_weight_goes_to_the_files_the_kernel_offers() {
+    let weight = |w: &str| Limits {
+        io_weight: Some(crate::cgroup::limits::IoWeight::parse(w).unwrap()),
+        ..Limits::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("unified");
+    v2_cgroup(&mnt, "cpu memory io pids");
+    // iocost's io.weight is there, BFQ's io.bfq.weight is not.
+    fake_kernel::set_mkdir_hook(|dir| {
+        v2_cgroup(dir, "cpu memory io pids");
+        write(&dir.join("io.weight"), "");
+    });
+    let gov = Governor::new(Hierarchy::Unified(mount(mnt.clone(), "/")), root("/jobs"));
+    let cg = gov.create_job(&job("j1"), &weight("50")).unwrap();
+    let io = outcome(&cg, LimitKind::IoWeight);
+    assert!(io.applied(), "{io:?}");
+    assert_eq!(io.files, [mnt.join("jobs/j1/io.weight")]);
+    assert_eq!(read(&mnt.join("jobs/j1/io.weight")), "default 50");
+
+    // Neither file: not applied, and why.
+    v2_hook("cpu memory io pids");
+    let cg = gov.create_job(&job("j2"), &weight("50")).unwrap();
+    let io = outcome(&cg, LimitKind::IoWeight);
+    let error = io.error.as_deref().expect("reported applied");
+    assert!(
+        error.contains("offers none of") && error.contains("io.bfq.weight"),
+        "{error}"
+    );
+    assert!(io.files.is_empty());
+}

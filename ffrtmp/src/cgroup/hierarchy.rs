@@ -31,16 +31,18 @@ pub enum Controller {
     /// attach to (sockets record their cgroup2 cgroup). On v2 it is the job
     /// directory; on a hybrid host a directory in the unified mount.
     Net,
+    Cpuset,
 }
 
 impl Controller {
-    pub const ALL: [Controller; 6] = [
+    pub const ALL: [Controller; 7] = [
         Controller::Cpu,
         Controller::Cpuacct,
         Controller::Memory,
         Controller::Io,
         Controller::Pids,
         Controller::Net,
+        Controller::Cpuset,
     ];
 
     /// The name in a v1 mount's super options and in `/proc/self/cgroup`.
@@ -54,6 +56,7 @@ impl Controller {
             Controller::Io => "blkio",
             Controller::Pids => "pids",
             Controller::Net => "",
+            Controller::Cpuset => "cpuset",
         }
     }
 
@@ -72,6 +75,7 @@ impl Controller {
             Controller::Io => Some("io"),
             Controller::Pids => Some("pids"),
             Controller::Net => None,
+            Controller::Cpuset => Some("cpuset"),
         }
     }
 }

@@ -244,6 +244,185 @@ impl OomScoreAdj {
     }
 }
 
+/// A list of CPU or memory-node numbers in the kernel's list format
+/// (`cpulist_parse`), as `cpuset.cpus` and `cpuset.mems` take it: numbers
+/// and ranges, ascending, e.g. `0-3,6`. Kept as the ranges it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(Vec<(u32, u32)>);
+
+/// The largest CPU or node number accepted (the kernel's `NR_CPUS` is at
+/// most 8192); the kernel checks the real set when the file is written.
+const CPU_LIST_MAX: u32 = 8191;
+
+impl CpuList {
+    /// `what` names the numbers in the message ("CPU", "memory node").
+    pub fn parse(s: &str, what: &str) -> Result<CpuList, InvalidLimit> {
+        let expected = || {
+            InvalidLimit(format!(
+                "expected {what} numbers 0..={CPU_LIST_MAX} and ranges in ascending order, like 0-3,6"
+            ))
+        };
+        let number = |n: &str| n.parse::<u32>().ok().filter(|n| *n <= CPU_LIST_MAX);
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for item in s.trim().split(',') {
+            let (first, last) = match item.split_once('-') {
+                Some((a, b)) => (number(a), number(b)),
+                None => (number(item), number(item)),
+            };
+            let (Some(first), Some(last)) = (first, last) else {
+                return Err(expected());
+            };
+            let after_previous = ranges.last().is_none_or(|&(_, end)| first > end);
+            if first > last || !after_previous {
+                return Err(expected());
+            }
+            ranges.push((first, last));
+        }
+        Ok(CpuList(ranges))
+    }
+
+    pub fn parse_cpus(s: &str) -> Result<CpuList, InvalidLimit> {
+        CpuList::parse(s, "CPU")
+    }
+
+    pub fn parse_mems(s: &str) -> Result<CpuList, InvalidLimit> {
+        CpuList::parse(s, "memory node")
+    }
+
+    /// Is every number of `self` in `other`?
+    pub fn is_subset_of(&self, other: &CpuList) -> bool {
+        self.0
+            .iter()
+            .all(|&(a, b)| (a..=b).all(|n| other.0.iter().any(|&(c, d)| (c..=d).contains(&n))))
+    }
+}
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (first, last)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match first == last {
+                true => write!(f, "{first}")?,
+                false => write!(f, "{first}-{last}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The IO weight, 1..=10000 like systemd's `IOWeight=` (100 is the
+/// kernel's default). Files of other ranges get it mapped the way systemd
+/// maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoWeight(u16);
+
+impl IoWeight {
+    pub const DEFAULT: IoWeight = IoWeight(100);
+
+    pub fn parse(s: &str) -> Result<IoWeight, InvalidLimit> {
+        match s.trim().parse::<u16>() {
+            Ok(w) if (1..=10_000).contains(&w) => Ok(IoWeight(w)),
+            _ => Err("expected an integer 1..=10000 (100 is the default share)".into()),
+        }
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+    /// `io.bfq.weight` (1..=1000, default 100): systemd's `BFQ_WEIGHT()`,
+    /// linear on each side of the default, so 1..=100 stay as they are and
+    /// 100..=10000 become 100..=1000.
+    pub fn bfq(self) -> u64 {
+        let w = u64::from(self.0);
+        match w <= 100 {
+            true => 100 - (100 - w) * (100 - 1) / (100 - 1),
+            false => 100 + (w - 100) * (1000 - 100) / (10_000 - 100),
+        }
+    }
+    /// v1 `blkio.weight` and `blkio.bfq.weight` (10..=1000, default 500):
+    /// systemd's `cgroup_weight_io_to_blkio()`, weight×500/100 clamped.
+    pub fn v1_blkio(self) -> u64 {
+        (u64::from(self.0) * 500 / 100).clamp(10, 1000)
+    }
+}
+
+/// The IO scheduling class of the job's threads (`ioprio_set`), like
+/// `ionice`: `idle`, `best-effort[:0-7]`, `realtime[:0-7]` (0 is the
+/// highest priority; 4 is the kernel's default level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    Idle,
+    BestEffort(u8),
+    Realtime(u8),
+}
+
+/// The level a class without one gets: the kernel's `IOPRIO_NORM`.
+const IOPRIO_NORM: u8 = 4;
+/// `IOPRIO_CLASS_SHIFT` (include/uapi/linux/ioprio.h).
+const IOPRIO_CLASS_SHIFT: u16 = 13;
+
+impl IoClass {
+    pub fn parse(s: &str) -> Result<IoClass, InvalidLimit> {
+        const EXPECTED: &str = "expected idle, best-effort[:0-7] or realtime[:0-7] (0 = highest, 4 = default level)";
+        let (class, level) = match s.trim().split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (s.trim(), None),
+        };
+        let level = match level.map(str::parse::<u8>) {
+            None => IOPRIO_NORM,
+            Some(Ok(l)) if l <= 7 => l,
+            Some(_) => return Err(EXPECTED.into()),
+        };
+        match (class, level) {
+            ("idle", _) if s.contains(':') => Err(EXPECTED.into()),
+            ("idle", _) => Ok(IoClass::Idle),
+            ("best-effort", l) => Ok(IoClass::BestEffort(l)),
+            ("realtime", l) => Ok(IoClass::Realtime(l)),
+            _ => Err(EXPECTED.into()),
+        }
+    }
+
+    /// The `ioprio` value for `ioprio_set`: class << 13 | level
+    /// (`IOPRIO_PRIO_VALUE`; classes RT = 1, BE = 2, IDLE = 3).
+    pub fn ioprio(self) -> u16 {
+        let (class, level) = match self {
+            IoClass::Realtime(l) => (1, l),
+            IoClass::BestEffort(l) => (2, l),
+            IoClass::Idle => (3, 0),
+        };
+        (class << IOPRIO_CLASS_SHIFT) | u16::from(level)
+    }
+
+    /// The class an `ioprio_get` value names. Class 0 (none: the thread
+    /// follows its nice value) is best-effort at the level the kernel derives.
+    pub fn from_ioprio(raw: u16) -> Option<IoClass> {
+        let level = (raw & 0x7) as u8;
+        match raw >> IOPRIO_CLASS_SHIFT {
+            1 => Some(IoClass::Realtime(level)),
+            2 => Some(IoClass::BestEffort(level)),
+            3 => Some(IoClass::Idle),
+            _ => None,
+        }
+    }
+
+    /// More than the kernel grants by default: realtime can starve every
+    /// other process's IO (and needs CAP_SYS_ADMIN).
+    pub fn is_grant(self) -> bool {
+        matches!(self, IoClass::Realtime(_))
+    }
+}
+
+impl fmt::Display for IoClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoClass::Idle => f.write_str("idle"),
+            IoClass::BestEffort(l) => write!(f, "best-effort:{l}"),
+            IoClass::Realtime(l) => write!(f, "realtime:{l}"),
+        }
+    }
+}
+
 /// A block device number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DeviceNumber {
@@ -409,6 +588,12 @@ pub struct Limits {
     pub memory_swap_max: Option<SwapMax>,
     pub io_max: Vec<IoMax>,
     pub pids_max: Option<PidsMax>,
+    /// `cpuset.cpus`: the CPUs the job may run on (systemd's `AllowedCPUs=`).
+    pub cpus: Option<CpuList>,
+    /// `cpuset.mems`: the memory nodes it may allocate from (`AllowedMemoryNodes=`).
+    pub mems: Option<CpuList>,
+    /// `io.weight` / `io.bfq.weight` (v1: `blkio.weight` / `blkio.bfq.weight`).
+    pub io_weight: Option<IoWeight>,
     pub nice: Option<Nice>,
     /// Per process, like nice: the main process's `oom_score_adj`
     /// (children inherit it at fork).
@@ -417,6 +602,8 @@ pub struct Limits {
     /// directory (not control files: see [`crate::net`]).
     pub net_egress_max: Option<NetRate>,
     pub net_ingress_max: Option<NetRate>,
+    /// Per thread, like nice: the IO scheduling class (`ioprio_set`).
+    pub io_class: Option<IoClass>,
 }
 
 /// Which kind of limit a setting is; the name used in reports.
@@ -430,10 +617,14 @@ pub enum LimitKind {
     MemorySwapMax,
     IoMax,
     PidsMax,
+    Cpus,
+    Mems,
+    IoWeight,
     Nice,
     OomScoreAdj,
     NetEgressMax,
     NetIngressMax,
+    IoClass,
 }
 
 impl fmt::Display for LimitKind {
@@ -446,10 +637,14 @@ impl fmt::Display for LimitKind {
             LimitKind::MemorySwapMax => "memory_swap_max",
             LimitKind::IoMax => "io_max",
             LimitKind::PidsMax => "pids_max",
+            LimitKind::Cpus => "cpus",
+            LimitKind::Mems => "mems",
+            LimitKind::IoWeight => "io_weight",
             LimitKind::Nice => "nice",
             LimitKind::OomScoreAdj => "oom_score_adj",
             LimitKind::NetEgressMax => "net_egress_max",
             LimitKind::NetIngressMax => "net_ingress_max",
+            LimitKind::IoClass => "io_class",
         })
     }
 }
@@ -460,6 +655,20 @@ pub struct FileWrite {
     pub controller: Controller,
     pub file: &'static str,
     pub value: String,
+    pub mode: WriteMode,
+}
+
+/// How a [`FileWrite`] is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The file must be there; a failed write fails the setting.
+    Required,
+    /// Written where the kernel offers the file (e.g. `io.bfq.weight` only
+    /// with BFQ); the setting fails when none of its files is there.
+    IfPresent,
+    /// v1 cpuset: the parent cgroup's value of the same file (`value` is
+    /// unused): an empty `cpuset.cpus` would refuse every task.
+    CopyParent,
 }
 
 /// One requested limit and the files that carry it on this hierarchy.
@@ -504,6 +713,12 @@ impl Limits {
         if self.net_egress_max.is_some() || self.net_ingress_max.is_some() {
             c.push(Controller::Net);
         }
+        if self.cpus.is_some() || self.mems.is_some() {
+            c.push(Controller::Cpuset);
+        }
+        if self.io_weight.is_some() && !c.contains(&Controller::Io) {
+            c.push(Controller::Io);
+        }
         c
     }
 
@@ -528,6 +743,9 @@ impl Limits {
         if let Some(rate) = self.net_ingress_max {
             parts.push(format!("net_ingress_max={rate}"));
         }
+        if let Some(class) = self.io_class {
+            parts.push(format!("io_class={class}"));
+        }
         if parts.is_empty() {
             "none".into()
         } else {
@@ -549,6 +767,7 @@ impl Limits {
             controller,
             file,
             value,
+            mode: WriteMode::Required,
         };
         if let Some(cpu) = self.cpu_max {
             let writes = match version {
@@ -644,7 +863,52 @@ impl Limits {
                 unsupported: None,
             });
         }
+        // The same files in v2 and in v1's cpuset hierarchy; a v1 job dir
+        // is filled from its parent before these are written.
+        for (kind, list, file) in [
+            (LimitKind::Cpus, &self.cpus, files::CPUSET_CPUS),
+            (LimitKind::Mems, &self.mems, files::CPUSET_MEMS),
+        ] {
+            if let Some(list) = list {
+                out.push(Setting {
+                    kind,
+                    value: list.to_string(),
+                    writes: vec![w(Controller::Cpuset, file, list.to_string())],
+                    unsupported: None,
+                });
+            }
+        }
+        if let Some(weight) = self.io_weight {
+            out.push(Setting {
+                kind: LimitKind::IoWeight,
+                value: weight.get().to_string(),
+                writes: io_weight_writes(weight, version),
+                unsupported: None,
+            });
+        }
         out
+    }
+}
+
+/// The weight files of each version, each written where present: iocost's
+/// `io.weight` and BFQ's `io.bfq.weight` on v2; on v1 BFQ's
+/// `blkio.bfq.weight` and CFQ's `blkio.weight` (kernels before 5.0).
+fn io_weight_writes(weight: IoWeight, version: Version) -> Vec<FileWrite> {
+    let w = |file, value: String| FileWrite {
+        controller: Controller::Io,
+        file,
+        value,
+        mode: WriteMode::IfPresent,
+    };
+    match version {
+        Version::V2 => vec![
+            w(files::IO_WEIGHT, format!("default {}", weight.get())),
+            w(files::IO_BFQ_WEIGHT, weight.bfq().to_string()),
+        ],
+        Version::V1 => vec![
+            w(files::BLKIO_BFQ_WEIGHT, weight.v1_blkio().to_string()),
+            w(files::BLKIO_WEIGHT, weight.v1_blkio().to_string()),
+        ],
     }
 }
 
@@ -670,6 +934,7 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
                 controller,
                 file,
                 value: (*value).to_string(),
+                mode: WriteMode::Required,
             })
             .collect(),
         unsupported: None,
@@ -739,6 +1004,37 @@ pub fn update_settings(old: Option<&Limits>, new: &Limits, version: Version) -> 
         new.pids_max.is_some(),
         Some((Controller::Pids, files::PIDS_MAX)),
     );
+    // cpuset: removed means "all of the parent's" again — v2's empty value,
+    // v1's copy of the parent's list (v1 refuses an empty one).
+    for (kind, old_list, new_list, file) in [
+        (LimitKind::Cpus, &old.cpus, &new.cpus, files::CPUSET_CPUS),
+        (LimitKind::Mems, &old.mems, &new.mems, files::CPUSET_MEMS),
+    ] {
+        if old_list == new_list && (known || new_list.is_none()) {
+            continue;
+        }
+        if new_list.is_some() {
+            out.extend(take(kind));
+        } else if known {
+            let mut setting = reset(kind, Controller::Cpuset, &[(file, "\n")]);
+            if version == Version::V1 {
+                setting.writes[0].mode = WriteMode::CopyParent;
+            }
+            out.push(setting);
+        }
+    }
+    if old.io_weight != new.io_weight || (!known && new.io_weight.is_some()) {
+        match new.io_weight {
+            Some(_) => out.extend(take(LimitKind::IoWeight)),
+            None if known => out.push(Setting {
+                kind: LimitKind::IoWeight,
+                value: "default".into(),
+                writes: io_weight_writes(IoWeight::DEFAULT, version),
+                unsupported: None,
+            }),
+            None => {}
+        }
+    }
     // io: a device whose line changed or went away is reset first (a v2
     // write leaves unnamed keys as they were), then written anew.
     for io in &old.io_max {
@@ -898,7 +1194,8 @@ mod tests {
                 [FileWrite {
                     controller: Controller::Pids,
                     file: files::PIDS_MAX,
-                    value: "20".into()
+                    value: "20".into(),
+                    mode: WriteMode::Required,
                 }]
             );
         }
@@ -985,6 +1282,176 @@ mod tests {
         // Not a block device at all: a clear error, not a guess.
         let err = IoMax::parse_with_sys(&format!("{} wbps=2M", file.display()), dir.path()).unwrap_err();
         assert!(err.to_string().contains("not a block device"), "{err}");
+    }
+
+    #[test]
+    fn cpu_lists_are_ascending_numbers_and_ranges() {
+        for (given, canonical) in [("0-3,6", "0-3,6"), ("5", "5"), (" 0,2-2,4 ", "0,2,4"), ("8191", "8191")] {
+            assert_eq!(CpuList::parse_cpus(given).unwrap().to_string(), canonical, "{given:?}");
+        }
+        for bad in [
+            "", "3-1", "0-3,2", "1,1", "a", "0-", "-1", "0,,1", "8192", "0-3 6", "0;1",
+        ] {
+            let e = CpuList::parse_cpus(bad).unwrap_err();
+            assert!(e.0.starts_with("expected CPU numbers"), "{bad:?}: {e}");
+        }
+        assert!(
+            CpuList::parse_mems("x")
+                .unwrap_err()
+                .0
+                .starts_with("expected memory node numbers")
+        );
+        let list = |s| CpuList::parse_cpus(s).unwrap();
+        assert!(list("1,3").is_subset_of(&list("0-3")));
+        assert!(!list("1-4").is_subset_of(&list("0-3")));
+    }
+
+    #[test]
+    fn cpus_and_mems_go_to_cpuset_and_are_reset_on_reload() {
+        let limits = Limits {
+            cpus: Some(CpuList::parse_cpus("0-1").unwrap()),
+            mems: Some(CpuList::parse_mems("0").unwrap()),
+            ..Limits::default()
+        };
+        assert_eq!(limits.controllers(), [Controller::Cpuset]);
+        for version in [Version::V1, Version::V2] {
+            assert_eq!(
+                files(&limits.settings(version)),
+                [
+                    (Controller::Cpuset, "cpuset.cpus", "0-1"),
+                    (Controller::Cpuset, "cpuset.mems", "0")
+                ]
+            );
+        }
+        assert_eq!(limits.describe(), "cpus=0-1, mems=0");
+        // Removed: v2 empties the list (all of the parent's), v1 copies the
+        // parent's (it refuses an empty one).
+        let v2 = update_settings(Some(&limits), &Limits::default(), Version::V2);
+        assert_eq!(
+            files(&v2),
+            [
+                (Controller::Cpuset, "cpuset.cpus", "\n"),
+                (Controller::Cpuset, "cpuset.mems", "\n")
+            ]
+        );
+        let v1 = update_settings(Some(&limits), &Limits::default(), Version::V1);
+        assert!(v1.iter().all(|s| s.writes[0].mode == WriteMode::CopyParent), "{v1:?}");
+        // Unknown old limits: of cpuset, only what is wanted is written.
+        let only_cpus = Limits {
+            mems: None,
+            ..limits.clone()
+        };
+        let taken_over = update_settings(None, &only_cpus, Version::V1);
+        let cpuset: Vec<_> = files(&taken_over)
+            .into_iter()
+            .filter(|f| f.0 == Controller::Cpuset)
+            .collect();
+        assert_eq!(cpuset, [(Controller::Cpuset, "cpuset.cpus", "0-1")]);
+        assert!(update_settings(Some(&limits), &limits, Version::V2).is_empty());
+    }
+
+    #[test]
+    fn io_weight_range_and_systemds_mappings() {
+        for bad in ["0", "10001", "-1", "x", ""] {
+            assert!(IoWeight::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let w = |n: &str| IoWeight::parse(n).unwrap();
+        // BFQ: 1..=100 as is, 100..=10000 onto 100..=1000.
+        assert_eq!(
+            [
+                w("1").bfq(),
+                w("50").bfq(),
+                w("100").bfq(),
+                w("5050").bfq(),
+                w("10000").bfq()
+            ],
+            [1, 50, 100, 550, 1000]
+        );
+        // v1 blkio: ×5, clamped to 10..=1000.
+        assert_eq!(
+            [
+                w("1").v1_blkio(),
+                w("100").v1_blkio(),
+                w("150").v1_blkio(),
+                w("10000").v1_blkio()
+            ],
+            [10, 500, 750, 1000]
+        );
+        let limits = Limits {
+            io_weight: Some(w("200")),
+            ..Limits::default()
+        };
+        assert_eq!(limits.controllers(), [Controller::Io]);
+        let v2 = limits.settings(Version::V2);
+        assert_eq!(
+            files(&v2),
+            [
+                (Controller::Io, "io.weight", "default 200"),
+                (Controller::Io, "io.bfq.weight", "109")
+            ]
+        );
+        assert!(v2[0].writes.iter().all(|w| w.mode == WriteMode::IfPresent));
+        assert_eq!(
+            files(&limits.settings(Version::V1)),
+            [
+                (Controller::Io, "blkio.bfq.weight", "1000"),
+                (Controller::Io, "blkio.weight", "1000")
+            ]
+        );
+        let reset = update_settings(Some(&limits), &Limits::default(), Version::V1);
+        assert_eq!(
+            files(&reset),
+            [
+                (Controller::Io, "blkio.bfq.weight", "500"),
+                (Controller::Io, "blkio.weight", "500")
+            ]
+        );
+        // With io_max too, Io is needed once.
+        let both = Limits {
+            io_max: vec![IoMax::parse("8:0 rbps=1M").unwrap()],
+            ..limits
+        };
+        assert_eq!(both.controllers(), [Controller::Io]);
+    }
+
+    #[test]
+    fn io_class_parses_like_ionice_and_encodes_the_ioprio() {
+        assert_eq!(IoClass::parse("idle").unwrap(), IoClass::Idle);
+        assert_eq!(IoClass::parse("best-effort").unwrap(), IoClass::BestEffort(4));
+        assert_eq!(IoClass::parse("best-effort:7").unwrap(), IoClass::BestEffort(7));
+        assert_eq!(IoClass::parse("realtime:0").unwrap(), IoClass::Realtime(0));
+        for bad in [
+            "",
+            "rt",
+            "idle:3",
+            "best-effort:8",
+            "realtime:-1",
+            "best-effort:",
+            "Idle",
+            "none",
+        ] {
+            let e = IoClass::parse(bad).unwrap_err();
+            assert!(
+                e.0.starts_with("expected idle, best-effort[:0-7] or realtime[:0-7]"),
+                "{bad:?}: {e}"
+            );
+        }
+        // IOPRIO_PRIO_VALUE(class, level) = class << 13 | level.
+        assert_eq!(IoClass::Realtime(3).ioprio(), (1 << 13) | 3);
+        assert_eq!(IoClass::BestEffort(7).ioprio(), (2 << 13) | 7);
+        assert_eq!(IoClass::Idle.ioprio(), 3 << 13);
+        for class in [IoClass::Idle, IoClass::BestEffort(0), IoClass::Realtime(7)] {
+            assert_eq!(IoClass::from_ioprio(class.ioprio()), Some(class));
+            assert_eq!(IoClass::parse(&class.to_string()).unwrap(), class);
+        }
+        assert_eq!(IoClass::from_ioprio(0), None);
+        assert!(IoClass::Realtime(4).is_grant() && !IoClass::Idle.is_grant());
+        let limits = Limits {
+            io_class: Some(IoClass::Idle),
+            ..Limits::default()
+        };
+        assert!(limits.controllers().is_empty() && limits.settings(Version::V2).is_empty());
+        assert_eq!(limits.describe(), "io_class=idle");
     }
 
     fn full_limits() -> Limits {

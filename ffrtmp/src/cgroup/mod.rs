@@ -1,5 +1,6 @@
 //! Cgroup hierarchy detection, the limits model and job cgroups (v1 and v2).
 
+pub mod cpuset;
 pub mod dynmods;
 pub mod existing;
 pub mod files;

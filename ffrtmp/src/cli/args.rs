@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax};
+use crate::cgroup::limits::{
+    CpuList, CpuMax, CpuWeight, IoClass, IoMax, IoWeight, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax,
+};
 use crate::cgroup::names::{CgroupRoot, JobId};
 use crate::net::NetRate;
 
@@ -47,6 +49,15 @@ pub struct LimitArgs {
     /// The most tasks (processes and threads) the job may hold at once, 1..4194304 (pids.max; systemd's TasksMax): a fork bomb stops there
     #[arg(long, value_name = "N", value_parser = PidsMax::parse, allow_negative_numbers = true)]
     pub pids_max: Option<PidsMax>,
+    /// The CPUs the job may run on, e.g. "0-3,6" (cpuset.cpus; systemd's AllowedCPUs): within the parent cgroup's set
+    #[arg(long, value_name = "LIST", value_parser = CpuList::parse_cpus)]
+    pub cpus: Option<CpuList>,
+    /// The memory (NUMA) nodes the job may allocate from, e.g. "0" (cpuset.mems; systemd's AllowedMemoryNodes)
+    #[arg(long, value_name = "LIST", value_parser = CpuList::parse_mems)]
+    pub mems: Option<CpuList>,
+    /// IO weight 1..10000 (100 = default share; io.weight and io.bfq.weight where present; v1: blkio weight = weight*5, 10..1000)
+    #[arg(long, value_name = "N", value_parser = IoWeight::parse, allow_negative_numbers = true)]
+    pub io_weight: Option<IoWeight>,
     /// Nice value -20..19, applied to every thread
     #[arg(long, value_name = "N", value_parser = Nice::parse, allow_negative_numbers = true)]
     pub nice: Option<Nice>,
@@ -59,6 +70,9 @@ pub struct LimitArgs {
     /// Network receive rate, as --net-egress-max: packets beyond the rate are dropped (policing)
     #[arg(long, value_name = "RATE", value_parser = NetRate::parse)]
     pub net_ingress_max: Option<NetRate>,
+    /// IO scheduling class of every thread: idle, best-effort[:0-7] or realtime[:0-7] (like ionice; realtime needs CAP_SYS_ADMIN)
+    #[arg(long, value_name = "CLASS[:LEVEL]", value_parser = IoClass::parse)]
+    pub io_class: Option<IoClass>,
 }
 
 impl LimitArgs {
@@ -100,10 +114,14 @@ impl LimitArgs {
             memory_swap_max: self.memory_swap_max.and_then(|SwapArg(s)| s),
             io_max: self.io_max.clone(),
             pids_max: self.pids_max,
+            cpus: self.cpus.clone(),
+            mems: self.mems.clone(),
+            io_weight: self.io_weight,
             nice: self.nice,
             oom_score_adj: self.oom_score_adj,
             net_egress_max: self.net_egress_max,
             net_ingress_max: self.net_ingress_max,
+            io_class: self.io_class,
         }
     }
 }

@@ -159,6 +159,13 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
         }
         created.record(outcome);
     }
+    if let Some(class) = limits.io_class {
+        let outcome = lifecycle::set_io_class(target.pid, &moved.pids, class);
+        if let (true, Some(error)) = (args.govern.strict, &outcome.error) {
+            tracing::error!("--strict: {error}; the process stays in its cgroup");
+        }
+        created.record(outcome);
+    }
     tracing::info!("✓ Attached to PID {} (job: {job_id})", target.pid);
 
     let ending = wait_or_detach(&pinned.pidfd, &signals, target)?;

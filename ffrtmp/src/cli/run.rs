@@ -123,6 +123,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         workdir: args.workdir.clone(),
         nice: limits.nice.map(|n| n.get()),
         oom_score_adj: limits.oom_score_adj.map(|a| a.get()),
+        io_class: limits.io_class,
         strict: args.govern.strict,
         foreground,
         placement,
@@ -150,6 +151,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
                 .oom_error
                 .as_ref()
                 .map(|e| format!("writing /proc/self/oom_score_adj: {e}")),
+        ));
+    }
+    if let Some(class) = limits.io_class {
+        created.record(lifecycle::io_class_outcome(
+            class,
+            child
+                .ioprio_error
+                .as_ref()
+                .map(|e| format!("ioprio_set: {e}{}", crate::process::ioprio::hint(class, e))),
         ));
     }
     let joined_by = match child.joined_by {

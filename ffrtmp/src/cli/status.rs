@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use crate::cgroup::dynmods;
 use crate::cgroup::files;
+use crate::cgroup::fs;
+use crate::cgroup::limits::IoClass;
 use crate::cgroup::{CgroupRoot, Controller, ExistingJob, Governor, Hierarchy, Version};
 use crate::events::scan;
 
@@ -149,6 +151,17 @@ struct LimitsInPlace {
     io_max: Vec<IoMaxNow>,
     /// `pids.max`; `None` at "max".
     pids_max: Option<u64>,
+    /// `cpuset.cpus` as the kernel lists it; `None` when empty (v2: all
+    /// of the parent's). A v1 cpuset cgroup always lists its CPUs.
+    cpus: Option<String>,
+    /// `cpuset.mems`, like `cpus`.
+    mems: Option<String>,
+    /// v2: the "default N" of `io.weight` (else `io.bfq.weight`), `None` at
+    /// 100; v1: `blkio.bfq.weight` (else `blkio.weight`) as is, 10..=1000.
+    io_weight: Option<u64>,
+    /// The IO class of the job's first process (`ioprio_get`); `None` when
+    /// it has none (it follows its nice value).
+    io_class: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -223,6 +236,10 @@ impl Report {
             "SWAP MAX",
             "IO MAX",
             "PIDS MAX",
+            "CPUS",
+            "MEMS",
+            "IO WEIGHT",
+            "IO CLASS",
         ];
         let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
             .chain(self.jobs.iter().map(JobStatus::row))
@@ -246,6 +263,7 @@ impl Report {
 impl JobStatus {
     fn read(job: &ExistingJob, version: Version, now: SystemTime) -> JobStatus {
         let pids = job.pids();
+        let io_class = io_class_of(pids.first().copied());
         let not_in_effect: Vec<NotInEffect> = job
             .outside()
             .into_iter()
@@ -276,7 +294,10 @@ impl JobStatus {
                 throttled_seconds: usage.throttled_seconds,
                 oom_kills: usage.oom_kills,
             },
-            limits: read_limits(version, |c, f| if partial(c) { None } else { job.read(c, f) }),
+            limits: LimitsInPlace {
+                io_class,
+                ..read_limits(version, |c, f| if partial(c) { None } else { job.read(c, f) })
+            },
             not_in_effect,
         }
     }
@@ -311,6 +332,10 @@ impl JobStatus {
                 l.io_max.iter().map(IoMaxNow::human).collect::<Vec<_>>().join("; ")
             },
             l.pids_max.map_or_else(dash, |n| n.to_string()),
+            l.cpus.clone().unwrap_or_else(dash),
+            l.mems.clone().unwrap_or_else(dash),
+            l.io_weight.map_or_else(dash, |w| w.to_string()),
+            l.io_class.clone().unwrap_or_else(dash),
         ]
     }
 }
@@ -360,6 +385,13 @@ fn read_limits(version: Version, read: impl Fn(Controller, &str) -> Option<Strin
                 .map(|s| parse_io_max(&s))
                 .unwrap_or_default(),
             pids_max: read(Controller::Pids, files::PIDS_MAX).and_then(|s| s.trim().parse().ok()),
+            cpus: read(Controller::Cpuset, files::CPUSET_CPUS).and_then(|s| non_empty(&s)),
+            mems: read(Controller::Cpuset, files::CPUSET_MEMS).and_then(|s| non_empty(&s)),
+            io_weight: read(Controller::Io, files::IO_WEIGHT)
+                .and_then(|s| fs::keyed_value(&s, "default"))
+                .or_else(|| read(Controller::Io, files::IO_BFQ_WEIGHT).and_then(|s| fs::keyed_value(&s, "default")))
+                .filter(|&w| w != 100),
+            io_class: None,
         },
         Version::V1 => LimitsInPlace {
             cpu_max: match (
@@ -375,8 +407,25 @@ fn read_limits(version: Version, read: impl Fn(Controller, &str) -> Option<Strin
             memory_swap_max_bytes: None,
             io_max: parse_blkio(|file| read(Controller::Io, file)),
             pids_max: read(Controller::Pids, files::PIDS_MAX).and_then(|s| s.trim().parse().ok()),
+            cpus: read(Controller::Cpuset, files::CPUSET_CPUS).and_then(|s| non_empty(&s)),
+            mems: read(Controller::Cpuset, files::CPUSET_MEMS).and_then(|s| non_empty(&s)),
+            io_weight: read(Controller::Io, files::BLKIO_BFQ_WEIGHT)
+                .or_else(|| read(Controller::Io, files::BLKIO_WEIGHT))
+                .and_then(|s| s.trim().parse().ok()),
+            io_class: None,
         },
     }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// The IO class of `pid`'s main thread, as `--io-class` writes it.
+fn io_class_of(pid: Option<u32>) -> Option<String> {
+    let raw = crate::process::ioprio::thread_ioprio(pid?).ok()?;
+    IoClass::from_ioprio(raw).map(|c| c.to_string())
 }
 
 /// v2 `cpu.max`: "QUOTA PERIOD", or "max PERIOD" for none.
@@ -590,6 +639,9 @@ mod tests {
             (Controller::Memory, "memory.high", "1073741824\n"),
             (Controller::Memory, "memory.swap.max", "0\n"),
             (Controller::Pids, "pids.max", "64\n"),
+            (Controller::Cpuset, "cpuset.cpus", "0-1\n"),
+            (Controller::Cpuset, "cpuset.mems", "\n"),
+            (Controller::Io, "io.weight", "default 50\n8:0 200\n"),
             (
                 Controller::Io,
                 "io.max",
@@ -615,6 +667,10 @@ mod tests {
                     ..IoMaxNow::default()
                 }],
                 pids_max: Some(64),
+                cpus: Some("0-1".into()),
+                mems: None,
+                io_weight: Some(50),
+                io_class: None,
             }
         );
     }
@@ -626,6 +682,8 @@ mod tests {
             (Controller::Cpu, "cpu.weight", "100\n"),
             (Controller::Memory, "memory.max", "max\n"),
             (Controller::Io, "io.max", ""),
+            (Controller::Io, "io.weight", "default 100\n"),
+            (Controller::Cpuset, "cpuset.cpus", "\n"),
         ]);
         assert_eq!(read_limits(Version::V2, read), LimitsInPlace::default());
         // Files that cannot be read (controller not enabled) are no limit too.
@@ -769,6 +827,10 @@ mod tests {
                 ..IoMaxNow::default()
             }],
             pids_max: Some(20),
+            cpus: Some("0-3,6".into()),
+            mems: None,
+            io_weight: Some(500),
+            io_class: Some("idle".into()),
         };
         let table = report(vec![
             job("cam-1", vec![4242], limited),
@@ -800,7 +862,11 @@ mod tests {
                 "-",
                 "-",
                 "8:0 wbps=20 MiB/s",
-                "20"
+                "20",
+                "0-3,6",
+                "-",
+                "500",
+                "idle"
             ]
         );
         assert!(
@@ -818,6 +884,8 @@ mod tests {
             "SWAP MAX",
             "IO MAX",
             "PIDS MAX",
+            "CPUS",
+            "IO CLASS",
         ] {
             let at = lines[0].find(header).unwrap();
             for line in &lines[1..] {
@@ -875,7 +943,7 @@ mod tests {
         assert_eq!(job["usage"]["throttled_periods"], 112);
         assert_eq!(
             job["limits"],
-            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null})
+            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null, "cpus": null, "mems": null, "io_weight": null, "io_class": null})
         );
         let mut keys: Vec<&str> = job.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();

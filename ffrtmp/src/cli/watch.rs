@@ -121,10 +121,14 @@ fn limit_overrides(args: &LimitArgs) -> PartialLimits {
         memory_swap_max: args.memory_swap_max.map(|super::args::SwapArg(s)| s),
         io_max: (!args.io_max.is_empty()).then(|| args.io_max.clone()),
         pids_max: args.pids_max,
+        cpus: args.cpus.clone(),
+        mems: args.mems.clone(),
+        io_weight: args.io_weight,
         nice: args.nice,
         oom_score_adj: args.oom_score_adj,
         net_egress_max: args.net_egress_max,
         net_ingress_max: args.net_ingress_max,
+        io_class: args.io_class,
     }
 }
 

@@ -2,6 +2,7 @@
 //! spawning a child that is born inside its cgroup, and the open-file limit.
 
 pub mod identity;
+pub mod ioprio;
 pub mod nice;
 pub mod oom;
 pub mod pidfd;

@@ -26,6 +26,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::pidfd::PidFd;
+use crate::cgroup::limits::IoClass;
 
 /// `CLONE_INTO_CGROUP` from `include/uapi/linux/sched.h` (5.7+).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -68,7 +69,10 @@ pub struct Spawn {
     pub nice: Option<i8>,
     /// The child's `oom_score_adj`, written before exec.
     pub oom_score_adj: Option<i16>,
-    /// Fail (do not exec) when the nice value or `oom_score_adj` cannot be set.
+    /// The child's IO class (`ioprio_set` on itself), set before exec while
+    /// it has one thread: every thread it starts inherits it.
+    pub io_class: Option<IoClass>,
+    /// Fail (do not exec) when the nice value, `oom_score_adj` or the IO class cannot be set.
     pub strict: bool,
     /// Make the child's process group the terminal's foreground group, so an
     /// interactive child (ffmpeg reads keys) is not stopped by SIGTTIN.
@@ -93,6 +97,8 @@ pub struct Child {
     pub nice_error: Option<io::Error>,
     /// Set when `oom_score_adj` could not be written (best effort).
     pub oom_error: Option<io::Error>,
+    /// Set when the IO class could not be set (best effort).
+    pub ioprio_error: Option<io::Error>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +142,7 @@ const STAGE_CHDIR: i32 = 3;
 const STAGE_EXEC: i32 = 4;
 const STAGE_TTY: i32 = 5;
 const STAGE_OOM: i32 = 6;
+const STAGE_IOPRIO: i32 = 7;
 
 /// Everything the child touches, prepared before the fork.
 struct ChildPlan {
@@ -148,6 +155,8 @@ struct ChildPlan {
     nice: Option<i8>,
     /// `oom_score_adj` as the bytes to write, and their length.
     oom: Option<([u8; 8], usize)>,
+    /// The `ioprio_set` value.
+    ioprio: Option<u16>,
     strict: bool,
     foreground: bool,
     report_fd: RawFd,
@@ -257,6 +266,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
         procs_fds: Vec::new(),
         nice: req.nice,
         oom: req.oom_score_adj.map(oom_bytes),
+        ioprio: req.io_class.map(IoClass::ioprio),
         strict: req.strict,
         foreground: req.foreground,
         report_fd: report_w.as_raw_fd(),
@@ -295,6 +305,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
     let reports = read_reports(report_r);
     let mut nice_error = None;
     let mut oom_error = None;
+    let mut ioprio_error = None;
     for (stage, errno) in reports {
         let source = io::Error::from_raw_os_error(errno);
         let fatal = match stage {
@@ -304,6 +315,10 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             }
             STAGE_OOM if !req.strict => {
                 oom_error = Some(source);
+                continue;
+            }
+            STAGE_IOPRIO if !req.strict => {
+                ioprio_error = Some(source);
                 continue;
             }
             STAGE_EXEC => match errno {
@@ -327,6 +342,10 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
                 stage: "writing /proc/self/oom_score_adj",
                 source,
             },
+            STAGE_IOPRIO => SpawnError::Setup {
+                stage: "setting the IO class (ioprio_set)",
+                source,
+            },
             STAGE_CHDIR => SpawnError::Setup {
                 stage: "changing to the working directory",
                 source,
@@ -346,6 +365,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
         joined_by,
         nice_error,
         oom_error,
+        ioprio_error,
     })
 }
 
@@ -462,6 +482,19 @@ unsafe fn child_exec(plan: &ChildPlan) -> ! {
                 libc::close(fd);
             }
         }
+        if let Some(ioprio) = plan.ioprio
+            && libc::syscall(
+                libc::SYS_ioprio_set,
+                crate::process::ioprio::IOPRIO_WHO_PROCESS,
+                0,
+                libc::c_int::from(ioprio),
+            ) != 0
+        {
+            report(STAGE_IOPRIO);
+            if plan.strict {
+                libc::_exit(125);
+            }
+        }
         if let Some(dir) = &plan.workdir
             && libc::chdir(dir.as_ptr()) != 0
         {
@@ -512,6 +545,7 @@ mod tests {
             workdir: None,
             nice: None,
             oom_score_adj: None,
+            io_class: None,
             strict: false,
             foreground: false,
             placement: Placement::None,

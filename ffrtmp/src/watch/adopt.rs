@@ -89,7 +89,7 @@ pub fn inspect_and_adopt(
     FusedCheck::Adopted {
         found,
         job_id,
-        limits,
+        limits: Box::new(limits),
         outcome,
     }
 }
@@ -241,6 +241,9 @@ fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) 
     if let Some(adj) = limits.oom_score_adj {
         cgroup.record(lifecycle::set_oom_score_adj(pinned.id().pid, &moved.pids, adj));
     }
+    if let Some(class) = limits.io_class {
+        cgroup.record(lifecycle::set_io_class(pinned.id().pid, &moved.pids, class));
+    }
     Ok(Governed {
         cgroup,
         pidfd: pinned.pidfd,
@@ -248,8 +251,8 @@ fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) 
     })
 }
 
-/// Apply new limits to a running job (reload): cgroup files, then nice
-/// and oom_score_adj.
+/// Apply new limits to a running job (reload): cgroup files, then nice,
+/// oom_score_adj and the IO class.
 pub fn update_limits(
     writer: &crate::cgroup::LimitWriter,
     main: u32,
@@ -267,6 +270,11 @@ pub fn update_limits(
         && let Some(adj) = new.oom_score_adj
     {
         outcomes.push(lifecycle::set_oom_score_adj(main, pids, adj));
+    }
+    if old.is_none_or(|old| old.io_class != new.io_class)
+        && let Some(class) = new.io_class
+    {
+        outcomes.push(lifecycle::set_io_class(main, pids, class));
     }
     outcomes
 }

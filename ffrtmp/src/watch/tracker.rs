@@ -80,7 +80,8 @@ pub enum FusedCheck<J> {
     Adopted {
         found: Found,
         job_id: JobId,
-        limits: Limits,
+        /// Boxed: `Limits` is large, this enum travels by value.
+        limits: Box<Limits>,
         outcome: Adopted<J>,
     },
 }
@@ -447,7 +448,7 @@ impl<J> Tracker<J> {
                 job_id,
                 limits,
                 outcome,
-            } => (found, job_id, limits, outcome),
+            } => (found, job_id, *limits, outcome),
         };
         decrement(&mut self.checking, pid);
         let id = found.id();

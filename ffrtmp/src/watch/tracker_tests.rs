@@ -667,7 +667,7 @@ enum Pending {
     Adopt {
         candidate: Candidate,
         job_id: JobId,
-        limits: Limits,
+        limits: Box<Limits>,
         attempt: u32,
     },
     Scan(&'static str),
@@ -848,7 +848,7 @@ impl Model {
                 let id = candidate.info.id;
                 assert!(self.adopting.remove(&id), "an adoption nobody asked for: {id}");
                 let outcome = self.adoption_outcome(id, attempt, fail);
-                self.t.adopted(candidate, job_id, limits, attempt, outcome)
+                self.t.adopted(candidate, job_id, *limits, attempt, outcome)
             }
             Pending::Scan(trigger) => {
                 let seen = self.tick();
@@ -893,7 +893,7 @@ impl Model {
                     FusedCheck::Adopted {
                         found,
                         job_id,
-                        limits,
+                        limits: Box::new(limits),
                         outcome,
                     }
                 }
@@ -964,7 +964,7 @@ impl Model {
                     self.pending.push(Pending::Adopt {
                         candidate,
                         job_id,
-                        limits,
+                        limits: Box::new(limits),
                         attempt,
                     });
                 }
@@ -1071,7 +1071,7 @@ fn a_read_that_adopts_at_once_governs_in_one_step() {
         FusedCheck::Adopted {
             found: f,
             job_id,
-            limits,
+            limits: Box::new(limits),
             outcome: Adopted::Governed {
                 payload: p,
                 attached: SystemTime::now(),

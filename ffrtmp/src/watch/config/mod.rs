@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use super::rules::{CommandRule, DirMatch, Filters, ParentMatch, Rules};
 use super::{Backend, RetryConfig, StateConfig, WatchConfig};
 use crate::cgroup::CgroupRoot;
-use crate::cgroup::limits::{CpuMax, CpuWeight, IoMax, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax};
+use crate::cgroup::limits::{
+    CpuList, CpuMax, CpuWeight, IoClass, IoMax, IoWeight, Limits, MemoryMax, Nice, OomScoreAdj, PidsMax, SwapMax,
+};
 use crate::events::scan::Targets;
 use crate::net::NetRate;
 
@@ -59,10 +61,14 @@ pub struct PartialLimits {
     /// A list given replaces the one below, even when it is empty.
     pub io_max: Option<Vec<IoMax>>,
     pub pids_max: Option<PidsMax>,
+    pub cpus: Option<CpuList>,
+    pub mems: Option<CpuList>,
+    pub io_weight: Option<IoWeight>,
     pub nice: Option<Nice>,
     pub oom_score_adj: Option<OomScoreAdj>,
     pub net_egress_max: Option<NetRate>,
     pub net_ingress_max: Option<NetRate>,
+    pub io_class: Option<IoClass>,
 }
 
 impl PartialLimits {
@@ -76,10 +82,14 @@ impl PartialLimits {
             memory_swap_max: self.memory_swap_max.unwrap_or(base.memory_swap_max),
             io_max: self.io_max.clone().unwrap_or_else(|| base.io_max.clone()),
             pids_max: self.pids_max.or(base.pids_max),
+            cpus: self.cpus.clone().or_else(|| base.cpus.clone()),
+            mems: self.mems.clone().or_else(|| base.mems.clone()),
+            io_weight: self.io_weight.or(base.io_weight),
             nice: self.nice.or(base.nice),
             oom_score_adj: self.oom_score_adj.or(base.oom_score_adj),
             net_egress_max: self.net_egress_max.or(base.net_egress_max),
             net_ingress_max: self.net_ingress_max.or(base.net_ingress_max),
+            io_class: self.io_class.or(base.io_class),
         }
     }
 }
@@ -223,6 +233,12 @@ fn grants_without_filter(rules: &Rules) -> Vec<String> {
             }
             if let Some(weight) = limits.cpu_weight.filter(|w| w.get() > 100) {
                 grants.push(format!("cpu_weight {}", weight.get()));
+            }
+            if let Some(weight) = limits.io_weight.filter(|w| w.get() > 100) {
+                grants.push(format!("io_weight {}", weight.get()));
+            }
+            if let Some(class) = limits.io_class.filter(|c| c.is_grant()) {
+                grants.push(format!("io_class {class}"));
             }
             let restricted = rules
                 .filters_for(command)

@@ -68,6 +68,12 @@ pub(super) struct LimitsView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) pids_max: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mems: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) io_weight: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) nice: Option<i8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) oom_score_adj: Option<i16>,
@@ -75,6 +81,7 @@ pub(super) struct LimitsView {
     pub(super) net_egress_max: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) net_ingress_max: Option<String>,
+    pub(super) io_class: Option<String>,
 }
 
 impl LimitsView {
@@ -110,10 +117,14 @@ impl LimitsView {
             view.io_max = Some(limits.io_max.iter().map(IoMax::to_string).collect());
         }
         view.pids_max = limits.pids_max.map(PidsMax::get);
+        view.cpus = limits.cpus.as_ref().map(CpuList::to_string);
+        view.mems = limits.mems.as_ref().map(CpuList::to_string);
+        view.io_weight = limits.io_weight.map(IoWeight::get);
         view.nice = limits.nice.map(Nice::get);
         view.oom_score_adj = limits.oom_score_adj.map(OomScoreAdj::get);
         view.net_egress_max = limits.net_egress_max.map(|r| r.to_string());
         view.net_ingress_max = limits.net_ingress_max.map(|r| r.to_string());
+        view.io_class = limits.io_class.map(|c| c.to_string());
         view
     }
 }

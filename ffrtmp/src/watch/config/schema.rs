@@ -87,7 +87,7 @@ pub(super) struct FileRetry {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of limits (cpu_quota, cpu_max, cpu_weight, memory_limit, memory_max, memory_high, memory_swap_max, io_max, pids_max, nice, oom_score_adj, net_egress_max, net_ingress_max)"
+    expecting = "a mapping of limits (cpu_quota, cpu_max, cpu_weight, memory_limit, memory_max, memory_high, memory_swap_max, io_max, pids_max, cpus, mems, io_weight, nice, oom_score_adj, io_class, net_egress_max, net_ingress_max)"
 )]
 pub(super) struct RawLimits {
     pub(super) cpu_quota: Option<CpuQuota>,
@@ -99,10 +99,14 @@ pub(super) struct RawLimits {
     pub(super) memory_swap_max: Option<SwapBytes>,
     pub(super) io_max: Option<Vec<IoMaxValue>>,
     pub(super) pids_max: Option<PidsMaxValue>,
+    pub(super) cpus: Option<CpuListValue>,
+    pub(super) mems: Option<MemListValue>,
+    pub(super) io_weight: Option<IoWeightValue>,
     pub(super) nice: Option<NiceValue>,
     pub(super) oom_score_adj: Option<OomScoreAdjValue>,
     pub(super) net_egress_max: Option<NetRateValue>,
     pub(super) net_ingress_max: Option<NetRateValue>,
+    pub(super) io_class: Option<IoClassValue>,
 }
 
 /// A `limits` block: what it sets, over `default_limits` (or over nothing).
@@ -131,10 +135,14 @@ impl TryFrom<RawLimits> for FileLimits {
             memory_swap_max: raw.memory_swap_max.map(|m| m.0),
             io_max: raw.io_max.map(|list| list.into_iter().map(|io| io.0).collect()),
             pids_max: raw.pids_max.map(|p| p.0),
+            cpus: raw.cpus.map(|c| c.0),
+            mems: raw.mems.map(|m| m.0),
+            io_weight: raw.io_weight.map(|w| w.0),
             nice: raw.nice.map(|n| n.0),
             oom_score_adj: raw.oom_score_adj.map(|n| n.0),
             net_egress_max: raw.net_egress_max.map(|r| r.0),
             net_ingress_max: raw.net_ingress_max.map(|r| r.0),
+            io_class: raw.io_class.map(|c| c.0),
         }))
     }
 }

@@ -871,3 +871,69 @@ fn the_example_files_load() {
     assert_eq!(toml.rules, yaml.rules);
     assert_eq!(toml.scan_interval, yaml.scan_interval);
 }
+
+#[test]
+fn cpuset_io_weight_and_io_class_are_limits_like_the_others() {
+    let yaml = r#"default_limits: {cpus: "0-1", mems: 0, io_weight: 50, io_class: idle}
+commands:
+  ffmpeg:
+    limits: {cpus: 1, io_weight: 20, io_class: "best-effort:6"}
+    filters: {allowed_users: [root]}
+"#;
+    let loaded = config("watch.yaml", yaml);
+    let ffmpeg = loaded.rules.limits_for("ffmpeg");
+    let gst = loaded.rules.limits_for("gst-launch-1.0");
+    assert_eq!(ffmpeg.cpus.as_ref().map(ToString::to_string).as_deref(), Some("1"));
+    assert_eq!(ffmpeg.mems.as_ref().map(ToString::to_string).as_deref(), Some("0"));
+    assert_eq!(ffmpeg.io_weight.map(IoWeight::get), Some(20));
+    assert_eq!(ffmpeg.io_class, Some(IoClass::BestEffort(6)));
+    assert_eq!(gst.cpus.as_ref().map(ToString::to_string).as_deref(), Some("0-1"));
+    assert_eq!(gst.io_class, Some(IoClass::Idle));
+    let rendered = render(&loaded, &[]);
+    for line in ["cpus: 0-1", "io_weight: 50", "io_class: best-effort:6"] {
+        assert!(rendered.contains(line), "{line:?} not in {rendered}");
+    }
+    let again = config("again.yaml", &rendered).rules;
+    for name in ["ffmpeg", "gst-launch-1.0"] {
+        assert_eq!(again.limits_for(name), loaded.rules.limits_for(name), "{name}");
+    }
+    for (key, value, expected) in [
+        ("cpus", "\"3-1\"", "\"3-1\" is invalid: expected CPU numbers"),
+        ("mems", "\"0,0\"", "\"0,0\" is invalid: expected memory node numbers"),
+        ("io_weight", "0", "0 is out of range: expected an integer 1..=10000"),
+        (
+            "io_class",
+            "rt",
+            "\"rt\" is invalid: expected idle, best-effort[:0-7] or realtime[:0-7]",
+        ),
+    ] {
+        let e = error("watch.yaml", &format!("default_limits:\n  {key}: {value}\n"));
+        assert!(
+            e.contains(&format!("default_limits.{key}: ")) && e.contains(expected),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn realtime_io_class_without_a_user_filter_is_warned_about() {
+    let (_, warnings) = from_str(
+        "watch.yaml",
+        "commands:\n  ffmpeg:\n    limits: {io_class: \"realtime:2\", io_weight: 500}\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("ffmpeg gets io_weight 500 and io_class realtime:2")
+            && w.contains("any local user")),
+        "{warnings:?}"
+    );
+    // A user filter, or a class that grants nothing, is no warning.
+    for yaml in [
+        "commands:\n  ffmpeg:\n    limits: {io_class: realtime}\n    filters: {allowed_users: [root]}\n",
+        "commands:\n  ffmpeg:\n    limits: {io_class: idle}\n",
+    ] {
+        let (_, warnings) = from_str("watch.yaml", yaml, &Overrides::default()).unwrap();
+        assert!(warnings.iter().all(|w| !w.contains("io_class")), "{yaml}: {warnings:?}");
+    }
+}

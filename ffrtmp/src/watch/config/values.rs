@@ -118,6 +118,50 @@ impl<'de> Deserialize<'de> for NetRateValue {
     }
 }
 
+/// `cpus`: a CPU list such as "0-3,6" (a single CPU may be an integer).
+#[derive(Debug)]
+pub(super) struct CpuListValue(pub(super) CpuList);
+
+impl<'de> Deserialize<'de> for CpuListValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = text(d, "a CPU list such as \"0-3,6\"")?;
+        invalid_text(&s, CpuList::parse_cpus(&s)).map(CpuListValue)
+    }
+}
+
+/// `mems`: a memory-node list such as "0" or "0-1".
+#[derive(Debug)]
+pub(super) struct MemListValue(pub(super) CpuList);
+
+impl<'de> Deserialize<'de> for MemListValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = text(d, "a memory-node list such as \"0-1\"")?;
+        invalid_text(&s, CpuList::parse_mems(&s)).map(MemListValue)
+    }
+}
+
+/// `io_weight`: 1..=10000.
+#[derive(Debug)]
+pub(super) struct IoWeightValue(pub(super) IoWeight);
+
+impl<'de> Deserialize<'de> for IoWeightValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = int(d, "an integer 1..=10000")?;
+        out_of_range(n, IoWeight::parse(&n.to_string())).map(IoWeightValue)
+    }
+}
+
+/// `io_class`: idle, best-effort[:0-7] or realtime[:0-7].
+#[derive(Debug)]
+pub(super) struct IoClassValue(pub(super) IoClass);
+
+impl<'de> Deserialize<'de> for IoClassValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = text(d, "idle, best-effort[:0-7] or realtime[:0-7]")?;
+        invalid_text(&s, IoClass::parse(&s)).map(IoClassValue)
+    }
+}
+
 /// `memory_limit`: MiB; 0 = not set.
 #[derive(Debug)]
 pub(super) struct MemoryMib(pub(super) Option<MemoryMax>);
