@@ -62,8 +62,11 @@ pub mod net {
     pub const PROG_EGRESS: &str = "ffrtmp_egress";
     /// `cgroup_skb/ingress` program.
     pub const PROG_INGRESS: &str = "ffrtmp_ingress";
-    /// `sock_ops` program: paces the job's TCP connections at its egress rate.
-    pub const PROG_SOCKOPS: &str = "ffrtmp_sockops";
+    /// `sock_ops` program of the `ffrtmp-pace` object: paces the job's TCP
+    /// connections at its egress rate.
+    pub const PROG_PACE: &str = "ffrtmp_pace";
+    /// Its global: the rate in bytes per second, set at load time.
+    pub const PACE_RATE: &str = "PACE_RATE";
     /// Limited jobs per loaded object (both directions count).
     pub const MAX_ENTRIES: u32 = 4096;
 

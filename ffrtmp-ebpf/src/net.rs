@@ -22,11 +22,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_SOCK_OPS_TCP_CONNECT_CB,
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_setsockopt, bpf_skb_cgroup_id},
-    macros::{cgroup_skb, map, sock_ops},
+    helpers::{bpf_ktime_get_ns, bpf_skb_cgroup_id},
+    macros::{cgroup_skb, map},
     maps::{HashMap, PerCpuHashMap},
-    programs::{SkBuffContext, SockOpsContext},
+    programs::SkBuffContext,
 };
 use ffrtmp_common::net::{self, NetBucket, NetCounters, NetKey, Verdict};
 
@@ -62,51 +61,6 @@ pub fn ffrtmp_ingress(ctx: SkBuffContext) -> i32 {
         Outcome::Pass | Outcome::PassMarked => PASS,
         Outcome::Drop => DROP,
     }
-}
-
-/// `SOL_SOCKET` and `SO_MAX_PACING_RATE` (`include/uapi/asm-generic/socket.h`).
-const SOL_SOCKET: i32 = 1;
-const SO_MAX_PACING_RATE: i32 = 47;
-
-/// `sock_ops` on the job's cgroup: a TCP connection the job opens gets the
-/// job's egress rate as its `SO_MAX_PACING_RATE`, so TCP paces itself at
-/// the rate (its own pacing needs no qdisc) instead of bursting into the
-/// bucket and backing off from drops; the bucket still holds the job's
-/// total. Set at `connect()`, which runs in the job's task, so the current
-/// cgroup is the job's; accepted connections are policed only.
-#[sock_ops]
-pub fn ffrtmp_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
-        return 1;
-    }
-    let key = NetKey {
-        // SAFETY: reads the current task's cgroup2 id.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        direction: net::EGRESS,
-        _pad: 0,
-    };
-    // SAFETY: a read of a map value, copied out.
-    let Some(bucket) = (unsafe { NET_BUCKETS.get(&key) }) else {
-        return 1;
-    };
-    // An int: what bpf_setsockopt takes for SOL_SOCKET options before 6.x.
-    let mut rate: u32 = if bucket.bytes_per_sec >= u64::from(u32::MAX) {
-        u32::MAX - 1
-    } else {
-        bucket.bytes_per_sec as u32
-    };
-    // SAFETY: `ctx.ops` is the program's context; the option value is a
-    // local of the size given. A failure leaves the socket unpaced, policed.
-    unsafe {
-        bpf_setsockopt(
-            ctx.ops.cast(),
-            SOL_SOCKET,
-            SO_MAX_PACING_RATE,
-            core::ptr::from_mut(&mut rate).cast(),
-            size_of::<u32>() as i32,
-        );
-    }
-    1
 }
 
 enum Outcome {

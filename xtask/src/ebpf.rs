@@ -28,9 +28,10 @@ use anyhow::{Context, bail};
 /// Each object the crate builds (a cargo bin of `ffrtmp-ebpf`) and where it
 /// is committed, relative to the repository root. The `ffrtmp` crate embeds
 /// them with `include_bytes_aligned!`.
-pub const OBJECTS: [(&str, &str); 2] = [
+pub const OBJECTS: [(&str, &str); 3] = [
     ("ffrtmp-ebpf", "ffrtmp/src/events/ffrtmp-ebpf.bpf.o"),
     ("ffrtmp-net", "ffrtmp/src/net/ffrtmp-net.bpf.o"),
+    ("ffrtmp-pace", "ffrtmp/src/net/ffrtmp-pace.bpf.o"),
 ];
 /// Exactly this bpf-linker (its own Cargo.lock is used: `--locked`).
 const BPF_LINKER_VERSION: &str = "=0.13.0";
@@ -40,8 +41,8 @@ const BPF_TARGET: &str = "bpfel-unknown-none";
 const USAGE: &str = "usage: cargo xtask build-ebpf [--check [--allow-missing-toolchain]]
 
 Builds ffrtmp-ebpf with the pinned nightly and bpf-linker and writes its objects to
-ffrtmp/src/events/ffrtmp-ebpf.bpf.o and ffrtmp/src/net/ffrtmp-net.bpf.o (commit them
-with their sources).
+ffrtmp/src/events/ffrtmp-ebpf.bpf.o, ffrtmp/src/net/ffrtmp-net.bpf.o and
+ffrtmp/src/net/ffrtmp-pace.bpf.o (commit them with their sources).
   --check                    rebuild in a temporary directory; fail if one differs from its committed object
   --allow-missing-toolchain  with --check: print SKIPPED and succeed if the pinned tools cannot be installed";
 

@@ -104,6 +104,14 @@ impl ExistingJob {
         self.dirs.iter().map(|d| d.dir.as_path()).collect()
     }
 
+    /// The directory of the hierarchy that has `controller`, if the job has one.
+    pub fn dir_of(&self, controller: Controller) -> Option<&std::path::Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+            .map(|d| d.dir.as_path())
+    }
+
     /// When the job dir was made (its birth/modification time): a job
     /// re-adopted without a state file counts its age from here.
     pub fn created(&self) -> Option<SystemTime> {
@@ -136,6 +144,7 @@ impl ExistingJob {
             created: self.dirs.iter().map(|d| d.dir.clone()).collect(),
             dirs: self.dirs,
             outcomes: Vec::new(),
+            net: crate::net::SharedShaper::default(),
         }
     }
 }
@@ -282,6 +291,7 @@ impl JobCgroup {
         LimitWriter {
             version: self.version,
             dirs: controller_dirs(&self.dirs),
+            net: self.net.clone(),
         }
     }
 }
@@ -291,23 +301,28 @@ impl JobCgroup {
 pub struct LimitWriter {
     version: super::Version,
     dirs: Vec<(Vec<Controller>, PathBuf)>,
+    net: crate::net::SharedShaper,
 }
 
 impl LimitWriter {
     /// Change the limits from `old` to `new` (see [`update_settings`]):
     /// each write's outcome. Nice is the caller's (it is per thread).
     pub fn update(&self, old: Option<&Limits>, new: &Limits) -> Vec<LimitOutcome> {
-        apply(update_settings(old, new, self.version), |c| {
+        let dir_for = |c: Controller| {
             self.dirs
                 .iter()
                 .find(|(controllers, _)| controllers.contains(&c))
                 .map(|(_, dir)| dir.clone())
                 .ok_or_else(|| {
-                    format!(
-                        "the job has no {} cgroup (it was created without that controller; applies to new jobs)",
-                        c.v1_name()
-                    )
+                    format!("the job has no {c} cgroup (it was created without that controller; applies to new jobs)")
                 })
-        })
+        };
+        let mut outcomes = apply(update_settings(old, new, self.version), dir_for);
+        // Only a change is applied (a rewritten rate restarts the bucket).
+        let net_changed = old.is_none_or(|o| o.net_limits() != new.net_limits());
+        if net_changed {
+            outcomes.extend(self.net.apply(dir_for(Controller::Net), new, old));
+        }
+        outcomes
     }
 }

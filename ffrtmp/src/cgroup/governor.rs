@@ -352,6 +352,7 @@ impl Governor {
             dirs: Vec::new(),
             created: Vec::new(),
             outcomes: Vec::new(),
+            net: self.net.clone(),
         };
         let mut unavailable: BTreeMap<Controller, String> = BTreeMap::new();
         // (mount, chain of cgroup paths from the top down to the root, controllers)
@@ -688,6 +689,8 @@ pub struct JobCgroup {
     /// Directories this job created (ancestors, then job dirs), in order.
     pub(super) created: Vec<PathBuf>,
     pub(super) outcomes: Vec<LimitOutcome>,
+    /// The network programs that change this job's network limits.
+    pub(super) net: crate::net::SharedShaper,
 }
 
 impl JobCgroup {

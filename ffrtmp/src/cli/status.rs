@@ -135,6 +135,9 @@ struct UsageNow {
     throttled_periods: Option<u64>,
     throttled_seconds: Option<f64>,
     oom_kills: Option<u64>,
+    /// The network programs' counters (a job with a network limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<crate::net::NetUsage>,
 }
 
 /// Limits read back from the control files; `None`/empty means no limit.
@@ -162,6 +165,10 @@ struct LimitsInPlace {
     /// The IO class of the job's first process (`ioprio_get`); `None` when
     /// it has none (it follows its nice value).
     io_class: Option<String>,
+    /// The rate in the job's network bucket (`8mbit`), read from the
+    /// programs attached to its cgroup2 directory.
+    net_egress_max: Option<String>,
+    net_ingress_max: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -240,6 +247,8 @@ impl Report {
             "MEMS",
             "IO WEIGHT",
             "IO CLASS",
+            "NET OUT",
+            "NET IN",
         ];
         let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
             .chain(self.jobs.iter().map(JobStatus::row))
@@ -276,6 +285,7 @@ impl JobStatus {
         let partial = |c: Controller| not_in_effect.iter().any(|n| n.controllers.contains(&c.v1_name()));
         let reader = job.usage_reader();
         let usage = reader.read();
+        let (net_egress_max, net_ingress_max) = net_rates(job);
         JobStatus {
             job_id: job.id.as_str().to_owned(),
             mode: mode_of(job.id.as_str()),
@@ -293,9 +303,12 @@ impl JobStatus {
                 throttled_periods: usage.throttled_periods,
                 throttled_seconds: usage.throttled_seconds,
                 oom_kills: usage.oom_kills,
+                network: usage.network,
             },
             limits: LimitsInPlace {
                 io_class,
+                net_egress_max,
+                net_ingress_max,
                 ..read_limits(version, |c, f| if partial(c) { None } else { job.read(c, f) })
             },
             not_in_effect,
@@ -336,6 +349,8 @@ impl JobStatus {
             l.mems.clone().unwrap_or_else(dash),
             l.io_weight.map_or_else(dash, |w| w.to_string()),
             l.io_class.clone().unwrap_or_else(dash),
+            l.net_egress_max.clone().unwrap_or_else(dash),
+            l.net_ingress_max.clone().unwrap_or_else(dash),
         ]
     }
 }
@@ -359,6 +374,21 @@ impl IoMaxNow {
 
     fn is_empty(&self) -> bool {
         self.rbps.is_none() && self.wbps.is_none() && self.riops.is_none() && self.wiops.is_none()
+    }
+}
+
+/// The network rates in force, from the programs on the job's cgroup2
+/// directory (none without one, or without our programs).
+fn net_rates(job: &ExistingJob) -> (Option<String>, Option<String>) {
+    let Some(dir) = job.dir_of(Controller::Net) else {
+        return (None, None);
+    };
+    match crate::net::JobSocketCgroup::open(dir).and_then(|c| c.rates()) {
+        Ok((egress, ingress)) => (egress.map(|r| r.to_string()), ingress.map(|r| r.to_string())),
+        Err(e) => {
+            tracing::debug!("network limits of {}: {e}", dir.display());
+            (None, None)
+        }
     }
 }
 
@@ -392,6 +422,8 @@ fn read_limits(version: Version, read: impl Fn(Controller, &str) -> Option<Strin
                 .or_else(|| read(Controller::Io, files::IO_BFQ_WEIGHT).and_then(|s| fs::keyed_value(&s, "default")))
                 .filter(|&w| w != 100),
             io_class: None,
+            net_egress_max: None,
+            net_ingress_max: None,
         },
         Version::V1 => LimitsInPlace {
             cpu_max: match (
@@ -413,6 +445,8 @@ fn read_limits(version: Version, read: impl Fn(Controller, &str) -> Option<Strin
                 .or_else(|| read(Controller::Io, files::BLKIO_WEIGHT))
                 .and_then(|s| s.trim().parse().ok()),
             io_class: None,
+            net_egress_max: None,
+            net_ingress_max: None,
         },
     }
 }
@@ -671,6 +705,8 @@ mod tests {
                 mems: None,
                 io_weight: Some(50),
                 io_class: None,
+                net_egress_max: None,
+                net_ingress_max: None,
             }
         );
     }
@@ -793,6 +829,7 @@ mod tests {
                 throttled_periods: Some(112),
                 throttled_seconds: Some(3.1),
                 oom_kills: Some(0),
+                network: None,
             },
             limits,
             not_in_effect: Vec::new(),
@@ -831,6 +868,8 @@ mod tests {
             mems: None,
             io_weight: Some(500),
             io_class: Some("idle".into()),
+            net_egress_max: Some("20mbit".into()),
+            net_ingress_max: None,
         };
         let table = report(vec![
             job("cam-1", vec![4242], limited),
@@ -866,7 +905,9 @@ mod tests {
                 "0-3,6",
                 "-",
                 "500",
-                "idle"
+                "idle",
+                "20mbit",
+                "-"
             ]
         );
         assert!(
@@ -886,6 +927,7 @@ mod tests {
             "PIDS MAX",
             "CPUS",
             "IO CLASS",
+            "NET OUT",
         ] {
             let at = lines[0].find(header).unwrap();
             for line in &lines[1..] {
@@ -943,7 +985,7 @@ mod tests {
         assert_eq!(job["usage"]["throttled_periods"], 112);
         assert_eq!(
             job["limits"],
-            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null, "cpus": null, "mems": null, "io_weight": null, "io_class": null})
+            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null, "cpus": null, "mems": null, "io_weight": null, "io_class": null, "net_egress_max": null, "net_ingress_max": null})
         );
         let mut keys: Vec<&str> = job.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();

@@ -56,6 +56,13 @@ impl SharedShaper {
                     .map_err(|e| e.to_string())
             });
             if let Some(rate) = rate {
+                let note = match &result {
+                    Ok(Some(unpaced)) => {
+                        tracing::warn!("{kind}: TCP connections will not pace themselves: {unpaced}");
+                        format!("{note}; TCP connections are not paced ({unpaced})")
+                    }
+                    _ => note,
+                };
                 outcomes.push(LimitOutcome {
                     limit: kind,
                     value: rate.to_string(),
@@ -70,12 +77,17 @@ impl SharedShaper {
         outcomes
     }
 
-    fn set(&self, dir: &Path, hook: Hook, bucket: Option<ffrtmp_common::net::NetBucket>) -> Result<(), NetError> {
+    fn set(
+        &self,
+        dir: &Path,
+        hook: Hook,
+        bucket: Option<ffrtmp_common::net::NetBucket>,
+    ) -> Result<Option<String>, NetError> {
         let cgroup = JobSocketCgroup::open(dir)?;
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if bucket.is_none() {
             // Nothing to attach: no need to load the object just to detach.
-            return NetShaper::unset(&cgroup, hook);
+            return NetShaper::unset(&cgroup, hook).map(|()| None);
         }
         if guard.is_none() {
             *guard = Some(NetShaper::load()?);

@@ -48,6 +48,11 @@ impl NetRate {
         Ok(NetRate(bits))
     }
 
+    /// A rate read back from a bucket (which holds bytes per second).
+    pub fn from_bytes_per_sec(bytes: u64) -> NetRate {
+        NetRate(bytes.saturating_mul(8))
+    }
+
     pub fn bits_per_sec(self) -> u64 {
         self.0
     }

@@ -23,6 +23,7 @@ use super::bpf::{self, Hook};
 use super::rate::NetRate;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("ffrtmp-net.bpf.o");
+static PACE_OBJECT: &[u8] = aya::include_bytes_aligned!("ffrtmp-pace.bpf.o");
 
 /// A failed network-limit operation, with what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +176,22 @@ impl JobSocketCgroup {
         }
     }
 
+    /// The rate in force at each direction that has our program (bit/s).
+    pub fn rates(&self) -> Result<(Option<NetRate>, Option<NetRate>), NetError> {
+        let mut rates = (None, None);
+        for (hook, slot) in [(Hook::Egress, &mut rates.0), (Hook::Ingress, &mut rates.1)] {
+            if let Some(attached) = self.attached(hook)? {
+                *slot = attached
+                    .maps
+                    .buckets
+                    .get(&self.key(hook), 0)
+                    .ok()
+                    .map(|b| NetRate::from_bytes_per_sec(b.bytes_per_sec));
+            }
+        }
+        Ok(rates)
+    }
+
     /// The counters of every direction that has our program.
     pub fn usage(&self) -> Result<NetUsage, NetError> {
         let mut usage = NetUsage::default();
@@ -191,7 +208,7 @@ fn prog_name(hook: Hook) -> &'static str {
     match hook {
         Hook::Egress => common::PROG_EGRESS,
         Hook::Ingress => common::PROG_INGRESS,
-        Hook::SockOps => common::PROG_SOCKOPS,
+        Hook::SockOps => common::PROG_PACE,
     }
 }
 
@@ -296,15 +313,6 @@ impl NetShaper {
             prog.load()
                 .map_err(err(format!("loading {name} (refused by the kernel's verifier?)")))?;
         }
-        let name = common::PROG_SOCKOPS;
-        let program = object
-            .program_mut(name)
-            .ok_or_else(|| missing(format!("program {name}")))?;
-        let prog: &mut SockOps = program
-            .try_into()
-            .map_err(err(format!("{name} is not a sock_ops program")))?;
-        prog.load()
-            .map_err(err(format!("loading {name} (refused by the kernel's verifier?)")))?;
         let mut map = |name: &str| object.take_map(name).ok_or_else(|| missing(format!("map {name}")));
         let buckets = HashMap::try_from(map(common::BUCKETS)?).map_err(err(common::BUCKETS))?;
         let counters = PerCpuHashMap::try_from(map(common::COUNTERS)?).map_err(err(common::COUNTERS))?;
@@ -321,41 +329,40 @@ impl NetShaper {
             .object
             .program(name)
             .ok_or_else(|| err(what)(std::io::Error::other(format!("{name} is missing"))))?;
-        let fd = match hook {
-            Hook::SockOps => <&SockOps>::try_from(program).map_err(err(what))?.fd(),
-            _ => <&CgroupSkb>::try_from(program).map_err(err(what))?.fd(),
-        };
-        fd.map(|fd| fd.as_fd()).map_err(err(what))
+        let prog = <&CgroupSkb>::try_from(program).map_err(err(what))?;
+        prog.fd().map(|fd| fd.as_fd()).map_err(err(what))
     }
 
-    /// Detach our program from `cgroup` at `hook`, if one is attached.
+    /// Detach our program from `cgroup` at `hook` (and with egress its TCP
+    /// pacing), if one is attached.
     pub fn unset(cgroup: &JobSocketCgroup, hook: Hook) -> Result<(), NetError> {
-        let detach = |hook: Hook, prog: &OwnedFd| {
-            bpf::detach(cgroup.dir.as_fd(), prog.as_fd(), hook)
-                .map_err(err(format!("detaching from {}", cgroup.path.display())))
-        };
-        if hook == Hook::Egress
-            && let Some((prog, _)) = cgroup.ours(Hook::SockOps)?
-        {
-            detach(Hook::SockOps, &prog)?;
+        if hook == Hook::Egress {
+            pace(cgroup, None)?;
         }
         let Some(mut found) = cgroup.attached(hook)? else {
             return Ok(());
         };
-        detach(hook, &found.prog)?;
+        detach(cgroup, hook, &found.prog)?;
         found.maps.remove(&cgroup.key(hook));
         Ok(())
     }
 
     /// Make `cgroup`'s limit at `hook` be `bucket` (`None`: no limit, and
-    /// no program of ours attached there).
-    pub fn set(&mut self, cgroup: &JobSocketCgroup, hook: Hook, bucket: Option<NetBucket>) -> Result<(), NetError> {
+    /// no program of ours attached there). `Ok(Some(why))`: applied, but
+    /// its TCP connections do not pace themselves (the bucket polices them).
+    pub fn set(
+        &mut self,
+        cgroup: &JobSocketCgroup,
+        hook: Hook,
+        bucket: Option<NetBucket>,
+    ) -> Result<Option<String>, NetError> {
         let key = cgroup.key(hook);
-        let attached = cgroup.attached(hook)?;
-        match (attached, bucket) {
-            (Some(mut found), Some(bucket)) => found.maps.set(&key, bucket),
-            (Some(_), None) => NetShaper::unset(cgroup, hook),
-            (None, Some(bucket)) => {
+        let Some(bucket) = bucket else {
+            return NetShaper::unset(cgroup, hook).map(|()| None);
+        };
+        match cgroup.attached(hook)? {
+            Some(mut found) => found.maps.set(&key, bucket)?,
+            None => {
                 // The rate first: an attached program without it passes all.
                 self.maps.set(&key, bucket)?;
                 let attach = bpf::attach(cgroup.dir.as_fd(), self.prog(hook)?, hook);
@@ -363,19 +370,48 @@ impl NetShaper {
                     self.maps.remove(&key);
                     err(format!("attaching to {}", cgroup.path.display()))(e)
                 })?;
-                if hook == Hook::Egress {
-                    // TCP pacing at the rate; without it the bucket alone
-                    // still holds the job (policing), so a refusal is logged.
-                    if let Err(e) = bpf::attach(cgroup.dir.as_fd(), self.prog(Hook::SockOps)?, Hook::SockOps) {
-                        tracing::warn!(
-                            "{}: TCP connections will not pace themselves (sock_ops attach: {e}); the rate is policed",
-                            cgroup.path.display()
-                        );
-                    }
-                }
-                Ok(())
             }
-            (None, None) => Ok(()),
         }
+        if hook != Hook::Egress {
+            return Ok(None);
+        }
+        // TCP pacing at the rate; without it the bucket alone still holds
+        // the job, so a refusal is reported, not failed.
+        Ok(pace(cgroup, Some(bucket.bytes_per_sec)).err().map(|e| e.to_string()))
     }
+}
+
+fn detach(cgroup: &JobSocketCgroup, hook: Hook, prog: &OwnedFd) -> Result<(), NetError> {
+    bpf::detach(cgroup.dir.as_fd(), prog.as_fd(), hook)
+        .map_err(err(format!("detaching from {}", cgroup.path.display())))
+}
+
+/// Replace the job's TCP pacing program with one for `bytes_per_sec`
+/// (`None`: remove it). A copy per job, its rate fixed at load time (see
+/// `ffrtmp-ebpf/src/pace.rs`).
+fn pace(cgroup: &JobSocketCgroup, bytes_per_sec: Option<u64>) -> Result<(), NetError> {
+    if let Some((old, _)) = cgroup.ours(Hook::SockOps)? {
+        detach(cgroup, Hook::SockOps, &old)?;
+    }
+    let Some(rate) = bytes_per_sec else { return Ok(()) };
+    let what = "loading the TCP pacing program";
+    let rate = u32::try_from(rate).unwrap_or(u32::MAX - 1);
+    let mut object = aya::EbpfLoader::new()
+        .override_global(common::PACE_RATE, &rate, true)
+        .load(PACE_OBJECT)
+        .map_err(err(what))?;
+    let program = object.program_mut(common::PROG_PACE).ok_or_else(|| {
+        err(what)(std::io::Error::other(format!(
+            "it has no program {}",
+            common::PROG_PACE
+        )))
+    })?;
+    let prog: &mut SockOps = program.try_into().map_err(err(what))?;
+    prog.load().map_err(err(what))?;
+    let fd = prog.fd().map_err(err(what))?;
+    // The attachment keeps the program once this object is dropped.
+    bpf::attach(cgroup.dir.as_fd(), fd.as_fd(), Hook::SockOps).map_err(err(format!(
+        "attaching the TCP pacing program to {}",
+        cgroup.path.display()
+    )))
 }

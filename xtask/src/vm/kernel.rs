@@ -352,6 +352,10 @@ const REQUIRED: &[(&str, bool)] = &[
 /// Drivers the guest needs, built in or as a module: (option, module name).
 const DRIVERS: &[(&str, &str)] = &[("VIRTIO_PCI", "virtio_pci"), ("VIRTIO_BLK", "virtio_blk")];
 
+/// What the network-limit tests need (tests/tests/network.rs): a veth
+/// pair between namespaces, and the fq qdisc that pacing relies on.
+const NETWORK: &[(&str, &str)] = &[("VETH", "veth"), ("NET_SCH_FQ", "sch_fq")];
+
 pub struct Module {
     pub name: String,
     pub path: PathBuf,
@@ -393,6 +397,19 @@ impl Kernel {
                 }
                 v => bail!(
                     "kernel {}: CONFIG_{name}={v}: the guest cannot see its virtio disk",
+                    self.release
+                ),
+            }
+        }
+        for &(name, module) in NETWORK {
+            match self.opt(name) {
+                "y" => builtin.push(name),
+                "m" => {
+                    as_module.push(format!("{name}=m"));
+                    wanted.push(module);
+                }
+                v => bail!(
+                    "kernel {}: CONFIG_{name}={v}: the network-limit tests need it",
                     self.release
                 ),
             }
