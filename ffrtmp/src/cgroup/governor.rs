@@ -707,6 +707,21 @@ impl JobCgroup {
         &self.outcomes
     }
 
+    /// For a job that adopts a running process (attach, watch): its network
+    /// limits cannot reach the sockets the process opened before the move,
+    /// which keep the cgroup they were created in; each such outcome says so.
+    pub fn note_adoption(&mut self) {
+        const BEFORE: &str = "sockets the process opened before it was moved keep their old cgroup and are not limited";
+        for o in &mut self.outcomes {
+            if matches!(o.limit, LimitKind::NetEgressMax | LimitKind::NetIngressMax) && o.applied() {
+                o.note = Some(match o.note.take() {
+                    Some(n) => format!("{n}; {BEFORE}"),
+                    None => BEFORE.to_string(),
+                });
+            }
+        }
+    }
+
     /// Record the outcome of a limit applied outside the cgroup (nice).
     pub fn record(&mut self, outcome: LimitOutcome) {
         self.outcomes.push(outcome);

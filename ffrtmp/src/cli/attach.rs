@@ -122,6 +122,9 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
     let job_id = output::job_id(&args.govern);
     tracing::info!("Attaching to PID {} ({}) as {job_id}", target.pid, pinned.info.comm);
     let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
+    if let lifecycle::Created::Job(job) = &mut created {
+        job.note_adoption();
+    }
     let started = SystemTime::now();
     let moved = match created.job().map(|job| lifecycle::move_in(job, &pinned, args.tree)) {
         Some(Ok(moved)) => moved,

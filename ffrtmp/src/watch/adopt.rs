@@ -217,6 +217,7 @@ fn failed<J>(error: AdoptError, announced: bool) -> Adopted<J> {
 
 fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
     let mut cgroup = lifecycle::create_logged(governor, job_id, limits).map_err(AdoptError::Create)?;
+    cgroup.note_adoption();
     // Children it forked before the move stayed behind (later ones are
     // born inside): they belong to the same job.
     let moved = match lifecycle::move_in(&cgroup, &pinned, true) {
