@@ -1150,6 +1150,57 @@ fn reload_updates_limits_and_survives_a_bad_file() {
     assert_attached_once(&log, &name, &[pid, second.pid()]);
 }
 
+fn net_file(target: &str, egress: Option<&str>) -> String {
+    let mut yaml =
+        format!("scan_interval: \"200ms\"\ntarget_commands:\n  - \"{target}\"\ndefault_limits:\n  cpu_quota: 50\n");
+    if let Some(rate) = egress {
+        yaml.push_str(&format!("  net_egress_max: \"{rate}\"\n"));
+    }
+    yaml
+}
+
+/// A watch job's network limit: attached at adoption, its rate changed and
+/// then removed by reloads, each read back from the kernel by `status`
+/// (the rate in the bucket of the program attached to the job's cgroup2
+/// directory, and none once it is detached).
+#[test]
+fn reload_changes_and_removes_a_network_limit() {
+    let backend = Backend::Ebpf;
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let file = ConfigFile::new(&net_file(&name, Some("20mbit")));
+    let daemon = start_with_config(&root, backend, &file, &["--no-follow-config"]);
+    let target = Target::sleeping(&path);
+    let (pid, job) = (target.pid(), job_of(&name, target.pid()));
+    daemon.wait_governed(&root, &name, &[pid], POLL_TIMEOUT);
+    let egress = || {
+        let report = tests::run_ffrtmp(&["status", "--json", "--cgroup-root", root.name()]).json();
+        let entry = report["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["job_id"] == job.as_str()).cloned())
+            .unwrap_or_else(|| panic!("{job} not in {report}"));
+        entry["limits"]["net_egress_max"].clone()
+    };
+    assert_eq!(egress(), "20mbit");
+
+    file.write(&net_file(&name, Some("8mbit")));
+    daemon.signal(Signal::SIGHUP);
+    wait_line(&daemon, &format!("PID {pid} (job: {job}): limits updated: "));
+    assert_eq!(egress(), "8mbit", "after the reload to 8mbit");
+
+    file.write(&net_file(&name, None));
+    daemon.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + POLL_TIMEOUT;
+    while egress() != Value::Null && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(egress(), Value::Null, "the limit removed by a reload is detached");
+    daemon.stop();
+}
+
 /// A ConfigMap volume as kubelet writes it: `watch.yaml -> ..data/watch.yaml`,
 /// `..data -> ..<timestamp>`; an update is a new timestamped directory and a
 /// symlink renamed over `..data`.

@@ -110,6 +110,14 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
     let placement = match created.job() {
         None => Placement::None,
+        // A cpuset job is joined by a write instead: before Linux 6.3
+        // (and its stable backports; 5.10 still has it) a child cloned
+        // into a cpuset cgroup kept its parent's CPUs and memory nodes
+        // (cpuset_fork() ignored CLONE_INTO_CGROUP), while a write runs
+        // cpuset_attach(), which sets them, on every kernel.
+        Some(j) if j.version() == Version::V2 && (limits.cpus.is_some() || limits.mems.is_some()) => {
+            Placement::V1 { tasks: j.procs_files() }
+        }
         Some(j) if j.version() == Version::V2 => Placement::V2 {
             dir: j.dirs()[0].to_path_buf(),
             procs: j.procs_files()[0].clone(),

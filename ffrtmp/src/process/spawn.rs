@@ -56,7 +56,10 @@ pub enum Placement {
     /// v2: the job directory (for `CLONE_INTO_CGROUP`) and its `cgroup.procs`
     /// (the fallback on kernels without it).
     V2 { dir: PathBuf, procs: PathBuf },
-    /// v1: the job's `tasks` in every hierarchy used (see the module docs).
+    /// The child writes `0` to each of these files before exec: v1, the
+    /// job's `tasks` in every hierarchy used (see the module docs); v2, the
+    /// `cgroup.procs` of a job that `CLONE_INTO_CGROUP` would not place
+    /// fully (a cpuset job, see `cli/run.rs`).
     V1 { tasks: Vec<PathBuf> },
 }
 

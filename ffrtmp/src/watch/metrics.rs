@@ -557,6 +557,48 @@ impl Collector for JobsCollector {
         gauges(e, "job_memory", "Memory the job uses now.", Some(Unit::Bytes), s, |j| {
             j.memory_bytes
         })?;
+        let egress = |j: &JobSample| j.usage.network.and_then(|n| n.egress);
+        let ingress = |j: &JobSample| j.usage.network.and_then(|n| n.ingress);
+        counters(
+            e,
+            "job_net_egress",
+            "Bytes the job's network limit let it send.",
+            Some(Unit::Bytes),
+            s,
+            |j| egress(j).map(|d| d.passed_bytes),
+        )?;
+        counters(
+            e,
+            "job_net_egress_delayed_packets",
+            "Packets the job sent that its network limit paced (gave a later departure time).",
+            None,
+            s,
+            |j| egress(j).map(|d| d.delayed_packets),
+        )?;
+        counters(
+            e,
+            "job_net_egress_dropped_packets",
+            "Packets the job sent that its network limit dropped.",
+            None,
+            s,
+            |j| egress(j).map(|d| d.dropped_packets),
+        )?;
+        counters(
+            e,
+            "job_net_ingress",
+            "Bytes the job's network limit let it receive.",
+            Some(Unit::Bytes),
+            s,
+            |j| ingress(j).map(|d| d.passed_bytes),
+        )?;
+        counters(
+            e,
+            "job_net_ingress_dropped_packets",
+            "Packets for the job that its network limit dropped.",
+            None,
+            s,
+            |j| ingress(j).map(|d| d.dropped_packets),
+        )?;
         gauges(
             e,
             "job_memory_peak",
