@@ -177,6 +177,10 @@ fn unlimited_rate(pair: &NetPair, from: &str, to: &str, to_addr: &str) -> f64 {
 /// limit; where it cannot (the emulated VM, whose TCP tops out near a few
 /// hundred Mbit/s), at most the limit: the limit cannot be shown reached.
 fn assert_rate(got: f64, limit: f64, capacity: f64, what: &str) {
+    eprintln!(
+        "note: {limit:.0} bit/s limit: measured {got:.0} bit/s ({:+.1} %)",
+        (got / limit - 1.0) * 100.0
+    );
     if capacity >= 2.0 * limit {
         assert!(within(got, limit), "measured {got:.0} bit/s: {what}");
     } else {

@@ -58,7 +58,7 @@ pub enum EgressMode {
 const PACE_HORIZON_NS: u64 = 2_000_000_000;
 /// Policing: the burst, as time at the rate, and at least this many bytes
 /// (two 64 KiB GSO/GRO packets must fit, or a slow job could send nothing).
-const POLICE_BURST_NS: u64 = 500_000_000;
+const POLICE_BURST_NS: u64 = 250_000_000;
 const POLICE_MIN_BURST_BYTES: u64 = 128 * 1024;
 
 /// The bucket for `rate` in `mode`.
