@@ -1,4 +1,6 @@
 //! `--net-egress-max` / `--net-ingress-max` against real TCP traffic
+//! (every test is named `net_…`: the VM suite runs them in a boot of their
+//! own, see scripts/test-all)
 //! between two network namespaces joined by a veth pair, which each test
 //! creates and removes (`ip netns`); nothing leaves them.
 //!
@@ -201,7 +203,7 @@ fn result(out: &std::process::Output) -> serde_json::Value {
 }
 
 #[test]
-fn egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
+fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
@@ -265,7 +267,7 @@ fn egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
 /// without `sch_fq` (this host's) the qdisc cannot be set and the other
 /// branch is asserted: policing, saying so, still at the rate.
 #[test]
-fn egress_paces_where_the_device_has_fq() {
+fn net_egress_paces_where_the_device_has_fq() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
@@ -305,7 +307,7 @@ fn egress_paces_where_the_device_has_fq() {
 }
 
 #[test]
-fn ingress_is_policed_to_the_rate() {
+fn net_ingress_is_policed_to_the_rate() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
@@ -329,7 +331,7 @@ fn ingress_is_policed_to_the_rate() {
 /// A real stream: ffmpeg pushing raw 160x120 video in MPEG-TS over TCP at
 /// ~12 mbit/s (`-re`), held to 8mbit.
 #[test]
-fn an_ffmpeg_stream_is_held_to_the_rate() {
+fn net_an_ffmpeg_stream_is_held_to_the_rate() {
     let Some(host) = privileged() else { return };
     let Some(ffmpeg) = ["/usr/bin/ffmpeg", "/usr/local/bin/ffmpeg"]
         .into_iter()
@@ -370,7 +372,7 @@ fn an_ffmpeg_stream_is_held_to_the_rate() {
 /// `attach`: connections the process opens after the move are held to the
 /// rate, and the result says what it cannot reach (sockets from before).
 #[test]
-fn attach_limits_connections_opened_after_the_move() {
+fn net_attach_limits_connections_opened_after_the_move() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
@@ -411,7 +413,7 @@ fn attach_limits_connections_opened_after_the_move() {
 }
 
 #[test]
-fn a_bare_number_is_refused_and_nothing_is_created() {
+fn net_a_bare_number_is_refused_and_nothing_is_created() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let out = Command::new(ffrtmp_bin())

@@ -1164,7 +1164,7 @@ fn net_file(target: &str, egress: Option<&str>) -> String {
 /// (the rate in the bucket of the program attached to the job's cgroup2
 /// directory, and none once it is detached).
 #[test]
-fn reload_changes_and_removes_a_network_limit() {
+fn net_reload_changes_and_removes_a_network_limit() {
     let backend = Backend::Ebpf;
     let Some(host) = setup(backend) else { return };
     let root = TestRoot::new(host);

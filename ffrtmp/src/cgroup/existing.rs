@@ -321,7 +321,13 @@ impl LimitWriter {
         // Only a change is applied (a rewritten rate restarts the bucket).
         let net_changed = old.is_none_or(|o| o.net_limits() != new.net_limits());
         if net_changed {
-            outcomes.extend(self.net.apply(dir_for(Controller::Net), new, old));
+            // v2: the one job directory serves, also for a job made
+            // without a network limit (its dirs then do not list Net).
+            let net_dir = match (self.version, self.dirs.first()) {
+                (super::Version::V2, Some((_, dir))) => Ok(dir.clone()),
+                _ => dir_for(Controller::Net),
+            };
+            outcomes.extend(self.net.apply(net_dir, new, old));
         }
         outcomes
     }

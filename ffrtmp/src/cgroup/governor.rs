@@ -358,7 +358,15 @@ impl Governor {
         // (mount, chain of cgroup paths from the top down to the root, controllers)
         let mut plan = Vec::new();
         match &self.hierarchy {
-            Hierarchy::Unified(m) => plan.push((m.clone(), Controller::ALL.to_vec())),
+            // Net only for a job with a network limit: a job without one
+            // is never asked for network programs (no syscall per read).
+            Hierarchy::Unified(m) => plan.push((
+                m.clone(),
+                Controller::ALL
+                    .into_iter()
+                    .filter(|&c| c != Controller::Net || limits.controllers().contains(&c))
+                    .collect(),
+            )),
             _ => {
                 let (mounts, missing) = self.v1_mounts(&limits.controllers());
                 for controller in missing {
