@@ -110,10 +110,10 @@ impl Drop for NetPair {
     }
 }
 
-/// A receiver in `ns` on `port`; returns it once it listens.
-fn receiver(pair: &NetPair, ns: &str, port: u16, via: Option<Vec<String>>) -> std::process::Child {
+/// `net-blast ARGS`, under `ffrtmp ARGS --` when `via` gives them.
+fn blast(via: Option<&[String]>, args: &[&str]) -> Command {
     let blast = stub_bin("net-blast");
-    let mut cmd = match &via {
+    let mut cmd = match via {
         Some(ffrtmp_args) => {
             let mut c = Command::new(ffrtmp_bin());
             c.args(ffrtmp_args).arg("--").arg(&blast);
@@ -121,7 +121,24 @@ fn receiver(pair: &NetPair, ns: &str, port: u16, via: Option<Vec<String>>) -> st
         }
         None => Command::new(&blast),
     };
-    cmd.args(["recv", &port.to_string()]).env_remove("FFRTMP_CGROUP_ROOT");
+    cmd.args(args).env_remove("FFRTMP_CGROUP_ROOT");
+    cmd
+}
+
+/// `ffrtmp run --cgroup-root ROOT FLAG RATE [--json]`, for [`blast`].
+fn run_with(root: &TestRoot, flag: &str, rate: &str, json: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--cgroup-root", root.name(), flag, rate]
+        .map(String::from)
+        .to_vec();
+    if json {
+        args.push("--json".into());
+    }
+    args
+}
+
+/// A receiver in `ns` on `port`; returns it once it listens.
+fn receiver(pair: &NetPair, ns: &str, port: u16, via: Option<Vec<String>>) -> std::process::Child {
+    let mut cmd = blast(via.as_deref(), &["recv", &port.to_string()]);
     let mut child = pair
         .inside(ns, &mut cmd)
         .stdout(Stdio::piped())
@@ -149,17 +166,7 @@ fn measured(child: std::process::Child) -> (f64, String) {
 }
 
 fn sender(pair: &NetPair, ns: &str, to: &str, port: u16, secs: u32, via: Option<Vec<String>>) -> std::process::Output {
-    let blast = stub_bin("net-blast");
-    let mut cmd = match &via {
-        Some(ffrtmp_args) => {
-            let mut c = Command::new(ffrtmp_bin());
-            c.args(ffrtmp_args).arg("--").arg(&blast);
-            c
-        }
-        None => Command::new(&blast),
-    };
-    cmd.args(["send", &format!("{to}:{port}"), &secs.to_string()])
-        .env_remove("FFRTMP_CGROUP_ROOT");
+    let mut cmd = blast(via.as_deref(), &["send", &format!("{to}:{port}"), &secs.to_string()]);
     pair.inside(ns, &mut cmd).output().expect("running the sender")
 }
 
@@ -210,14 +217,7 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     let capacity = unlimited_rate(&pair, &pair.a, &pair.b, &pair.addr_b);
     for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6), ("200mbit", 200e6)] {
         let recv = receiver(&pair, &pair.b, 5001, None);
-        let args = vec![
-            "run".to_string(),
-            "--cgroup-root".into(),
-            root.name().into(),
-            "--net-egress-max".into(),
-            rate.into(),
-            "--json".into(),
-        ];
+        let args = run_with(&root, "--net-egress-max", rate, true);
         let out = sender(&pair, &pair.a, &pair.addr_b, 5001, 5, Some(args));
         assert!(out.status.success(), "{out:?}");
         let (got, said) = measured(recv);
@@ -241,13 +241,7 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     // Unlimited, beside a limited one: far above the limit.
     let limited = receiver(&pair, &pair.b, 5002, None);
     let free = receiver(&pair, &pair.b, 5003, None);
-    let args = vec![
-        "run".to_string(),
-        "--cgroup-root".into(),
-        root.name().into(),
-        "--net-egress-max".into(),
-        "20mbit".into(),
-    ];
+    let args = run_with(&root, "--net-egress-max", "20mbit", false);
     std::thread::scope(|s| {
         let a = s.spawn(|| sender(&pair, &pair.a, &pair.addr_b, 5002, 4, Some(args.clone())));
         let b = s.spawn(|| sender(&pair, &pair.a, &pair.addr_b, 5003, 4, None));
@@ -277,14 +271,7 @@ fn net_egress_paces_where_the_device_has_fq() {
         .expect("running tc")
         .success();
     let recv = receiver(&pair, &pair.b, 5005, None);
-    let args = vec![
-        "run".to_string(),
-        "--cgroup-root".into(),
-        root.name().into(),
-        "--net-egress-max".into(),
-        "20mbit".into(),
-        "--json".into(),
-    ];
+    let args = run_with(&root, "--net-egress-max", "20mbit", true);
     let out = sender(&pair, &pair.a, &pair.addr_b, 5005, 5, Some(args));
     assert!(out.status.success(), "{out:?}");
     let (got, said) = measured(recv);
@@ -313,13 +300,7 @@ fn net_ingress_is_policed_to_the_rate() {
     let pair = NetPair::new();
     let capacity = unlimited_rate(&pair, &pair.b, &pair.a, &pair.addr_a);
     for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6)] {
-        let args = vec![
-            "run".to_string(),
-            "--cgroup-root".into(),
-            root.name().into(),
-            "--net-ingress-max".into(),
-            rate.into(),
-        ];
+        let args = run_with(&root, "--net-ingress-max", rate, false);
         let recv = receiver(&pair, &pair.a, 5004, Some(args));
         let out = sender(&pair, &pair.b, &pair.addr_a, 5004, 5, None);
         assert!(out.status.success(), "{out:?}");

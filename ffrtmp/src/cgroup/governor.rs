@@ -355,6 +355,7 @@ impl Governor {
             net: self.net.clone(),
         };
         let mut unavailable: BTreeMap<Controller, String> = BTreeMap::new();
+        let wanted = limits.controllers();
         // (mount, chain of cgroup paths from the top down to the root, controllers)
         let mut plan = Vec::new();
         match &self.hierarchy {
@@ -364,16 +365,16 @@ impl Governor {
                 m.clone(),
                 Controller::ALL
                     .into_iter()
-                    .filter(|&c| c != Controller::Net || limits.controllers().contains(&c))
+                    .filter(|c| *c != Controller::Net || wanted.contains(c))
                     .collect(),
             )),
             _ => {
-                let (mounts, missing) = self.v1_mounts(&limits.controllers());
+                let (mounts, missing) = self.v1_mounts(&wanted);
                 for controller in missing {
                     unavailable.insert(controller, CgroupError::NotMounted { controller }.to_string());
                 }
                 plan.extend(mounts);
-                if limits.controllers().contains(&Controller::Net) {
+                if wanted.contains(&Controller::Net) {
                     match self.net_mount() {
                         Some(net) => plan.push(net),
                         None => {

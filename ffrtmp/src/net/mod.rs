@@ -38,7 +38,8 @@ impl SharedShaper {
         if wanted.is_empty() && !had {
             return Vec::new();
         }
-        let egress = new.net_egress_max.map(|_| egress_choice());
+        // The qdisc dump only when there is a directory to apply it to.
+        let egress = new.net_egress_max.filter(|_| dir.is_ok()).map(|_| egress_choice());
         let mut outcomes = Vec::new();
         for (hook, kind, rate) in [
             (Hook::Egress, LimitKind::NetEgressMax, new.net_egress_max),
