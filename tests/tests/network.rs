@@ -16,7 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tests::{TestRoot, ffrtmp_bin, privileged, stub_bin};
+use tests::{
+    EXIT_TIMEOUT, POLL_TIMEOUT, Signal, Spawned, TestRoot, Value, ffrtmp_bin, privileged, stub_bin, wait_until,
+};
 
 /// iproute2's `ip` (in the VM guest busybox has an `ip` too, earlier on
 /// PATH, without `netns`).
@@ -418,4 +420,92 @@ fn net_a_bare_number_is_refused_and_nothing_is_created() {
         "{stderr}"
     );
     root.assert_nothing_created();
+}
+
+/// `ffrtmp watch --events`: a job's network counters reach the event
+/// stream. A target (a copy of `sh`, under a name unique to the test) is
+/// adopted at its exec, waits a second so its socket is opened in the job
+/// cgroup, then execs `net-blast send`; its `detached` event carries
+/// `usage.network.egress` with at least the bytes the receiver got, and no
+/// ingress counters (no ingress limit).
+#[test]
+fn net_counters_reach_the_event_stream() {
+    let Some(host) = privileged() else { return };
+    let root = TestRoot::new(host);
+    let pair = NetPair::new();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("fn{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let sh = dir.path().join(&name);
+    tests::copy_executable(Path::new("/bin/sh"), &sh);
+    let events = dir.path().join("events.jsonl");
+    let mut cmd = Command::new(ffrtmp_bin());
+    cmd.args([
+        "watch",
+        "--cgroup-root",
+        root.name(),
+        "--target",
+        &name,
+        "--net-egress-max",
+        "20mbit",
+    ])
+    .arg("--events")
+    .arg(&events)
+    .env_remove("FFRTMP_CGROUP_ROOT")
+    .env("FFRTMP_LOG", "info");
+    let daemon = Spawned::start_with_stdin(cmd, Stdio::null());
+    let read = || std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        wait_until(POLL_TIMEOUT, || read()
+            .contains(r#""event":"reconciled","trigger":"startup""#)),
+        "the daemon did not start: {}",
+        daemon.stderr_now()
+    );
+
+    let recv = receiver(&pair, &pair.b, 5011, None);
+    let script = format!(
+        "sleep 1; exec {} send {}:5011 2",
+        stub_bin("net-blast").display(),
+        pair.addr_b
+    );
+    let mut target = Command::new(&sh);
+    target.args(["-c", &script]);
+    let status = pair.inside(&pair.a, &mut target).status().expect("running the target");
+    assert!(status.success(), "the target: {status}");
+    let out = recv.wait_with_output().expect("waiting for the receiver");
+    let said: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no receiver JSON: {out:?}"));
+    let received = said["bytes"].as_u64().expect("bytes");
+    assert!(
+        wait_until(POLL_TIMEOUT, || read().contains(r#""event":"detached""#)),
+        "no detached event; stream: {}; log: {}",
+        read(),
+        daemon.stderr_now()
+    );
+    daemon.signal(Signal::SIGINT);
+    let log = daemon.wait(EXIT_TIMEOUT);
+    assert_eq!(log.status.code(), Some(0), "{}", log.stderr);
+
+    let detached: Value = read()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "detached")
+        .expect("a detached line");
+    let network = &detached["result"]["usage"]["network"];
+    let egress = &network["egress"];
+    let sent = egress["passed_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no egress counters: {detached}"));
+    eprintln!("note: the receiver got {received} bytes; the event counts {sent} bytes passed: {egress}");
+    assert!(received > 0, "{said}");
+    // The counters see whole packets (headers included), the receiver the
+    // payload: at least as much, and not more than headers can explain.
+    assert!(
+        sent >= received && sent <= received + received / 10 + 64 * 1024,
+        "passed {sent} bytes for {received} received: {detached}"
+    );
+    assert!(egress["passed_packets"].as_u64().is_some_and(|p| p > 0), "{detached}");
+    assert_eq!(network["ingress"], Value::Null, "no ingress limit: {detached}");
 }

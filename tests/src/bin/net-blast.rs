@@ -1,7 +1,9 @@
 //! A TCP sender and receiver for the network-limit tests.
 //!
 //! `net-blast send ADDR:PORT SECS`: connect, write as fast as allowed for
-//! SECS seconds, close.
+//! SECS seconds, shut the sending side and wait for the receiver to close,
+//! so every byte was delivered before this process exits (a job's counters
+//! read at its exit then cover all of them).
 //! `net-blast recv PORT`: accept one connection, read to its end, print
 //! `{"bytes": N, "secs": S, "rate_bps": R}` where R is the rate from one
 //! second after the first byte to the last (the start, before a limit's
@@ -30,6 +32,9 @@ fn send(addr: &str, secs: f64) {
     while Instant::now() < end {
         stream.write_all(&buf).expect("sending");
     }
+    stream.shutdown(std::net::Shutdown::Write).expect("shutting down the sending side");
+    let mut rest = [0u8; 64];
+    while stream.read(&mut rest).expect("waiting for the receiver to close") > 0 {}
 }
 
 fn recv(port: u16) {
