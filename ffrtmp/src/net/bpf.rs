@@ -154,9 +154,19 @@ pub fn prog_fd(id: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// A program's name (as the kernel keeps it: at most 15 bytes) and the ids
-/// of the maps it uses.
-pub fn prog_name_and_maps(prog: BorrowedFd<'_>) -> io::Result<(String, Vec<u32>)> {
+/// What the kernel says of a loaded program.
+pub struct ProgInfo {
+    /// As the kernel keeps it: at most 15 bytes.
+    pub name: String,
+    /// The ids of the maps it uses.
+    pub map_ids: Vec<u32>,
+    /// Time spent running it and how many times it ran, counted only while
+    /// `kernel.bpf_stats_enabled` is on (zero otherwise).
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+pub fn prog_info(prog: BorrowedFd<'_>) -> io::Result<ProgInfo> {
     let mut map_ids = [0u32; 16];
     // SAFETY: bpf_prog_info is plain integers and arrays: all zeroes is valid.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
@@ -170,5 +180,10 @@ pub fn prog_name_and_maps(prog: BorrowedFd<'_>) -> io::Result<(String, Vec<u32>)
     bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let name: Vec<u8> = info.name.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
     let n = (info.nr_map_ids as usize).min(map_ids.len());
-    Ok((String::from_utf8_lossy(&name).into_owned(), map_ids[..n].to_vec()))
+    Ok(ProgInfo {
+        name: String::from_utf8_lossy(&name).into_owned(),
+        map_ids: map_ids[..n].to_vec(),
+        run_time_ns: info.run_time_ns,
+        run_count: info.run_cnt,
+    })
 }

@@ -9,7 +9,7 @@ mod shaper;
 pub use bpf::Hook;
 pub use qdisc::{EgressChoice, egress_choice};
 pub use rate::NetRate;
-pub use shaper::{DirectionUsage, EgressMode, JobSocketCgroup, NetError, NetShaper, NetUsage, bucket};
+pub use shaper::{DirectionUsage, EgressMode, JobSocketCgroup, NetError, NetShaper, NetUsage, RunStats, bucket};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -118,6 +118,13 @@ impl NetUsage {
     }
 }
 
+/// A program's run-time statistics (`kernel.bpf_stats_enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
 /// A job's cgroup2 directory, open, with its cgroup id.
 pub struct JobSocketCgroup {
     dir: File,
@@ -152,26 +159,37 @@ impl JobSocketCgroup {
         }
     }
 
-    /// The id of our program attached here at `hook`, with a descriptor.
-    fn ours(&self, hook: Hook) -> Result<Option<(OwnedFd, Vec<u32>)>, NetError> {
+    /// Our program attached here at `hook`: a descriptor and what the
+    /// kernel says of it.
+    fn ours(&self, hook: Hook) -> Result<Option<(OwnedFd, bpf::ProgInfo)>, NetError> {
         let ids = bpf::query(self.dir.as_fd(), hook)
             .map_err(err(format!("listing the programs attached to {}", self.path.display())))?;
         for id in ids {
             let Ok(fd) = bpf::prog_fd(id) else { continue };
-            let Ok((name, maps)) = bpf::prog_name_and_maps(fd.as_fd()) else {
+            let Ok(info) = bpf::prog_info(fd.as_fd()) else {
                 continue;
             };
-            if name == prog_name(hook) {
-                return Ok(Some((fd, maps)));
+            if info.name == prog_name(hook) {
+                return Ok(Some((fd, info)));
             }
         }
         Ok(None)
     }
 
+    /// Run time and run count of our program at `hook`, if one is attached
+    /// (zero unless `kernel.bpf_stats_enabled` is on). The program may
+    /// serve other jobs too: the figures are the program's, not the job's.
+    pub fn run_stats(&self, hook: Hook) -> Result<Option<RunStats>, NetError> {
+        Ok(self.ours(hook)?.map(|(_, info)| RunStats {
+            run_time_ns: info.run_time_ns,
+            run_count: info.run_count,
+        }))
+    }
+
     /// Our program attached here at `hook`, and its maps.
     fn attached(&self, hook: Hook) -> Result<Option<Attached>, NetError> {
         match self.ours(hook)? {
-            Some((fd, maps)) => Attached::open(fd, &maps).map(Some),
+            Some((fd, info)) => Attached::open(fd, &info.map_ids).map(Some),
             None => Ok(None),
         }
     }

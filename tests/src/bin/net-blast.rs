@@ -32,7 +32,9 @@ fn send(addr: &str, secs: f64) {
     while Instant::now() < end {
         stream.write_all(&buf).expect("sending");
     }
-    stream.shutdown(std::net::Shutdown::Write).expect("shutting down the sending side");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutting down the sending side");
     let mut rest = [0u8; 64];
     while stream.read(&mut rest).expect("waiting for the receiver to close") > 0 {}
 }
