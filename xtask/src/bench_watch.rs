@@ -895,8 +895,17 @@ impl Ctx<'_> {
                     backend,
                 ]);
                 // Its own split of each adoption's latency (written by a
-                // thread of its own, never in the way of adoption).
-                cmd.arg("--events").arg(log.with_extension("events.jsonl"));
+                // thread of its own, never in the way of adoption). ffrtmp
+                // appends to the file: start from an empty one, or an
+                // earlier bench's adoptions would be counted with these.
+                let events = log.with_extension("events.jsonl");
+                match fs::remove_file(&events) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!("removing {}: {e}", events.display()));
+                    }
+                    _ => {}
+                }
+                cmd.arg("--events").arg(&events);
                 if gov == Gov::Poll {
                     cmd.args(["--scan-interval", &self.opts.scan_interval]);
                 }
