@@ -40,6 +40,8 @@ when missing, root) into target/vm/systemd/<release>/. See docs/vm-test.md.
   --timeout SECS   kill the VM and fail after SECS seconds (default 900)
   --memory MIB     guest memory (default 2048)
   --keep           keep the run's disk image and print the qemu command line
+  --prepare        only build (or check) the cached root file system, then
+                   exit: scripts/test-all does this while other stages run
 ";
 
 const DEFAULT_TIMEOUT_SECS: u64 = 900;
@@ -79,6 +81,7 @@ struct Options {
     timeout: Duration,
     memory_mib: u64,
     keep: bool,
+    prepare: bool,
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
@@ -89,6 +92,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         memory_mib: DEFAULT_MEMORY_MIB,
         keep: false,
+        prepare: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -104,6 +108,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--timeout" => o.timeout = Duration::from_secs(number("--timeout", value("--timeout")?)?),
             "--memory" => o.memory_mib = number("--memory", value("--memory")?)?,
             "--keep" => o.keep = true,
+            "--prepare" => o.prepare = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -135,6 +140,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let root = workspace_root();
     let dir = target_dir(&root).join("vm").join("systemd");
+    if opts.prepare {
+        let rootfs = ensure_rootfs(&dir, &opts.release)?;
+        eprintln!(
+            "vm-systemd: the Debian {} root file system is ready: {} ({:.0} s)",
+            opts.release,
+            rootfs.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let tools = prereq::ensure_tools()?;
     let rootfs = ensure_rootfs(&dir, &opts.release)?;
     let boot = Boot::find(&rootfs)?;
