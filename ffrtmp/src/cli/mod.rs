@@ -3,6 +3,7 @@
 mod args;
 mod attach;
 mod completions;
+mod jobs_now;
 mod logging;
 mod output;
 mod run;
