@@ -18,7 +18,7 @@ use crate::events::scan;
 /// (9223372036854771712 on 4 KiB pages): anything this large is none.
 const V1_NO_LIMIT: u64 = 1 << 62;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(super) struct JobStatus {
     pub(super) job_id: String,
     /// "watch" for the daemon's `auto-…` jobs, else "run/attach".
@@ -40,7 +40,7 @@ pub(super) struct JobStatus {
     pub(super) not_in_effect: Vec<NotInEffect>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(super) struct NotInEffect {
     pub(super) pid: u32,
     /// The job's directory the process is not in.
@@ -49,11 +49,14 @@ pub(super) struct NotInEffect {
     pub(super) controllers: Vec<&'static str>,
 }
 
-#[derive(Debug, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(super) struct UsageNow {
     pub(super) cpu_seconds: Option<f64>,
     pub(super) memory_current_bytes: Option<u64>,
     pub(super) memory_peak_bytes: Option<u64>,
+    /// CFS periods that have elapsed with a quota in place (`nr_periods`
+    /// of `cpu.stat`): `throttled_periods` of these were throttled.
+    pub(super) cpu_periods: Option<u64>,
     pub(super) throttled_periods: Option<u64>,
     pub(super) throttled_seconds: Option<f64>,
     pub(super) oom_kills: Option<u64>,
@@ -67,7 +70,7 @@ pub(super) struct UsageNow {
 }
 
 /// Limits read back from the control files; `None`/empty means no limit.
-#[derive(Debug, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(super) struct LimitsInPlace {
     pub(super) cpu_max: Option<CpuMaxNow>,
     /// `None` at the kernel default (v2 weight 100, v1 1024 shares).
@@ -161,6 +164,9 @@ impl JobStatus {
                 cpu_seconds: usage.cpu_seconds,
                 memory_current_bytes: reader.memory_current(),
                 memory_peak_bytes: usage.memory_peak_bytes,
+                cpu_periods: job
+                    .read(Controller::Cpu, files::CPU_STAT)
+                    .and_then(|s| fs::keyed_value(&s, "nr_periods")),
                 throttled_periods: usage.throttled_periods,
                 throttled_seconds: usage.throttled_seconds,
                 oom_kills: usage.oom_kills,

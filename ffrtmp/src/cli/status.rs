@@ -251,6 +251,7 @@ mod tests {
                 cpu_seconds: Some(17.9),
                 memory_current_bytes: Some(201 << 20),
                 memory_peak_bytes: Some(3 << 29),
+                cpu_periods: Some(160),
                 throttled_periods: Some(112),
                 throttled_seconds: Some(3.1),
                 oom_kills: Some(0),
