@@ -1,0 +1,319 @@
+//! `ffrtmp top` against the host's real cgroups (root only; each test has its
+//! own relative cgroup root). The live view runs in a real terminal: a tmux
+//! session on a private socket, driven with `send-keys` and read with
+//! `capture-pane`. The VM suite skips these tests (`--skip top_`): its guest
+//! has no tmux (docs/vm-test.md).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tests::{
+    PidGuard, Signal, Spawned, TestRoot, ffrtmp, ffrtmp_bin, on_path, require_privileged, run_ffrtmp, skip,
+    unique_name, wait_until,
+};
+
+/// A tmux server of our own (`tmux -L <unique>`, no configuration file),
+/// killed by its socket when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A detached session `width`×`height` running `command` (through sh).
+    #[track_caller]
+    fn start(width: u16, height: u16, command: &str) -> Tmux {
+        let tmux = Tmux { socket: unique_name() };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tmux")
+    }
+
+    /// What the pane shows now.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p"]).stdout).into_owned()
+    }
+
+    /// A pane format variable (`#{alternate_on}`, …).
+    fn pane(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn send_keys(&self, keys: &str) {
+        let out = self.run(&["send-keys", keys]);
+        assert!(out.status.success(), "tmux send-keys {keys}: {out:?}");
+    }
+
+    /// Wait until the screen satisfies `cond`; the last screen either way.
+    fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&str) -> bool) -> (bool, String) {
+        let mut last = String::new();
+        let ok = wait_until(timeout, || {
+            last = self.screen();
+            cond(&last)
+        });
+        (ok, last)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The cell of the right-aligned column `header` on the row of `job`: the
+/// word that ends where the header ends.
+fn right_aligned_cell(screen: &str, header: &str, job: &str) -> Option<String> {
+    let head = screen.lines().find(|l| l.starts_with("JOB "))?;
+    let end = head.find(header)? + header.len();
+    // The header is ASCII up to there; the row may have bars after it.
+    let end_chars = head[..end].chars().count();
+    let row = screen.lines().find(|l| l.split_whitespace().next() == Some(job))?;
+    let before: String = row.chars().take(end_chars).collect();
+    before.split_whitespace().last().map(str::to_owned)
+}
+
+fn needs(program: &str, package: &str) -> bool {
+    if on_path(program) {
+        return true;
+    }
+    skip(&format!("{program} is not on PATH (apt-get install {package})"));
+    false
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn top_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
+    let host = require_privileged!();
+    if !needs("ffmpeg", "ffmpeg") || !needs("tmux", "tmux") {
+        return;
+    }
+    let root = TestRoot::new(host);
+    // CPU-bound (a 720p test pattern, encoded to nothing) and held at 20 %
+    // of one core.
+    let run = Spawned::start_with_stdin(
+        ffrtmp(&[
+            "run",
+            "--cgroup-root",
+            root.name(),
+            "--job-id",
+            "top-cam",
+            "--cpu-quota",
+            "20",
+            "--",
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=1280x720:rate=30",
+            "-t",
+            "600",
+            "-f",
+            "null",
+            "-",
+        ]),
+        Stdio::null(),
+    );
+    let pid = root.wait_for_process("top-cam", "ffmpeg");
+    // Dropped before `root`: if the test fails, ffmpeg is killed.
+    let _workload = PidGuard::new(pid);
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (exit_file, before, after) = (
+        dir.path().join("exit"),
+        dir.path().join("stty-before"),
+        dir.path().join("stty-after"),
+    );
+    // The terminal's settings before and after top, its exit status, then
+    // a marker and a shell that keeps the pane open to be read.
+    let command = format!(
+        "stty -g > {before}; {bin} top --cgroup-root {root} --interval 1s; echo exit=$? > {exit}; \
+         stty -g > {after}; echo top-returned; exec sleep 600",
+        before = before.display(),
+        after = after.display(),
+        exit = exit_file.display(),
+        bin = ffrtmp_bin().display(),
+        root = root.name(),
+    );
+    let tmux = Tmux::start(100, 30, &command);
+
+    // The row appears, first without rates, then with them.
+    let (ok, screen) = tmux.wait_for(Duration::from_secs(15), |s| {
+        right_aligned_cell(s, "CPU%", "top-cam").is_some_and(|c| c.parse::<f64>().is_ok())
+    });
+    assert!(ok, "no CPU% for top-cam on the screen:\n{screen}");
+    assert_eq!(tmux.pane("#{alternate_on}"), "1", "top is not on the alternate screen");
+    assert!(screen.starts_with("ffrtmp top · "), "{screen}");
+    assert_eq!(
+        right_aligned_cell(&screen, "QUOTA", "top-cam").as_deref(),
+        Some("20%"),
+        "{screen}"
+    );
+    // Three refreshes: the CPU used over each interval, in % of one core.
+    let mut samples = Vec::new();
+    let mut last = screen;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1100));
+        last = tmux.screen();
+        if let Some(cpu) = right_aligned_cell(&last, "CPU%", "top-cam").and_then(|c| c.parse::<f64>().ok()) {
+            samples.push(cpu);
+        }
+    }
+    eprintln!("top-cam CPU% shown against a 20% quota: {samples:?}");
+    assert_eq!(samples.len(), 3, "{last}");
+    samples.sort_by(f64::total_cmp);
+    let median = samples[1];
+    assert!(
+        (10.0..=30.0).contains(&median),
+        "CPU% {samples:?} is not near the 20% quota:\n{last}"
+    );
+    assert!(
+        samples.iter().all(|&c| c <= 30.0),
+        "above the quota: {samples:?}\n{last}"
+    );
+    let row = last.lines().find(|l| l.starts_with("top-cam ")).unwrap_or_default();
+    assert!(row.contains('█'), "no CPU/QUOTA bar on the row {row:?}");
+
+    // A job that starts appears; one that ends disappears.
+    let late = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "top-late",
+        "--",
+        "sleep",
+        "60",
+    ]));
+    let late_pid = root.wait_for_process("top-late", "sleep");
+    let late_workload = PidGuard::new(late_pid);
+    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+        s.lines().any(|l| l.starts_with("top-late "))
+    });
+    assert!(ok, "the new job did not appear:\n{screen}");
+    late.signal(Signal::SIGTERM);
+    let out = late.wait(Duration::from_secs(10));
+    assert_eq!(out.code(), 128 + 15, "{out:?}");
+    drop(late_workload);
+    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+        !s.lines().any(|l| l.starts_with("top-late "))
+    });
+    assert!(ok, "the ended job is still shown:\n{screen}");
+
+    // q: exit status 0, the normal screen back, the cursor shown, the
+    // terminal's settings (raw mode off) as they were.
+    tmux.send_keys("q");
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&exit_file).trim() == "exit=0"),
+        "top did not exit 0 on q: {:?}\n{}",
+        read(&exit_file),
+        tmux.screen()
+    );
+    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
+    assert!(ok, "the shell did not go on after top:\n{screen}");
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "still on the alternate screen:\n{screen}"
+    );
+    assert_eq!(tmux.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
+    assert!(
+        !screen.contains("ffrtmp top · "),
+        "the view is still on the screen:\n{screen}"
+    );
+    assert_eq!(read(&before), read(&after), "the terminal settings were not restored");
+    assert!(!read(&before).is_empty());
+    drop(tmux);
+
+    // ffrtmp run forwards SIGTERM to ffmpeg (which exits 255 on it),
+    // reports and removes the cgroup.
+    run.signal(Signal::SIGTERM);
+    let out = run.wait(Duration::from_secs(20));
+    assert_eq!(out.code(), 255, "{out:?}");
+    root.assert_job_gone("top-cam");
+}
+
+#[test]
+fn top_prints_one_snapshot_when_stdout_is_not_a_terminal() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    let run = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "top-pipe",
+        "--cpu-quota",
+        "50",
+        "--memory-limit",
+        "64",
+        "--",
+        "sleep",
+        "30",
+    ]));
+    let pid = root.wait_for_process("top-pipe", "sleep");
+    let _workload = PidGuard::new(pid);
+
+    // stdout is a pipe here.
+    let out = run_ffrtmp(&["top", "--cgroup-root", root.name(), "--interval", "200ms"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ffrtmp top: stdout is not a terminal, so one snapshot (rates over 200ms)"),
+        "{out:?}"
+    );
+    assert!(lines[1].starts_with("JOB "), "{out:?}");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("top-pipe "))
+        .unwrap_or_else(|| panic!("no row for top-pipe: {out:?}"));
+    for cell in [pid.to_string().as_str(), "sleep", "50%", "max 64M", "0.0"] {
+        assert!(row.contains(cell), "{cell:?} missing from the row {row:?}");
+    }
+    assert!(!out.stdout.contains('\x1b'), "escape sequences in a pipe: {out:?}");
+
+    run.signal(Signal::SIGTERM);
+    let out = run.wait(Duration::from_secs(10));
+    assert_eq!(out.code(), 128 + 15, "{out:?}");
+    root.assert_job_gone("top-pipe");
+}
+
+#[test]
+fn top_rejects_a_bad_interval_in_one_line() {
+    for bad in ["0", "abc"] {
+        let out = run_ffrtmp(&["top", "--interval", bad]);
+        assert_eq!(out.code(), 125, "{out:?}");
+        assert_eq!(
+            out.stderr,
+            format!(
+                "ffrtmp: error: invalid value '{bad}' for '--interval <DURATION>': expected a duration of at least 100ms such as 1s, 500ms or 5s\n"
+            ),
+            "{out:?}"
+        );
+    }
+}
