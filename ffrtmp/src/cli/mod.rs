@@ -75,7 +75,7 @@ Examples:\n  ffrtmp status\n  ffrtmp status --json\n  \
 ffrtmp status --cgroup-root /system.slice/ffrtmp-watch.service/jobs"
     )]
     Status(status::StatusArgs),
-    /// Watch the governed jobs live against their limits: CPU, throttling, memory, IO, network.
+    /// A live view of the jobs against their limits: CPU, throttling, memory, IO, network.
     #[command(
         after_help = "A full-screen view, redrawn every --interval, one row per job under --cgroup-root: \
 CPU% is the share of one core used over the last interval, CPU/QUOTA the same against the job's \
