@@ -91,6 +91,28 @@ fn right_aligned_cell(screen: &str, header: &str, job: &str) -> Option<String> {
     before.split_whitespace().last().map(str::to_owned)
 }
 
+/// The percentage after the bar of the first bar column on `job`'s row
+/// (`CPU/QUOTA`): "████████ 100%" → 100.
+fn first_bar_percent(screen: &str, job: &str) -> Option<f64> {
+    let row = screen.lines().find(|l| l.split_whitespace().next() == Some(job))?;
+    let bar = |c: char| "█▉▊▋▌▍▎▏░".contains(c);
+    let after = &row[row.find(bar)?..];
+    let after = after.trim_start_matches(bar);
+    after.split_whitespace().next()?.strip_suffix('%')?.parse().ok()
+}
+
+/// Does `screen` (captured with escape sequences, `capture-pane -e`) set a
+/// color, foreground or background? The defaults (39, 49) are no color.
+fn has_color(screen: &str) -> bool {
+    screen.split('\x1b').filter_map(|s| s.strip_prefix('[')).any(|seq| {
+        let Some(end) = seq.find('m') else { return false };
+        seq[..end]
+            .split(';')
+            .filter_map(|p| p.parse::<u32>().ok())
+            .any(|p| matches!(p, 30..=38 | 40..=48 | 90..=97 | 100..=107))
+    })
+}
+
 fn needs(program: &str, package: &str) -> bool {
     if on_path(program) {
         return true;
@@ -198,6 +220,14 @@ fn top_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
     );
     let row = last.lines().find(|l| l.starts_with("top-cam ")).unwrap_or_default();
     assert!(row.contains('█'), "no CPU/QUOTA bar on the row {row:?}");
+    let of_quota = first_bar_percent(&last, "top-cam");
+    eprintln!("top-cam CPU/QUOTA: {of_quota:?}%");
+    assert!(
+        of_quota.is_some_and(|p| (50.0..=150.0).contains(&p)),
+        "the CPU/QUOTA bar is not near full: {of_quota:?}\n{last}"
+    );
+    let colored = String::from_utf8_lossy(&tmux.run(&["capture-pane", "-e", "-p"]).stdout).into_owned();
+    assert!(has_color(&colored), "no colors without NO_COLOR: {colored:?}");
 
     // A job that starts appears; one that ends disappears.
     let late = Spawned::start(ffrtmp(&[
@@ -249,6 +279,29 @@ fn top_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
     assert_eq!(read(&before), read(&after), "the terminal settings were not restored");
     assert!(!read(&before).is_empty());
     drop(tmux);
+
+    // NO_COLOR: the same view without a color.
+    let plain = Tmux::start(
+        100,
+        30,
+        &format!(
+            "NO_COLOR=1 {bin} top --cgroup-root {root} --interval 1s; exec sleep 600",
+            bin = ffrtmp_bin().display(),
+            root = root.name()
+        ),
+    );
+    let (ok, screen) = plain.wait_for(Duration::from_secs(15), |s| {
+        right_aligned_cell(s, "CPU%", "top-cam").is_some_and(|c| c.parse::<f64>().is_ok())
+    });
+    assert!(ok, "no CPU% for top-cam with NO_COLOR:\n{screen}");
+    let escaped = String::from_utf8_lossy(&plain.run(&["capture-pane", "-e", "-p"]).stdout).into_owned();
+    assert!(!has_color(&escaped), "colors despite NO_COLOR: {escaped:?}");
+    plain.send_keys("q");
+    assert!(
+        wait_until(Duration::from_secs(10), || plain.pane("#{alternate_on}") == "0"),
+        "NO_COLOR top did not quit on q"
+    );
+    drop(plain);
 
     // ffrtmp run forwards SIGTERM to ffmpeg (which exits 255 on it),
     // reports and removes the cgroup.

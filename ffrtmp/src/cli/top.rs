@@ -142,6 +142,8 @@ impl Rates {
             delta(b.throttled_periods, n.throttled_periods),
         ) {
             (Some(periods), Some(throttled)) if periods > 0 => Some((throttled as f64 / periods as f64).min(1.0)),
+            // Under a quota, an idle job lets no period elapse: not throttled.
+            (Some(0), Some(0)) if now.limits.cpu_max.is_some() => Some(0.0),
             _ => None,
         };
         let io = |write: bool| -> Option<Flow> {
@@ -1214,6 +1216,10 @@ mod tests {
         let idle = rows.iter().find(|r| r.job.job_id == "idle").unwrap();
         // No quota, no periods: no throttled share.
         assert_eq!(idle.rates.as_ref().unwrap().throttled_share, None);
+        // A quota but no period elapsed (the job slept): not throttled.
+        let asleep = job("asleep", 1, 3.0, 40, 2, quota(20));
+        let rates = Rates::between(&asleep, &asleep, Duration::from_secs(1)).unwrap();
+        assert_eq!((rates.cpu_cores, rates.throttled_share), (Some(0.0), Some(0.0)));
         let enc = rows.iter().find(|r| r.job.job_id == "enc-2").unwrap();
         assert_eq!(enc.rates.as_ref().unwrap().oom_kills, 1);
         // The first reading has no rates; a counter that went back (a new
