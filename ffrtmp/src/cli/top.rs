@@ -1059,6 +1059,7 @@ fn live(governor: &Governor, interval: Duration, color: bool) -> anyhow::Result<
                 .draw(|frame| render(&v, frame.area(), frame.buffer_mut()))
                 .context("drawing the view")?;
             dirty = false;
+            crate::fault::point(crate::fault::Point::TopDrawn);
         }
         let wait = next_read
             .saturating_duration_since(Instant::now())
