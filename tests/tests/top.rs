@@ -339,7 +339,8 @@ fn top_restores_the_terminal_after_a_panic() {
     let tmux = Tmux::start(100, 30, &command);
     assert!(
         wait_until(Duration::from_secs(10), || !read(&exit_file).is_empty()),
-        "top did not end: {}",
+        "top did not panic and end (is {} built with the fault-injection feature, as `cargo build --workspace` builds it?):\n{}",
+        ffrtmp_bin().display(),
         tmux.screen()
     );
     // Rust's exit status for a panic in main.

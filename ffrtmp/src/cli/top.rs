@@ -709,10 +709,9 @@ pub(super) fn render(view: &View, area: Rect, buf: &mut Buffer) {
         } else {
             format!("{} jobs", rows.len())
         };
-        let order = match (view.sort.key, view.sort.reverse) {
-            (SortKey::Job, false) | (_, true) => "▲",
-            _ => "▼",
-        };
+        // Job ids go A to Z first, every other key highest first.
+        let ascending = (view.sort.key == SortKey::Job) != view.sort.reverse;
+        let order = if ascending { "▲" } else { "▼" };
         let title = format!(
             "ffrtmp top · {} (cgroup {version}) · {count} · every {} · sort: {} {order}",
             view.cgroup_root,
@@ -1410,6 +1409,17 @@ mod tests {
         let s = screen(&test_view(&rows, by(SortKey::Throttled)), 80, 24);
         assert!(s.lines().nth(2).unwrap().starts_with("cam-1"), "{s}");
         assert!(s.contains("[t thr]") && s.contains("sort: thr ▼"), "{s}");
+        let title = |sort| {
+            screen(&test_view(&rows, sort), 80, 24)
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert!(title(by(SortKey::Job)).ends_with("sort: job ▲"));
+        let reversed = |key| Sort { key, reverse: true };
+        assert!(title(reversed(SortKey::Job)).ends_with("sort: job ▼"));
+        assert!(title(reversed(SortKey::Cpu)).ends_with("sort: cpu ▲"));
         for (k, _, key) in SortKey::KEYS {
             assert_eq!(SortKey::from_key(k), Some(key));
         }
