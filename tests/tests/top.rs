@@ -14,16 +14,21 @@ use tests::{
 };
 
 /// A tmux server of our own (`tmux -L <unique>`, no configuration file),
-/// killed by its socket when dropped.
+/// killed by its socket when dropped, and the socket file removed (tmux
+/// leaves it behind).
 struct Tmux {
     socket: String,
+    socket_path: Option<std::path::PathBuf>,
 }
 
 impl Tmux {
     /// A detached session `width`×`height` running `command` (through sh).
     #[track_caller]
     fn start(width: u16, height: u16, command: &str) -> Tmux {
-        let tmux = Tmux { socket: unique_name() };
+        let mut tmux = Tmux {
+            socket: unique_name(),
+            socket_path: None,
+        };
         let out = tmux.run(&[
             "new-session",
             "-d",
@@ -34,6 +39,8 @@ impl Tmux {
             command,
         ]);
         assert!(out.status.success(), "tmux new-session: {out:?}");
+        tmux.socket_path = Some(tmux.pane("#{socket_path}").into())
+            .filter(|p: &std::path::PathBuf| p.file_name().is_some_and(|n| *n == *tmux.socket));
         tmux
     }
 
@@ -76,6 +83,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
