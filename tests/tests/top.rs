@@ -375,6 +375,77 @@ fn top_restores_the_terminal_after_a_panic() {
     root.assert_nothing_created();
 }
 
+/// SIGTERM quits like q (status 0, the terminal restored), and so does the
+/// terminal going away (tmux killed): no `ffrtmp top` is left behind, let
+/// alone one spinning on a dead terminal.
+#[test]
+fn top_quits_on_sigterm_and_when_its_terminal_goes_away() {
+    let host = require_privileged!();
+    if !needs("tmux", "tmux") {
+        return;
+    }
+    let root = TestRoot::new(host);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exit_file = dir.path().join("exit");
+    let bin = ffrtmp_bin().display().to_string();
+    let started = |tmux: &Tmux| {
+        let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.starts_with("ffrtmp top · "));
+        assert!(ok, "top did not start:\n{screen}");
+    };
+
+    // The pane's shell runs top as its child, found by its parent's pid.
+    let tmux = Tmux::start(
+        80,
+        24,
+        &format!(
+            "{bin} top --cgroup-root {root}; echo exit=$? > {exit}; echo top-returned; exec sleep 600",
+            root = root.name(),
+            exit = exit_file.display()
+        ),
+    );
+    started(&tmux);
+    let shell: u32 = tmux.pane("#{pane_pid}").parse().expect("the pane's pid");
+    let top = tests::descendants(shell)
+        .into_iter()
+        .find(|&p| tests::comm(p).as_deref() == Some("ffrtmp"))
+        .expect("ffrtmp top under the pane's shell");
+    let top = PidGuard::new(top);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(top.pid() as i32), Signal::SIGTERM).expect("SIGTERM to top");
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&exit_file).trim() == "exit=0"),
+        "top did not exit 0 on SIGTERM: {:?}\n{}",
+        read(&exit_file),
+        tmux.screen()
+    );
+    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
+    assert!(ok, "{screen}");
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "still on the alternate screen:\n{screen}"
+    );
+    assert_eq!(tmux.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
+    drop(top);
+    drop(tmux);
+
+    // top is the pane's process itself; the server goes away under it.
+    let tmux = Tmux::start(
+        80,
+        24,
+        &format!("exec {bin} top --cgroup-root {root}", root = root.name()),
+    );
+    started(&tmux);
+    let top = PidGuard::new(tmux.pane("#{pane_pid}").parse().expect("the pane's pid"));
+    assert_eq!(tests::comm(top.pid()).as_deref(), Some("ffrtmp"));
+    drop(tmux);
+    assert!(
+        wait_until(Duration::from_secs(5), || !top.alive()),
+        "ffrtmp top (pid {}) kept running after its terminal went away",
+        top.pid()
+    );
+    root.assert_nothing_created();
+}
+
 #[test]
 fn top_prints_one_snapshot_when_stdout_is_not_a_terminal() {
     let host = require_privileged!();

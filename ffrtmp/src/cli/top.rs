@@ -591,13 +591,17 @@ fn cell(col: Col, row: &Row) -> Cell {
     }
 }
 
-/// "r 1.2M w 19M/20M": each flow that has a counter, its limit after a slash.
+/// "r 1.2M w 19M/20M": each flow that has a counter, its limit after a
+/// slash; a flow without a limit that did not move is left out ("0" when
+/// none is left).
 fn flows_cell(flows: &[(&str, Option<Flow>)], unit: fn(f64) -> String) -> Cell {
     let mut parts = Vec::new();
     let mut level = Level::Normal;
+    let counted = flows.iter().any(|(_, f)| f.is_some());
     for (name, flow) in flows {
         let Some(f) = flow else { continue };
         match f.limit {
+            None if f.rate == 0.0 => {}
             Some(limit) => {
                 parts.push(format!("{name} {}/{}", unit(f.rate), unit(limit)));
                 if limit > 0.0 {
@@ -608,7 +612,7 @@ fn flows_cell(flows: &[(&str, Option<Flow>)], unit: fn(f64) -> String) -> Cell {
         }
     }
     if parts.is_empty() {
-        return Cell::text("-");
+        return Cell::text(if counted { "0" } else { "-" });
     }
     Cell::text(parts.join(" ")).level(level)
 }
@@ -1001,6 +1005,74 @@ fn restore_terminal() {
     );
 }
 
+/// What the terminal's input had for us.
+enum Input {
+    None,
+    Ready,
+    HungUp,
+}
+
+/// Wait up to `wait` for input on the terminal `fd`.
+fn terminal_input(fd: std::os::fd::BorrowedFd, wait: Duration) -> std::io::Result<Input> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok(Input::None),
+        Err(e) => return Err(e.into()),
+    }
+    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    Ok(
+        if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            Input::HungUp
+        } else if revents.contains(PollFlags::POLLIN) {
+            Input::Ready
+        } else {
+            Input::None
+        },
+    )
+}
+
+/// What a key does.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyOutcome {
+    Quit,
+    Redraw,
+    Nothing,
+}
+
+/// `q`, Esc and Ctrl-C quit; `r` reverses the sort; a sort key sorts by
+/// its column (highest first again).
+fn on_event(event: crossterm::event::Event, sort: &mut Sort) -> KeyOutcome {
+    use crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
+    let Event::Key(key) = event else {
+        return match event {
+            Event::Resize(..) => KeyOutcome::Redraw,
+            _ => KeyOutcome::Nothing,
+        };
+    };
+    if key.kind == KeyEventKind::Release {
+        return KeyOutcome::Nothing;
+    }
+    match key.code {
+        KeyCode::Char('q') | KeyCode::Esc => KeyOutcome::Quit,
+        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => KeyOutcome::Quit,
+        KeyCode::Char('r') => {
+            sort.reverse = !sort.reverse;
+            KeyOutcome::Redraw
+        }
+        KeyCode::Char(c) => match SortKey::from_key(c.to_ascii_lowercase()) {
+            Some(key) => {
+                *sort = Sort { key, reverse: false };
+                KeyOutcome::Redraw
+            }
+            None => KeyOutcome::Nothing,
+        },
+        _ => KeyOutcome::Nothing,
+    }
+}
+
 /// Restores the terminal when dropped: on return, on `?`, on unwinding.
 struct TerminalGuard;
 
@@ -1011,7 +1083,9 @@ impl Drop for TerminalGuard {
 }
 
 fn live(governor: &Governor, interval: Duration, color: bool) -> anyhow::Result<i32> {
-    use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    use std::os::fd::AsFd;
+
+    use crossterm::event;
 
     catch_stop_signals()?;
     // Restore before the panic message is printed, so it lands on the
@@ -1037,6 +1111,17 @@ fn live(governor: &Governor, interval: Duration, color: bool) -> anyhow::Result<
     let mut rows_now: Vec<Row> = Vec::new();
     let mut next_read = Instant::now();
     let mut dirty = true;
+    let mut drawn_size = ratatui::layout::Size::default();
+    // Where crossterm reads keys from: stdin when it is the terminal, else
+    // /dev/tty.
+    let (stdin, tty);
+    stdin = std::io::stdin();
+    let input = if stdin.is_terminal() {
+        stdin.as_fd()
+    } else {
+        tty = std::fs::File::open("/dev/tty").context("opening /dev/tty for the keyboard")?;
+        tty.as_fd()
+    };
     loop {
         if STOP.load(AtomicOrdering::SeqCst) {
             break;
@@ -1054,39 +1139,36 @@ fn live(governor: &Governor, interval: Duration, color: bool) -> anyhow::Result<
         }
         if dirty {
             let v = view(governor, &root, &rows_now, sort, interval, color, true);
-            terminal
+            let frame = terminal
                 .draw(|frame| render(&v, frame.area(), frame.buffer_mut()))
                 .context("drawing the view")?;
+            drawn_size = frame.area.as_size();
             dirty = false;
             crate::fault::point(crate::fault::Point::TopDrawn);
         }
         let wait = next_read
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(250));
-        if !event::poll(wait).context("reading the keyboard")? {
-            continue;
-        }
-        match event::read().context("reading the keyboard")? {
-            Event::Key(key) if key.kind != KeyEventKind::Release => match key.code {
-                KeyCode::Char('q') | KeyCode::Esc => break,
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => break,
-                KeyCode::Char('r') => {
-                    sort.reverse = !sort.reverse;
-                    dirty = true;
-                }
-                KeyCode::Char(c) => {
-                    if let Some(key) = SortKey::from_key(c.to_ascii_lowercase()) {
-                        sort = Sort { key, reverse: false };
-                        dirty = true;
+        // Our own wait on the terminal, not crossterm's: on a terminal
+        // that hung up (its window closed, tmux killed), crossterm's reader
+        // spins on the end of input forever, a process at full CPU that no
+        // signal stops. A hang-up quits like SIGHUP does.
+        match terminal_input(input.as_fd(), wait).context("waiting for the keyboard")? {
+            Input::HungUp => break,
+            Input::None => {}
+            Input::Ready => {
+                while event::poll(Duration::ZERO).context("reading the keyboard")? {
+                    match on_event(event::read().context("reading the keyboard")?, &mut sort) {
+                        KeyOutcome::Quit => return Ok(0),
+                        KeyOutcome::Redraw => dirty = true,
+                        KeyOutcome::Nothing => {}
                     }
                 }
-                _ => {}
-            },
-            Event::Resize(..) => {
-                terminal.autoresize().context("resizing the view")?;
-                dirty = true;
             }
-            _ => {}
+        }
+        // A resize: crossterm reports it only among key events.
+        if terminal.size().ok() != Some(drawn_size) {
+            dirty = true;
         }
     }
     Ok(0)
@@ -1494,6 +1576,143 @@ mod tests {
         }
         assert!(!text.contains("q quit"), "{text}");
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    /// A fake cgroup v2 mount in a temporary directory, one job under
+    /// /ffrtmp whose counters move between two readings.
+    #[test]
+    fn a_fixture_cgroup_tree_is_read_and_drawn() {
+        use crate::cgroup::governor::JOB_XATTR;
+        use crate::cgroup::hierarchy::Mount;
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().to_path_buf();
+        let dir = mnt.join("ffrtmp").join("cam-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        rustix::fs::setxattr(&dir, JOB_XATTR, b"cam-1", rustix::fs::XattrFlags::empty()).unwrap();
+        // A directory without the mark is no job.
+        std::fs::create_dir_all(mnt.join("ffrtmp").join("stranger")).unwrap();
+        let write = |file: &str, content: &str| std::fs::write(dir.join(file), content).unwrap();
+        let counters = |usage_usec: u64, periods: u64, throttled: u64, wbytes: u64| {
+            write(
+                "cpu.stat",
+                &format!(
+                    "usage_usec {usage_usec}\nuser_usec 0\nsystem_usec 0\nnr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec 0\n"
+                ),
+            );
+            write(
+                "io.stat",
+                &format!("8:0 rbytes=0 wbytes={wbytes} rios=0 wios=1 dbytes=0 dios=0\n"),
+            );
+        };
+        write("cgroup.procs", "");
+        write("cpu.max", "50000 100000\n");
+        write("memory.current", "104857600\n");
+        write("memory.peak", "209715200\n");
+        write("memory.high", "134217728\n");
+        write("memory.max", "268435456\n");
+        write("memory.events", "low 0\nhigh 3\nmax 0\noom 0\noom_kill 0\n");
+        write("io.max", "8:0 rbps=max wbps=10485760 riops=max wiops=max\n");
+        counters(1_000_000, 100, 10, 0);
+        let mount = Mount {
+            mount_point: mnt.clone(),
+            own_cgroup: "/".into(),
+        };
+        let governor = Governor::new(Hierarchy::Unified(mount), CgroupRoot::parse("/ffrtmp").unwrap());
+        let t0 = Instant::now();
+        let first = Snapshot {
+            at: t0,
+            jobs: read_jobs(&governor, SystemTime::now()),
+        };
+        assert_eq!(first.jobs.len(), 1, "{:?}", first.jobs);
+        // Two seconds later: 0.9 CPU s (45 % of a core, 90 % of the quota),
+        // 20 periods of which 15 throttled, 16 MiB written.
+        counters(1_900_000, 120, 25, 16 << 20);
+        let second = Snapshot {
+            at: t0 + Duration::from_secs(2),
+            jobs: read_jobs(&governor, SystemTime::now()),
+        };
+        let rows = rows(Some(&first), &second);
+        let root = governor.root().to_string();
+        let mut v = view(
+            &governor,
+            &root,
+            &rows,
+            Sort::default(),
+            Duration::from_secs(2),
+            false,
+            true,
+        );
+        let s = screen(&v, 80, 24);
+        assert!(
+            s.starts_with("ffrtmp top · /ffrtmp (cgroup v2) · 1 job · every 2s"),
+            "{s}"
+        );
+        assert_eq!(column(&s, &rows, 80, "CPU%", "cam-1"), "45.0", "{s}");
+        assert_eq!(column(&s, &rows, 80, "QUOTA", "cam-1"), "50%", "{s}");
+        assert_eq!(column(&s, &rows, 80, "CPU/QUOTA", "cam-1"), "███████▎  90%", "{s}");
+        assert_eq!(column(&s, &rows, 80, "THR%", "cam-1"), "75", "{s}");
+        assert_eq!(column(&s, &rows, 80, "MEM", "cam-1"), "100M", "{s}");
+        // Against memory.high, the throttle below memory.max.
+        assert_eq!(column(&s, &rows, 80, "MEM/LIMIT", "cam-1"), "██████▎░  78%", "{s}");
+        assert_eq!(column(&s, &rows, 80, "OOM", "cam-1"), "0", "{s}");
+        // The IO column needs more room than 80 columns leave.
+        let wide = screen(&v, 160, 10);
+        assert_eq!(column(&wide, &rows, 160, "IO B/s", "cam-1"), "w 8.0M/10M", "{wide}");
+        assert_eq!(column(&wide, &rows, 160, "LIMIT", "cam-1"), "h128M m256M", "{wide}");
+        assert_eq!(column(&wide, &rows, 160, "PIDS", "cam-1"), "(empty)", "{wide}");
+        assert_eq!(column(&wide, &rows, 160, "PEAK", "cam-1"), "200M", "{wide}");
+        assert!(!s.contains("stranger") && !wide.contains("stranger"));
+        // Not a terminal: the same reading as one table.
+        v.interactive = false;
+        let text = snapshot_text(&v);
+        assert!(text.starts_with("JOB "), "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with("cam-1 "), "{text}");
+    }
+
+    #[test]
+    fn keys_quit_and_sort() {
+        use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+        let key = |code, modifiers| Event::Key(KeyEvent::new(code, modifiers));
+        let mut sort = Sort::default();
+        for quit in [
+            key(KeyCode::Char('q'), KeyModifiers::NONE),
+            key(KeyCode::Esc, KeyModifiers::NONE),
+            key(KeyCode::Char('c'), KeyModifiers::CONTROL),
+        ] {
+            assert_eq!(on_event(quit, &mut sort), KeyOutcome::Quit);
+        }
+        assert_eq!(
+            on_event(key(KeyCode::Char('m'), KeyModifiers::NONE), &mut sort),
+            KeyOutcome::Redraw
+        );
+        assert_eq!(
+            sort,
+            Sort {
+                key: SortKey::Memory,
+                reverse: false
+            }
+        );
+        assert_eq!(
+            on_event(key(KeyCode::Char('r'), KeyModifiers::NONE), &mut sort),
+            KeyOutcome::Redraw
+        );
+        assert!(sort.reverse);
+        assert_eq!(
+            on_event(key(KeyCode::Char('J'), KeyModifiers::SHIFT), &mut sort),
+            KeyOutcome::Redraw
+        );
+        assert_eq!(
+            sort,
+            Sort {
+                key: SortKey::Job,
+                reverse: false
+            }
+        );
+        assert_eq!(
+            on_event(key(KeyCode::Char('x'), KeyModifiers::NONE), &mut sort),
+            KeyOutcome::Nothing
+        );
+        assert_eq!(on_event(Event::Resize(80, 24), &mut sort), KeyOutcome::Redraw);
     }
 
     #[test]
