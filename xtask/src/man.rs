@@ -149,6 +149,9 @@ fn sections(name: &str, cmd: &clap::Command) -> roff::Roff {
             "FFRTMP_CGROUP_ROOT: the default of --cgroup-root (where job cgroups live; /ffrtmp).",
         );
     }
+    if name == "ffrtmp-top" {
+        environment.push("NO_COLOR: set to anything but the empty string, the view has no colors (no-color.org).");
+    }
     section(&mut page, "ENVIRONMENT", &environment);
     let files: &[&str] = match name {
         "ffrtmp-watch" | "ffrtmp" => &[

@@ -85,7 +85,8 @@ OOM-killed (red: in the last interval); IO (bytes/s) and NET (bits/s) show rates
 limit where one is set. A job that ends disappears, one that starts appears. It reads the cgroup \
 tree only, like `ffrtmp status`; no daemon is needed.\n\n\
 Keys: q (or Esc, Ctrl-C) quits; c t m o i n j a sort by CPU, throttling, memory, OOM kills, IO, \
-network, job id or age; r reverses the order.\n\n\
+network, job id or age; r reverses the order. SIGINT, SIGTERM, SIGHUP and the terminal going away \
+quit too; the terminal is always restored.\n\n\
 On a terminal narrower than the columns, the less important ones are left out (80 columns show \
 job, command, CPU, quota, throttling, memory and OOM kills). NO_COLOR (non-empty) turns colors off. \
 When stdout is not a terminal, it prints one snapshot, with the rates over one --interval, and a \
