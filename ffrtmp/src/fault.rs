@@ -14,6 +14,8 @@ pub enum Point {
     /// A process was written into the `cgroup.procs` of the N-th (1-based)
     /// hierarchy of a job; on cgroup v1 more may follow.
     AfterMoveInto(usize),
+    /// `ffrtmp top` has drawn its first frame on the terminal: it panics.
+    TopDrawn,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -22,11 +24,18 @@ pub fn point(at: Point) {
     static ARMED: OnceLock<Option<Point>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| {
         let spec = std::env::var("FFRTMP_FAULT").ok()?;
+        if spec == "panic-in-top" {
+            return Some(Point::TopDrawn);
+        }
         let n = spec.strip_prefix("crash-after-move:")?.parse().ok()?;
         Some(Point::AfterMoveInto(n))
     });
-    if *armed == Some(at) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    match *armed {
+        Some(Point::TopDrawn) if at == Point::TopDrawn => panic!("FFRTMP_FAULT=panic-in-top"),
+        Some(armed) if armed == at => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        _ => {}
     }
 }
 

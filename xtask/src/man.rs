@@ -149,6 +149,9 @@ fn sections(name: &str, cmd: &clap::Command) -> roff::Roff {
             "FFRTMP_CGROUP_ROOT: the default of --cgroup-root (where job cgroups live; /ffrtmp).",
         );
     }
+    if name == "ffrtmp-top" {
+        environment.push("NO_COLOR: set to anything but the empty string, the view has no colors (no-color.org).");
+    }
     section(&mut page, "ENVIRONMENT", &environment);
     let files: &[&str] = match name {
         "ffrtmp-watch" | "ffrtmp" => &[
@@ -165,12 +168,19 @@ fn sections(name: &str, cmd: &clap::Command) -> roff::Roff {
     if !files.is_empty() {
         section(&mut page, "FILES", files);
     }
-    let see_also: Vec<String> = ["ffrtmp", "ffrtmp-run", "ffrtmp-attach", "ffrtmp-watch", "ffrtmp-status"]
-        .iter()
-        .filter(|p| **p != name)
-        .map(|p| format!("{p}(1)"))
-        .chain(["systemd.resource-control(5)".to_string(), "cgroups(7)".to_string()])
-        .collect();
+    let see_also: Vec<String> = [
+        "ffrtmp",
+        "ffrtmp-run",
+        "ffrtmp-attach",
+        "ffrtmp-watch",
+        "ffrtmp-status",
+        "ffrtmp-top",
+    ]
+    .iter()
+    .filter(|p| **p != name)
+    .map(|p| format!("{p}(1)"))
+    .chain(["systemd.resource-control(5)".to_string(), "cgroups(7)".to_string()])
+    .collect();
     section(&mut page, "SEE ALSO", &[see_also.join(", ").as_str()]);
     page
 }
@@ -197,6 +207,7 @@ mod tests {
             "ffrtmp-attach.1",
             "ffrtmp-watch.1",
             "ffrtmp-status.1",
+            "ffrtmp-top.1",
         ] {
             assert!(names.iter().any(|n| n == page), "{page} missing from {names:?}");
         }

@@ -31,6 +31,8 @@ pub const MEMORY_CURRENT: &str = "memory.current";
 pub const MEMORY_PEAK: &str = "memory.peak";
 pub const MEMORY_EVENTS: &str = "memory.events";
 pub const IO_MAX: &str = "io.max";
+/// Bytes and IOs per device (rbytes=, wbytes=, …).
+pub const IO_STAT: &str = "io.stat";
 /// The same name in v1's pids hierarchy.
 pub const PIDS_MAX: &str = "pids.max";
 /// The same names in v1's cpuset hierarchy (without its `noprefix` option).
@@ -57,6 +59,8 @@ pub const BLKIO_READ_BPS: &str = "blkio.throttle.read_bps_device";
 pub const BLKIO_WRITE_BPS: &str = "blkio.throttle.write_bps_device";
 pub const BLKIO_READ_IOPS: &str = "blkio.throttle.read_iops_device";
 pub const BLKIO_WRITE_IOPS: &str = "blkio.throttle.write_iops_device";
+/// Bytes per device and operation, as the throttling layer counted them.
+pub const BLKIO_IO_SERVICE_BYTES: &str = "blkio.throttle.io_service_bytes";
 /// v1 weights (10..=1000): BFQ's, and CFQ's on kernels before 5.0.
 pub const BLKIO_BFQ_WEIGHT: &str = "blkio.bfq.weight";
 pub const BLKIO_WEIGHT: &str = "blkio.weight";

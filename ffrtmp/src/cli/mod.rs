@@ -3,10 +3,12 @@
 mod args;
 mod attach;
 mod completions;
+mod jobs_now;
 mod logging;
 mod output;
 mod run;
 mod status;
+mod top;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +75,26 @@ Examples:\n  ffrtmp status\n  ffrtmp status --json\n  \
 ffrtmp status --cgroup-root /system.slice/ffrtmp-watch.service/jobs"
     )]
     Status(status::StatusArgs),
+    /// A live view of the jobs against their limits: CPU, throttling, memory, IO, network.
+    #[command(
+        after_help = "A full-screen view, redrawn every --interval, one row per job under --cgroup-root: \
+CPU% is the share of one core used over the last interval, CPU/QUOTA the same against the job's \
+quota (a full bar: held back by it), THR% the share of the interval's CFS periods in which the job \
+was throttled, MEM/LIMIT memory in use against memory.high (else the hard limit), OOM the processes \
+OOM-killed (red: in the last interval); IO (bytes/s) and NET (bits/s) show rates, against the \
+limit where one is set. A job that ends disappears, one that starts appears. It reads the cgroup \
+tree only, like `ffrtmp status`; no daemon is needed.\n\n\
+Keys: q (or Esc, Ctrl-C) quits; c t m o i n j a sort by CPU, throttling, memory, OOM kills, IO, \
+network, job id or age; r reverses the order. SIGINT, SIGTERM, SIGHUP and the terminal going away \
+quit too; the terminal is always restored.\n\n\
+On a terminal narrower than the columns, the less important ones are left out (80 columns show \
+job, command, CPU, quota, throttling, memory and OOM kills). NO_COLOR (non-empty) turns colors off. \
+When stdout is not a terminal, it prints one snapshot, with the rates over one --interval, and a \
+line saying so.\n\n\
+Examples:\n  ffrtmp top\n  ffrtmp top --interval 2s\n  \
+ffrtmp top --cgroup-root /system.slice/ffrtmp-watch.service/jobs"
+    )]
+    Top(top::TopArgs),
     /// Write a shell completion script to stdout.
     #[command(
         after_help = "Examples:\n  ffrtmp completions bash > /etc/bash_completion.d/ffrtmp\n  \
@@ -93,6 +115,7 @@ pub fn main() -> i32 {
         Command::Run(_) => "run",
         Command::Attach(_) => "attach",
         Command::Status(_) => "status",
+        Command::Top(_) => "top",
         Command::Completions(_) => "completions",
     };
     logging::init(cli.log_format, Some(name));
@@ -101,6 +124,7 @@ pub fn main() -> i32 {
         Command::Attach(args) => attach::execute(args),
         Command::Watch(args) => watch::execute(args),
         Command::Status(args) => status::execute(args),
+        Command::Top(args) => top::execute(args),
         Command::Completions(args) => completions::execute(args),
     };
     match result {
