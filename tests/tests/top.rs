@@ -1,8 +1,9 @@
 //! `ffrtmp top` against the host's real cgroups (root only; each test has its
 //! own relative cgroup root). The live view runs in a real terminal: a tmux
 //! session on a private socket, driven with `send-keys` and read with
-//! `capture-pane`. The VM suite skips these tests (`--skip top_`): its guest
-//! has no tmux (docs/vm-test.md).
+//! `capture-pane`. Those tests are named `top_tmux_…`, and the VM suite skips
+//! them (`--skip top_tmux_`): its guest has no tmux (docs/vm-test.md). The
+//! others (the snapshot of a pipe, a bad interval) run there too, on v2.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -136,7 +137,7 @@ fn read(path: &Path) -> String {
 }
 
 #[test]
-fn top_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
+fn top_tmux_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
     let host = require_privileged!();
     if !needs("ffmpeg", "ffmpeg") || !needs("tmux", "tmux") {
         return;
@@ -325,7 +326,7 @@ fn top_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() {
 /// A panic (made by the fault-injection point after the first frame) leaves
 /// the terminal as it was, and its message on the normal screen.
 #[test]
-fn top_restores_the_terminal_after_a_panic() {
+fn top_tmux_restores_the_terminal_after_a_panic() {
     let host = require_privileged!();
     if !needs("tmux", "tmux") {
         return;
@@ -379,7 +380,7 @@ fn top_restores_the_terminal_after_a_panic() {
 /// terminal going away (tmux killed): no `ffrtmp top` is left behind, let
 /// alone one spinning on a dead terminal.
 #[test]
-fn top_quits_on_sigterm_and_when_its_terminal_goes_away() {
+fn top_tmux_quits_on_sigterm_and_when_its_terminal_goes_away() {
     let host = require_privileged!();
     if !needs("tmux", "tmux") {
         return;
