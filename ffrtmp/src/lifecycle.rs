@@ -210,16 +210,6 @@ pub fn set_oom_score_adj(main: u32, pids: &[u32], adj: crate::cgroup::limits::Oo
 }
 
 fn log_outcome(o: &LimitOutcome) {
-    let line = outcome_line(o);
-    match &o.error {
-        None => tracing::info!("{line}"),
-        Some(_) => tracing::warn!("{line}"),
-    }
-}
-
-/// The log line of a limit's outcome (`applied …` at info, `NOT applied
-/// …` at warn).
-pub fn outcome_line(o: &LimitOutcome) -> String {
     let files = o
         .files
         .iter()
@@ -227,9 +217,9 @@ pub fn outcome_line(o: &LimitOutcome) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     match &o.error {
-        None if files.is_empty() => format!("applied {}={}", o.limit, o.value),
-        None => format!("applied {}={} ({files})", o.limit, o.value),
-        Some(e) => format!("NOT applied {}={}: {e}", o.limit, o.value),
+        None if files.is_empty() => tracing::info!("applied {}={}", o.limit, o.value),
+        None => tracing::info!("applied {}={} ({files})", o.limit, o.value),
+        Some(e) => tracing::warn!("NOT applied {}={}: {e}", o.limit, o.value),
     }
 }
 

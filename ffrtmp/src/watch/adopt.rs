@@ -84,9 +84,8 @@ pub fn inspect_and_adopt(
     };
     // The old tool's line before `Attaching to PID …` (the tracker logs it
     // for the reads it adopts from itself).
-    let mut held = HeldLog::default();
-    held.info("Discovered 1 new process(es)".to_string());
-    let outcome = adopt_holding(governor, rules, &found.candidate, &job_id, &limits, true, held);
+    tracing::info!("Discovered 1 new process(es)");
+    let outcome = adopt(governor, rules, &found.candidate, &job_id, &limits, true);
     FusedCheck::Adopted {
         found,
         job_id,
@@ -171,59 +170,6 @@ pub fn adopt(
     limits: &Limits,
     announce: bool,
 ) -> Adopted<Governed> {
-    adopt_holding(governor, rules, candidate, job_id, limits, announce, HeldLog::default())
-}
-
-/// Log lines of an adoption held until the process is in its cgroup (or
-/// the attempt ends): they come out in the old tool's order, but writing
-/// them (a formatted line and a `write` each) is not on the path to the
-/// move. Dropping it writes what it holds, so no way out loses a line.
-#[derive(Default)]
-struct HeldLog(Vec<(tracing::Level, String)>);
-
-impl HeldLog {
-    fn info(&mut self, line: String) {
-        self.0.push((tracing::Level::INFO, line));
-    }
-
-    fn outcomes(&mut self, outcomes: &[LimitOutcome]) {
-        for o in outcomes {
-            let line = lifecycle::outcome_line(o);
-            let level = if o.error.is_some() {
-                tracing::Level::WARN
-            } else {
-                tracing::Level::INFO
-            };
-            self.0.push((level, line));
-        }
-    }
-
-    fn emit(&mut self) {
-        for (level, line) in self.0.drain(..) {
-            if level == tracing::Level::WARN {
-                tracing::warn!("{line}");
-            } else {
-                tracing::info!("{line}");
-            }
-        }
-    }
-}
-
-impl Drop for HeldLog {
-    fn drop(&mut self) {
-        self.emit();
-    }
-}
-
-fn adopt_holding(
-    governor: &Governor,
-    rules: &Rules,
-    candidate: &Candidate,
-    job_id: &JobId,
-    limits: &Limits,
-    announce: bool,
-    mut held: HeldLog,
-) -> Adopted<Governed> {
     let pinned = match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
         Ok(pinned) => pinned,
         Err(e) => {
@@ -248,12 +194,9 @@ fn adopt_holding(
     }
     if announce {
         let pid = candidate.info.id.pid;
-        held.info(format!(
-            "Attaching to PID {pid} ({}) as job {job_id}",
-            candidate.command
-        ));
+        tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
     }
-    match govern(governor, pinned, job_id, limits, held) {
+    match govern(governor, pinned, job_id, limits) {
         Ok(governed) => Adopted::Governed {
             payload: governed,
             attached: SystemTime::now(),
@@ -272,21 +215,12 @@ fn failed<J>(error: AdoptError, announced: bool) -> Adopted<J> {
     }
 }
 
-fn govern(
-    governor: &Governor,
-    pinned: Pinned,
-    job_id: &JobId,
-    limits: &Limits,
-    mut held: HeldLog,
-) -> Result<Governed, AdoptError> {
-    let mut cgroup = governor.create_job(job_id, limits).map_err(AdoptError::Create)?;
+fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
+    let mut cgroup = lifecycle::create_logged(governor, job_id, limits).map_err(AdoptError::Create)?;
     cgroup.note_adoption();
     // Children it forked before the move stayed behind (later ones are
     // born inside): they belong to the same job.
-    let moved = lifecycle::move_in(&cgroup, &pinned, true);
-    held.outcomes(cgroup.outcomes());
-    held.emit();
-    let moved = match moved {
+    let moved = match lifecycle::move_in(&cgroup, &pinned, true) {
         Ok(moved) => moved,
         Err(e @ MoveError::Replaced { .. }) => {
             // The job holds a stranger now: leave it (never move a process
