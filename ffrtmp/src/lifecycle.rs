@@ -168,10 +168,15 @@ pub fn create(governor: &Governor, job: &JobId, limits: &Limits, strict: bool) -
 /// Create the job cgroup with its limits and log each limit's outcome.
 pub fn create_logged(governor: &Governor, job: &JobId, limits: &Limits) -> Result<JobCgroup, CgroupError> {
     let cg = governor.create_job(job, limits)?;
+    log_outcomes(&cg);
+    Ok(cg)
+}
+
+/// One `applied …` (or `NOT applied …`) line per limit of the job.
+pub fn log_outcomes(cg: &JobCgroup) {
     for o in cg.outcomes() {
         log_outcome(o);
     }
-    Ok(cg)
 }
 
 pub fn nice_outcome(nice: i8, error: Option<String>) -> LimitOutcome {

@@ -216,11 +216,17 @@ fn failed<J>(error: AdoptError, announced: bool) -> Adopted<J> {
 }
 
 fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
-    let mut cgroup = lifecycle::create_logged(governor, job_id, limits).map_err(AdoptError::Create)?;
+    let mut cgroup = governor.create_job(job_id, limits).map_err(AdoptError::Create)?;
     cgroup.note_adoption();
     // Children it forked before the move stayed behind (later ones are
     // born inside): they belong to the same job.
-    let moved = match lifecycle::move_in(&cgroup, &pinned, true) {
+    let moved = lifecycle::move_in(&cgroup, &pinned, true);
+    // The limits' lines come after the move, in the same place among the
+    // old tool's lines (after `Attaching to PID …`, which stays before the
+    // move so a crash in it still shows what was being attached): writing
+    // them is not on the path to the move.
+    lifecycle::log_outcomes(&cgroup);
+    let moved = match moved {
         Ok(moved) => moved,
         Err(e @ MoveError::Replaced { .. }) => {
             // The job holds a stranger now: leave it (never move a process
