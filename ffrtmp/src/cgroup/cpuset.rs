@@ -96,11 +96,6 @@ pub fn fill_from_parent(dir: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Is the v1 hierarchy mounted at `mount` a cpuset one (perhaps co-mounted)?
-pub fn is_cpuset_mount(mount: &Path) -> bool {
-    mount.join(files::CPUSET_CPUS).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

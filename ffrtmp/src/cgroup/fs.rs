@@ -6,7 +6,7 @@
 //! (which is what `fs::write` would do on a fake tree or a wrong path).
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One failed cgroup file operation, with what was being done to what.
@@ -73,7 +73,7 @@ pub fn write_file(path: &Path, value: &str) -> Result<(), FsError> {
 }
 
 pub fn read_file(path: &Path) -> Result<String, FsError> {
-    fs::read_to_string(path).map_err(|source| FsError::Read {
+    read_pseudo(path).map_err(|source| FsError::Read {
         path: path.to_owned(),
         source,
     })
@@ -81,7 +81,7 @@ pub fn read_file(path: &Path) -> Result<String, FsError> {
 
 /// Read a file that may legitimately be absent (an optional kernel feature).
 pub fn read_optional(path: &Path) -> Result<Option<String>, FsError> {
-    match fs::read_to_string(path) {
+    match read_pseudo(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(FsError::Read {
@@ -89,6 +89,26 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, FsError> {
             source,
         }),
     }
+}
+
+/// The whole of a kernel pseudo file (cgroupfs, procfs) as text. These
+/// report a size of 0, so `fs::read_to_string` asks for the size (`statx`)
+/// and then reads in growing steps from 32 bytes: six system calls for a
+/// 150-byte `/proc/<pid>/cgroup`. Reads of 4 KiB take one read and the end
+/// of file: these files are read on the way to every adoption's move.
+pub fn read_pseudo(path: &Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut content = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => content.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(content).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Value of `key` in a flat-keyed file such as `cpu.stat` or `memory.events`.
@@ -163,6 +183,25 @@ mod tests {
         assert_eq!(err.io().kind(), io::ErrorKind::NotFound);
         assert!(!path.exists());
         assert!(err.to_string().contains("writing \"max 100000\" to"));
+    }
+
+    #[test]
+    fn pseudo_files_are_read_whole_past_one_chunk_and_refused_when_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        assert!(big.len() > 3 * 4096);
+        let path = dir.path().join("memory.stat");
+        std::fs::write(&path, &big).unwrap();
+        assert_eq!(read_pseudo(&path).unwrap(), big);
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        assert_eq!(read_pseudo(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            read_pseudo(&dir.path().join("none")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        // A real kernel file (size 0) is read whole too.
+        let cgroup = read_pseudo(Path::new("/proc/self/cgroup")).unwrap();
+        assert_eq!(cgroup, std::fs::read_to_string("/proc/self/cgroup").unwrap());
     }
 
     #[test]

@@ -257,6 +257,16 @@ impl Governor {
         &self.hierarchy
     }
 
+    /// Is `mount` the v1 cpuset hierarchy (perhaps co-mounted)? From the
+    /// hierarchy read at start, not a `stat` per job: this is on the way
+    /// to every adoption's move.
+    fn is_cpuset_mount(&self, mount: &Mount) -> bool {
+        self.hierarchy
+            .v1_controllers()
+            .and_then(|c| c.get(&Controller::Cpuset))
+            .is_some_and(|cpuset| cpuset.mount_point == mount.mount_point)
+    }
+
     pub fn version(&self) -> Version {
         if self.hierarchy.is_v2() {
             Version::V2
@@ -515,7 +525,7 @@ impl Governor {
         if !cg.created.iter().any(|c| c == dir) {
             cg.created.push(dir.to_path_buf());
         }
-        if cg.version == Version::V1 && cpuset::is_cpuset_mount(&mount.mount_point) {
+        if cg.version == Version::V1 && self.is_cpuset_mount(mount) {
             // Top-down: each directory ffrtmp made here takes its parent's
             // CPUs and nodes, so the job dir can take a task (and a limit).
             for made in cg.created.iter().filter(|c| c.starts_with(&mount.mount_point)) {
