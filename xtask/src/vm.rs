@@ -33,10 +33,12 @@ use console::{Console, short};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// The guest unpacks the whole initramfs (the debug test executables, ~100
-/// MiB each, plus ffmpeg and its libraries: ~750 MiB) into RAM while the
-/// archive itself is still held there: 2048 MiB failed with "Initramfs
-/// unpacking failed: write error".
-const DEFAULT_MEMORY_MIB: u64 = 4096;
+/// MiB each, plus ffmpeg and its libraries) into RAM while the archive
+/// itself is still held there: 2048 MiB failed with "Initramfs unpacking
+/// failed: write error" at ~750 MiB of archive, and 4096 MiB did at 1329
+/// MiB (17 test executables, `ffrtmp top` among them). qemu touches guest
+/// pages lazily, so the host pays only what the guest uses.
+const DEFAULT_MEMORY_MIB: u64 = 6144;
 const DEFAULT_SMP: u64 = 2;
 const DISK_MIB: u64 = 64;
 /// How long qemu may take to power off after the result line.
@@ -61,7 +63,7 @@ and busybox-static with apt-get when missing (root). See docs/vm-test.md.
   --kernel K       the kernel: 5.10 (Debian bullseye), 6.1 (bookworm, the
                    default) or 6.12 (bookworm), each its newest cloud image;
                    or a package name (linux-image-…-cloud-amd64)
-  --memory MIB     guest memory (default 4096)
+  --memory MIB     guest memory (default 6144)
   --smp N          guest CPUs (default 2)
   --include PATH   also copy this host program (and its libraries) into the
                    guest, at the same path; may be repeated
