@@ -70,6 +70,26 @@ impl Tmux {
         assert!(out.status.success(), "tmux send-keys {keys}: {out:?}");
     }
 
+    /// After `ffrtmp top` ended in the pane (its command echoes
+    /// `top-returned` next): the shell went on, the normal screen is back
+    /// with the cursor shown and the view gone. The last screen.
+    #[track_caller]
+    fn assert_top_returned(&self) -> String {
+        let (ok, screen) = self.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
+        assert!(ok, "the shell did not go on after top:\n{screen}");
+        assert_eq!(
+            self.pane("#{alternate_on}"),
+            "0",
+            "still on the alternate screen:\n{screen}"
+        );
+        assert_eq!(self.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
+        assert!(
+            !screen.contains("ffrtmp top · "),
+            "the view is still on the screen:\n{screen}"
+        );
+        screen
+    }
+
     /// Wait until the screen satisfies `cond`; the last screen either way.
     fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&str) -> bool) -> (bool, String) {
         let mut last = String::new();
@@ -87,6 +107,36 @@ impl Drop for Tmux {
         if let Some(path) = &self.socket_path {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Files that a pane's shell command fills around `ffrtmp top`: the
+/// terminal's settings before and after (`stty -g`) and top's exit status.
+struct Watched {
+    exit: std::path::PathBuf,
+    before: std::path::PathBuf,
+    after: std::path::PathBuf,
+}
+
+impl Watched {
+    fn new(dir: &Path) -> Watched {
+        Watched {
+            exit: dir.join("exit"),
+            before: dir.join("stty-before"),
+            after: dir.join("stty-after"),
+        }
+    }
+
+    /// `top` (a shell command line running ffrtmp top) wrapped: the
+    /// settings before and after, its exit status, then a marker and a
+    /// shell that keeps the pane open to be read.
+    fn command(&self, top: &str) -> String {
+        format!(
+            "stty -g > {before}; {top}; echo exit=$? > {exit}; stty -g > {after}; echo top-returned; exec sleep 600",
+            before = self.before.display(),
+            after = self.after.display(),
+            exit = self.exit.display(),
+        )
     }
 }
 
@@ -177,22 +227,12 @@ fn top_tmux_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() 
     let _workload = PidGuard::new(pid);
 
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (exit_file, before, after) = (
-        dir.path().join("exit"),
-        dir.path().join("stty-before"),
-        dir.path().join("stty-after"),
-    );
-    // The terminal's settings before and after top, its exit status, then
-    // a marker and a shell that keeps the pane open to be read.
-    let command = format!(
-        "stty -g > {before}; {bin} top --cgroup-root {root} --interval 1s; echo exit=$? > {exit}; \
-         stty -g > {after}; echo top-returned; exec sleep 600",
-        before = before.display(),
-        after = after.display(),
-        exit = exit_file.display(),
-        bin = ffrtmp_bin().display(),
-        root = root.name(),
-    );
+    let watched = Watched::new(dir.path());
+    let command = watched.command(&format!(
+        "{} top --cgroup-root {} --interval 1s",
+        ffrtmp_bin().display(),
+        root.name()
+    ));
     let tmux = Tmux::start(100, 30, &command);
 
     // The row appears, first without rates, then with them.
@@ -271,25 +311,18 @@ fn top_tmux_shows_a_throttled_ffmpeg_at_its_quota_and_q_restores_the_terminal() 
     // terminal's settings (raw mode off) as they were.
     tmux.send_keys("q");
     assert!(
-        wait_until(Duration::from_secs(10), || read(&exit_file).trim() == "exit=0"),
+        wait_until(Duration::from_secs(10), || read(&watched.exit).trim() == "exit=0"),
         "top did not exit 0 on q: {:?}\n{}",
-        read(&exit_file),
+        read(&watched.exit),
         tmux.screen()
     );
-    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
-    assert!(ok, "the shell did not go on after top:\n{screen}");
+    tmux.assert_top_returned();
     assert_eq!(
-        tmux.pane("#{alternate_on}"),
-        "0",
-        "still on the alternate screen:\n{screen}"
+        read(&watched.before),
+        read(&watched.after),
+        "the terminal settings were not restored"
     );
-    assert_eq!(tmux.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
-    assert!(
-        !screen.contains("ffrtmp top · "),
-        "the view is still on the screen:\n{screen}"
-    );
-    assert_eq!(read(&before), read(&after), "the terminal settings were not restored");
-    assert!(!read(&before).is_empty());
+    assert!(!read(&watched.before).is_empty());
     drop(tmux);
 
     // NO_COLOR: the same view without a color.
@@ -333,46 +366,31 @@ fn top_tmux_restores_the_terminal_after_a_panic() {
     }
     let root = TestRoot::new(host);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (exit_file, before, after) = (
-        dir.path().join("exit"),
-        dir.path().join("stty-before"),
-        dir.path().join("stty-after"),
-    );
-    let command = format!(
-        "stty -g > {before}; FFRTMP_FAULT=panic-in-top {bin} top --cgroup-root {root} 2>&1; echo exit=$? > {exit}; \
-         stty -g > {after}; echo top-returned; exec sleep 600",
-        before = before.display(),
-        after = after.display(),
-        exit = exit_file.display(),
-        bin = ffrtmp_bin().display(),
-        root = root.name(),
-    );
+    let watched = Watched::new(dir.path());
+    let command = watched.command(&format!(
+        "FFRTMP_FAULT=panic-in-top {} top --cgroup-root {} 2>&1",
+        ffrtmp_bin().display(),
+        root.name()
+    ));
     let tmux = Tmux::start(100, 30, &command);
     assert!(
-        wait_until(Duration::from_secs(10), || !read(&exit_file).is_empty()),
+        wait_until(Duration::from_secs(10), || !read(&watched.exit).is_empty()),
         "top did not panic and end (is {} built with the fault-injection feature, as `cargo build --workspace` builds it?):\n{}",
         ffrtmp_bin().display(),
         tmux.screen()
     );
     // Rust's exit status for a panic in main.
-    assert_eq!(read(&exit_file).trim(), "exit=101", "{}", tmux.screen());
-    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
-    assert!(ok, "the shell did not go on after top:\n{screen}");
+    assert_eq!(read(&watched.exit).trim(), "exit=101", "{}", tmux.screen());
+    let screen = tmux.assert_top_returned();
     assert!(
         screen.contains("FFRTMP_FAULT=panic-in-top"),
         "no panic message:\n{screen}"
     );
-    assert!(
-        !screen.contains("ffrtmp top · "),
-        "the view is still on the screen:\n{screen}"
-    );
     assert_eq!(
-        tmux.pane("#{alternate_on}"),
-        "0",
-        "still on the alternate screen:\n{screen}"
+        read(&watched.before),
+        read(&watched.after),
+        "raw mode was not turned off"
     );
-    assert_eq!(tmux.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
-    assert_eq!(read(&before), read(&after), "raw mode was not turned off");
     root.assert_nothing_created();
 }
 
@@ -418,14 +436,7 @@ fn top_tmux_quits_on_sigterm_and_when_its_terminal_goes_away() {
         read(&exit_file),
         tmux.screen()
     );
-    let (ok, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top-returned"));
-    assert!(ok, "{screen}");
-    assert_eq!(
-        tmux.pane("#{alternate_on}"),
-        "0",
-        "still on the alternate screen:\n{screen}"
-    );
-    assert_eq!(tmux.pane("#{cursor_flag}"), "1", "the cursor is still hidden");
+    tmux.assert_top_returned();
     drop(top);
     drop(tmux);
 

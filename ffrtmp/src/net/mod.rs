@@ -1,7 +1,9 @@
 //! Per-job network bandwidth: rates, the egress mode, and the eBPF
 //! `cgroup_skb` programs that enforce them (see docs/network.md).
 
-mod bpf;
+/// The raw `bpf(2)` commands the shaper uses (legacy cgroup attach, query,
+/// program info); public for tools that inspect or attach beside it.
+pub mod bpf;
 mod qdisc;
 mod rate;
 mod shaper;

@@ -233,32 +233,14 @@ fn sample_until_exit(job: &mut Child, root: &Path, hook: Hook) -> (RunStats, Run
 }
 
 /// The reference: a cgroup_skb program of two instructions that passes
-/// every packet, loaded and attached with bpf(2) directly.
+/// every packet, loaded with bpf(2) directly (aya loads only from an ELF
+/// object), attached and read with ffrtmp's own bpf(2) helpers.
 mod empty {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     use std::path::Path;
 
-    use aya_obj::generated::{bpf_attach_type, bpf_cmd, bpf_prog_info, bpf_prog_type};
-    use ffrtmp::net::{Hook, RunStats};
-
-    fn attach_type(hook: Hook) -> u32 {
-        match hook {
-            Hook::Egress => bpf_attach_type::BPF_CGROUP_INET_EGRESS as u32,
-            _ => bpf_attach_type::BPF_CGROUP_INET_INGRESS as u32,
-        }
-    }
-
-    fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> i64 {
-        // SAFETY: attr is a properly sized, initialised bpf_attr prefix.
-        unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd as libc::c_int,
-                std::ptr::from_mut(attr),
-                size_of::<T>() as u32,
-            )
-        }
-    }
+    use aya_obj::generated::{bpf_attach_type, bpf_cmd, bpf_prog_type};
+    use ffrtmp::net::{Hook, RunStats, bpf};
 
     /// The leading fields of `union bpf_attr` for BPF_PROG_LOAD.
     #[repr(C)]
@@ -290,10 +272,22 @@ mod empty {
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: name,
-            expected_attach_type: attach_type(hook),
+            expected_attach_type: match hook {
+                Hook::Egress => bpf_attach_type::BPF_CGROUP_INET_EGRESS as u32,
+                _ => bpf_attach_type::BPF_CGROUP_INET_INGRESS as u32,
+            },
             ..LoadAttr::default()
         };
-        let fd = bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr);
+        // SAFETY: attr is an initialised prefix of bpf_attr whose pointers
+        // (insns, license) outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_PROG_LOAD as libc::c_int,
+                std::ptr::from_mut(&mut attr),
+                size_of::<LoadAttr>() as u32,
+            )
+        };
         assert!(
             fd >= 0,
             "loading the empty program: {}",
@@ -303,55 +297,17 @@ mod empty {
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
     }
 
-    #[repr(C)]
-    struct AttachAttr {
-        target_fd: u32,
-        attach_bpf_fd: u32,
-        attach_type: u32,
-        attach_flags: u32,
-    }
-
     /// Beside ffrtmp's program (BPF_F_ALLOW_MULTI), until the cgroup goes.
     pub fn attach(prog: &OwnedFd, cgroup: &Path, hook: Hook) {
         let dir = std::fs::File::open(cgroup).expect("opening the job's cgroup");
-        let mut attr = AttachAttr {
-            target_fd: dir.as_raw_fd() as u32,
-            attach_bpf_fd: prog.as_raw_fd() as u32,
-            attach_type: attach_type(hook),
-            attach_flags: aya_obj::generated::BPF_F_ALLOW_MULTI,
-        };
-        let rc = bpf(bpf_cmd::BPF_PROG_ATTACH, &mut attr);
-        assert!(
-            rc == 0,
-            "attaching the empty program: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
+        bpf::attach(dir.as_fd(), prog.as_fd(), hook).expect("attaching the empty program");
     }
 
     pub fn stats(prog: &OwnedFd) -> RunStats {
-        // SAFETY: bpf_prog_info is plain integers and arrays: all zeroes is valid.
-        let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-        let mut attr = InfoAttr {
-            bpf_fd: prog.as_raw_fd() as u32,
-            info_len: size_of::<bpf_prog_info>() as u32,
-            info: std::ptr::from_mut(&mut info) as u64,
-        };
-        let rc = bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr);
-        assert!(
-            rc == 0,
-            "reading the empty program: {}",
-            std::io::Error::last_os_error()
-        );
+        let info = bpf::prog_info(prog.as_fd()).expect("reading the empty program");
         RunStats {
             run_time_ns: info.run_time_ns,
-            run_count: info.run_cnt,
+            run_count: info.run_count,
         }
     }
 }
