@@ -93,7 +93,7 @@ fn main() {
         for (i, scenario) in SCENARIOS.iter().enumerate() {
             port += 1;
             let m = measure(&dir, &root, scenario, port, secs);
-            let (ours, empty) = (m.ours.ns_per_run(), m.empty.ns_per_run());
+            let (ours, empty) = (ns_per_run(&m.ours), ns_per_run(&m.empty));
             say(&format!(
                 "round {round} {}: {} runs, {ours:.0} ns per run; empty program {} runs, {empty:.0} ns per run; ratio {:.2}x; {:.0} bytes per run, {:.1} Mbit/s; program time {:.2} % of the wall time",
                 scenario.name,
@@ -145,14 +145,8 @@ struct Measured {
     received: u64,
 }
 
-trait PerRun {
-    fn ns_per_run(&self) -> f64;
-}
-
-impl PerRun for RunStats {
-    fn ns_per_run(&self) -> f64 {
-        self.run_time_ns as f64 / self.run_count.max(1) as f64
-    }
+fn ns_per_run(stats: &RunStats) -> f64 {
+    stats.run_time_ns as f64 / stats.run_count.max(1) as f64
 }
 
 /// One run of `scenario`.
