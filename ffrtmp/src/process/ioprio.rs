@@ -1,13 +1,13 @@
 //! The IO scheduling class (`ioprio_set`), per thread like nice:
 //! `IOPRIO_WHO_PROCESS` with a tid changes that one thread, so every entry
-//! of `/proc/<pid>/task` is set, and the list is read once more to catch
-//! threads created meanwhile. New threads and children inherit it.
+//! of `/proc/<pid>/task` is set, threads created meanwhile included (see
+//! [`super::threads`]). New threads and children inherit it.
 //! No crate wraps the syscall (nix does not), hence `libc::syscall`.
 
-use std::collections::BTreeSet;
 use std::io;
 
-use super::identity::{ProcError, thread_ids};
+use super::identity::ProcError;
+use super::threads::{EveryThreadError, set_every_thread};
 use crate::cgroup::limits::IoClass;
 
 /// `IOPRIO_WHO_PROCESS` (include/uapi/linux/ioprio.h): one thread by tid.
@@ -64,31 +64,19 @@ pub fn thread_ioprio(tid: u32) -> io::Result<u16> {
     }
 }
 
-/// Set the IO class of every thread of `pid`. Returns how many threads
-/// were set; a thread that exits meanwhile (ESRCH) is not an error.
+/// Set the IO class of every thread of `pid`, threads being created
+/// meanwhile included ([`super::threads`]). Returns how many threads were
+/// set; a thread that exits meanwhile (ESRCH) is not an error.
 pub fn set_all_threads(pid: u32, class: IoClass) -> Result<usize, IoprioError> {
-    let mut done = BTreeSet::new();
-    for _pass in 0..2 {
-        for tid in thread_ids(pid)? {
-            if done.contains(&tid) {
-                continue;
-            }
-            match set_thread(tid, class) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(source) => {
-                    return Err(IoprioError::Set {
-                        pid,
-                        tid,
-                        class,
-                        source,
-                    });
-                }
-            }
-            done.insert(tid);
-        }
-    }
-    Ok(done.len())
+    set_every_thread(pid, |tid| set_thread(tid, class)).map_err(|e| match e {
+        EveryThreadError::Proc(e) => IoprioError::Proc(e),
+        EveryThreadError::Set { tid, source } => IoprioError::Set {
+            pid,
+            tid,
+            class,
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod pidfd;
 pub mod pin;
 pub mod rlimit;
 pub mod spawn;
+pub mod threads;
 
 pub use identity::{ProcError, ProcessId, ProcessInfo};
 pub use pidfd::PidFd;

@@ -1,11 +1,11 @@
 //! Niceness is per thread on Linux: `setpriority(PRIO_PROCESS, tid)` changes
-//! one thread, so every entry of `/proc/<pid>/task` is reniced, and the list
-//! is read once more to catch threads created meanwhile.
+//! one thread, so every entry of `/proc/<pid>/task` is reniced, threads
+//! created meanwhile included (see [`super::threads`]).
 
-use std::collections::BTreeSet;
 use std::io;
 
-use super::identity::{ProcError, thread_ids};
+use super::identity::ProcError;
+use super::threads::{EveryThreadError, set_every_thread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NiceError {
@@ -36,24 +36,14 @@ fn thread(tid: u32) -> io::Result<Option<rustix::process::Pid>> {
     }
 }
 
-/// Renice every thread of `pid`. Returns how many threads were set.
-/// A thread that exits meanwhile (ESRCH) is not an error.
+/// Renice every thread of `pid`, threads being created meanwhile included
+/// ([`super::threads`]). Returns how many threads were set. A thread that
+/// exits meanwhile (ESRCH) is not an error.
 pub fn renice_all_threads(pid: u32, nice: i8) -> Result<usize, NiceError> {
-    let mut done = BTreeSet::new();
-    for _pass in 0..2 {
-        for tid in thread_ids(pid)? {
-            if done.contains(&tid) {
-                continue;
-            }
-            match set_thread_nice(tid, nice) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(source) => return Err(NiceError::Set { pid, tid, nice, source }),
-            }
-            done.insert(tid);
-        }
-    }
-    Ok(done.len())
+    set_every_thread(pid, |tid| set_thread_nice(tid, nice)).map_err(|e| match e {
+        EveryThreadError::Proc(e) => NiceError::Proc(e),
+        EveryThreadError::Set { tid, source } => NiceError::Set { pid, tid, nice, source },
+    })
 }
 
 /// The nice value of one thread.
