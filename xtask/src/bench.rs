@@ -48,7 +48,7 @@ int main(void)
 "#;
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--write]
+usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--also PATH] [--write]
 
 Measures the median time from invoking `ffrtmp run … -- probe` to the probe's
 first instruction, against spawning the probe directly, interleaved in one run.
@@ -58,6 +58,8 @@ Needs root (ffrtmp creates cgroups). Builds ffrtmp (release) and the probe first
   --warmup N      rounds run first and discarded (default 20)
   --gap-ms MS     sleep MS ms before every sample (default 0: back to back);
                   e.g. 50 shows the cost of a `run` on an otherwise idle host
+  --also PATH      also measure `PATH run`, no limits: another build of ffrtmp
+                  (e.g. static), in the same rounds as the others
   --write         also update the run-overhead section of docs/BENCHMARKS.md
 ";
 
@@ -65,6 +67,7 @@ struct Options {
     iterations: usize,
     warmup: usize,
     gap_ms: u64,
+    also: Option<PathBuf>,
     write: bool,
 }
 
@@ -73,6 +76,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         iterations: DEFAULT_ITERATIONS,
         warmup: DEFAULT_WARMUP,
         gap_ms: 0,
+        also: None,
         write: false,
     };
     let mut flags = Flags::new(args);
@@ -81,6 +85,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--iterations" | "-n" => o.iterations = flags.number(flag)? as usize,
             "--warmup" => o.warmup = flags.number(flag)? as usize,
             "--gap-ms" => o.gap_ms = flags.number(flag)?,
+            "--also" => o.also = Some(PathBuf::from(flags.text(flag)?)),
             "--write" if !flags.has_inline() => o.write = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -124,7 +129,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         done: false,
     };
 
-    let modes = [
+    let mut modes = vec![
         Mode::new("direct spawn", &probe, Vec::new()),
         Mode::new("`ffrtmp run`, no limits", &ffrtmp, run_args(&cgroup_root, &[], &probe)),
         Mode::new(
@@ -133,6 +138,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             run_args(&cgroup_root, &LIMIT_ARGS, &probe),
         ),
     ];
+    if let Some(also) = &opts.also {
+        ensure!(also.is_file(), "--also {}: no such file", also.display());
+        let label = format!("`{} run`, no limits", also.display());
+        modes.push(Mode::new(label, also, run_args(&cgroup_root, &[], &probe)));
+    }
     eprintln!(
         "bench: {} warm-up + {} measured rounds of {} modes, cgroup root {cgroup_root} (relative)",
         opts.warmup,
@@ -163,15 +173,15 @@ fn run_args(cgroup_root: &str, limits: &[&str], probe: &Path) -> Vec<String> {
 }
 
 struct Mode {
-    label: &'static str,
+    label: String,
     program: PathBuf,
     args: Vec<String>,
 }
 
 impl Mode {
-    fn new(label: &'static str, program: &Path, args: Vec<String>) -> Self {
+    fn new(label: impl Into<String>, program: &Path, args: Vec<String>) -> Self {
         Self {
-            label,
+            label: label.into(),
             program: program.to_path_buf(),
             args,
         }

@@ -222,10 +222,13 @@ fn ensure_cargo_fuzz(toolchain: &str, tools_dir: &Path) -> anyhow::Result<PathBu
     );
     let t = Instant::now();
     let mut cmd = rustup_run(toolchain, "cargo");
+    // `--debug`: cargo-fuzz only drives cargo and the fuzzers, so its own
+    // speed does not matter, and a debug build compiles in less time.
     cmd.args([
         "install",
         "cargo-fuzz",
         "--locked",
+        "--debug",
         "--force",
         "--version",
         &format!("={CARGO_FUZZ_VERSION}"),
