@@ -34,12 +34,14 @@ const DEFAULT_SECONDS: u64 = 20;
 /// libFuzzer's limit for one input: a hang shows as a crash ("timeout").
 const INPUT_TIMEOUT_SECONDS: u64 = 10;
 
-const USAGE: &str = "usage: cargo xtask fuzz [--target NAME]... [--seconds N] [--list] [--minimize]
+const USAGE: &str = "usage: cargo xtask fuzz [--target NAME]... [--seconds N] [--opt-level N] [--list] [--minimize]
 
 Builds the fuzz targets in fuzz/ (pinned nightly + cargo-fuzz, installed under target/ if missing)
 and runs each for N seconds on its corpus; fails if any target crashes.
   --target NAME  run only this target (repeatable; default: all, see --list)
   --seconds N    libFuzzer's -max_total_time per target (default 20)
+  --opt-level N  build the targets at this opt-level (0-3; default: cargo's release
+                 profile, 3); CI's short runs use 1, which compiles in less time
   --list         print the targets and exit
   --minimize     afterwards, merge each target's corpora with `cargo fuzz cmin` into
                  fuzz/corpus/<target>/ (commit the result)";
@@ -48,6 +50,7 @@ and runs each for N seconds on its corpus; fails if any target crashes.
 struct Opts {
     targets: Vec<String>,
     seconds: u64,
+    opt_level: Option<u8>,
     list: bool,
     minimize: bool,
 }
@@ -56,6 +59,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
     let mut opts = Opts {
         targets: Vec::new(),
         seconds: DEFAULT_SECONDS,
+        opt_level: None,
         list: false,
         minimize: false,
     };
@@ -73,6 +77,13 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
                 opts.seconds = match v.parse() {
                     Ok(n) if n > 0 => n,
                     _ => bail!("--seconds takes a whole number of seconds above 0, not '{v}'\n\n{USAGE}"),
+                };
+            }
+            "--opt-level" => {
+                let v = value("--opt-level")?;
+                opts.opt_level = match v.parse() {
+                    Ok(n @ 0..=3) => Some(n),
+                    _ => bail!("--opt-level takes 0, 1, 2 or 3, not '{v}'\n\n{USAGE}"),
                 };
             }
             "--list" => opts.list = true,
@@ -118,6 +129,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         cargo_fuzz,
         fuzz_dir,
         target_dir: root.join("target/fuzz"),
+        opt_level: opts.opt_level,
     };
 
     let t = Instant::now();
@@ -246,6 +258,8 @@ struct Fuzz {
     cargo_fuzz: PathBuf,
     fuzz_dir: PathBuf,
     target_dir: PathBuf,
+    /// cargo-fuzz builds with the release profile; this overrides its level.
+    opt_level: Option<u8>,
 }
 
 /// One target's run: libFuzzer's final figures.
@@ -291,6 +305,9 @@ impl Fuzz {
             .arg("--target-dir")
             .arg(&self.target_dir)
             .current_dir(&self.fuzz_dir);
+        if let Some(level) = self.opt_level {
+            cmd.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", level.to_string());
+        }
         cmd
     }
 
