@@ -81,7 +81,12 @@ pub fn set_every_thread(pid: u32, mut set: impl FnMut(u32) -> io::Result<()>) ->
     let mut waits_left = MAX_WAITS;
     let mut first = true;
     loop {
-        let tids = thread_ids(pid).map_err(EveryThreadError::Proc)?;
+        let tids = match thread_ids(pid) {
+            Ok(tids) => tids,
+            // Gone after the first pass: every thread it had was set.
+            Err(ProcError::NotFound { .. }) if !first => return Ok(done.len()),
+            Err(e) => return Err(EveryThreadError::Proc(e)),
+        };
         let mut found_new = false;
         for &tid in &tids {
             if done.contains(&tid) {
@@ -147,6 +152,19 @@ mod tests {
             !another_pass(false, &[Other, Other], 8),
             "all blocked elsewhere: settled"
         );
+    }
+
+    #[test]
+    fn a_process_gone_after_the_first_pass_is_done_not_an_error() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let n = set_every_thread(pid, |_| {
+            // Our own child: it ends (and is reaped) during the first pass.
+            child.kill()?;
+            child.wait().map(drop)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]
