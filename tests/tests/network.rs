@@ -361,7 +361,16 @@ fn net_attach_limits_connections_opened_after_the_move() {
     let pair = NetPair::new();
     let recv = receiver(&pair, &pair.b, 5007, None);
     let blast = stub_bin("net-blast");
-    let script = format!("sleep 1; exec {} send {}:5007 5", blast.display(), pair.addr_b);
+    // The connection must open after the move: the workload waits until
+    // its own cgroup (the v2 line, which sockets record) is in the test
+    // root. A fixed sleep was not enough in an emulated guest under load,
+    // where the attach took longer than it.
+    let script = format!(
+        "until grep -q '^0::.*/{root}/' /proc/self/cgroup; do sleep 0.05; done; exec {blast} send {addr}:5007 5",
+        root = root.name(),
+        blast = blast.display(),
+        addr = pair.addr_b
+    );
     let mut workload = Command::new("/bin/sh");
     workload.args(["-c", &script]);
     let mut workload = pair
