@@ -294,14 +294,11 @@ fn ensure_bpf_linker(toolchain: &str, tools_dir: &Path) -> anyhow::Result<PathBu
 
     eprintln!("build-ebpf: building bpf-linker {BPF_LINKER_VERSION} against {libllvm} (about a minute)");
     let t = Instant::now();
-    // `--debug`: the linking is done by libLLVM (optimized either way);
-    // bpf-linker's own code is a thin driver, and builds in less time so.
     let mut cmd = rustup_run(toolchain, "cargo");
     cmd.args([
         "install",
         "bpf-linker",
         "--locked",
-        "--debug",
         "--force",
         "--version",
         BPF_LINKER_VERSION,
