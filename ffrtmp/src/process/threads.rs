@@ -26,6 +26,9 @@ use super::identity::{ProcError, thread_ids};
 /// every pass, which costs this bound and no more.
 pub const MAX_WAITS: u32 = 80;
 const WAIT: Duration = Duration::from_micros(250);
+/// Passes at most, waits or not: a process that creates threads without
+/// pause would otherwise show a new one in every pass for ever.
+pub const MAX_PASSES: u32 = 200;
 
 /// What a thread was doing, from `/proc/<pid>/task/<tid>/syscall`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +77,14 @@ pub enum EveryThreadError {
 }
 
 /// Calls `set(tid)` once for every thread of `pid`, including threads that
-/// appear while it runs (see the module). A thread that exits meanwhile
-/// (ESRCH) is not an error. Returns how many threads were set.
+/// appear while it runs (see the module), in at most [`MAX_PASSES`] passes.
+/// A thread that exits meanwhile (ESRCH) is not an error. Returns how many
+/// threads were set.
 pub fn set_every_thread(pid: u32, mut set: impl FnMut(u32) -> io::Result<()>) -> Result<usize, EveryThreadError> {
     let mut done = BTreeSet::new();
     let mut waits_left = MAX_WAITS;
     let mut first = true;
-    loop {
+    for _ in 0..MAX_PASSES {
         let tids = match thread_ids(pid) {
             Ok(tids) => tids,
             // Gone after the first pass: every thread it had was set.
@@ -118,6 +122,7 @@ pub fn set_every_thread(pid: u32, mut set: impl FnMut(u32) -> io::Result<()>) ->
             std::thread::sleep(WAIT);
         }
     }
+    Ok(done.len())
 }
 
 #[cfg(test)]
