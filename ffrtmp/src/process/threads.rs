@@ -15,9 +15,10 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
-use super::identity::{ProcError, thread_ids};
+use super::identity::{ProcError, read_small, thread_ids};
 
 /// Waits for threads that may be inside a clone, at most (80 × 250 µs =
 /// 20 ms): a clone takes tens of microseconds on hardware, but 8 waits of
@@ -59,14 +60,15 @@ impl Doing {
     }
 }
 
-/// Whether another pass is needed: a new thread was found in this one, or
-/// some thread may still be creating one (and waits are left).
-pub fn another_pass(found_new: bool, doing: &[Doing], waits_left: u32) -> bool {
-    found_new || (waits_left > 0 && doing.iter().any(|d| d.may_be_cloning()))
+/// Whether the listing has settled: no thread may still be inside a clone
+/// (stops at the first that may, so a busy process costs one read).
+pub fn settled(mut doing: impl Iterator<Item = Doing>) -> bool {
+    !doing.any(Doing::may_be_cloning)
 }
 
 fn doing(pid: u32, tid: u32) -> Doing {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).map_or(Doing::Other, |s| Doing::parse(&s))
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    read_small(Path::new(&path)).map_or(Doing::Other, |b| Doing::parse(&String::from_utf8_lossy(&b)))
 }
 
 /// A thread whose attribute could not be set.
@@ -83,44 +85,34 @@ pub enum EveryThreadError {
 pub fn set_every_thread(pid: u32, mut set: impl FnMut(u32) -> io::Result<()>) -> Result<usize, EveryThreadError> {
     let mut done = BTreeSet::new();
     let mut waits_left = MAX_WAITS;
-    let mut first = true;
     for _ in 0..MAX_PASSES {
         let tids = match thread_ids(pid) {
             Ok(tids) => tids,
-            // Gone after the first pass: every thread it had was set.
-            Err(ProcError::NotFound { .. }) if !first => return Ok(done.len()),
+            // Gone after a pass that set its threads: they all were set.
+            Err(ProcError::NotFound { .. }) if !done.is_empty() => return Ok(done.len()),
             Err(e) => return Err(EveryThreadError::Proc(e)),
         };
         let mut found_new = false;
         for &tid in &tids {
-            if done.contains(&tid) {
+            if !done.insert(tid) {
                 continue;
             }
+            found_new = true;
             match set(tid) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(source) => return Err(EveryThreadError::Set { tid, source }),
             }
-            done.insert(tid);
-            found_new = true;
         }
-        // The first pass always finds its threads new; list once more.
-        if first {
-            first = false;
+        // A new thread (every thread, in the first pass): list once more.
+        if found_new {
             continue;
         }
-        let states: Vec<Doing> = if found_new {
-            Vec::new()
-        } else {
-            tids.iter().map(|&tid| doing(pid, tid)).collect()
-        };
-        if !another_pass(found_new, &states, waits_left) {
+        if waits_left == 0 || settled(tids.iter().map(|&tid| doing(pid, tid))) {
             return Ok(done.len());
         }
-        if !found_new {
-            waits_left -= 1;
-            std::thread::sleep(WAIT);
-        }
+        waits_left -= 1;
+        std::thread::sleep(WAIT);
     }
     Ok(done.len())
 }
@@ -147,16 +139,12 @@ mod tests {
     }
 
     #[test]
-    fn passes_go_on_while_a_thread_may_be_cloning_and_waits_are_left() {
+    fn the_listing_settles_when_no_thread_may_be_cloning() {
         use Doing::*;
-        assert!(another_pass(true, &[], 0), "a new thread: always look again");
-        assert!(another_pass(false, &[Other, Cloning], 3));
-        assert!(another_pass(false, &[Running], 1));
-        assert!(!another_pass(false, &[Running], 0), "the waits are bounded");
-        assert!(
-            !another_pass(false, &[Other, Other], 8),
-            "all blocked elsewhere: settled"
-        );
+        assert!(!settled([Other, Cloning].into_iter()));
+        assert!(!settled([Running].into_iter()));
+        assert!(settled([Other, Other].into_iter()), "all blocked elsewhere");
+        assert!(settled([].into_iter()));
     }
 
     #[test]
