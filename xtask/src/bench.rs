@@ -58,7 +58,7 @@ Needs root (ffrtmp creates cgroups). Builds ffrtmp (release) and the probe first
   --warmup N      rounds run first and discarded (default 20)
   --gap-ms MS     sleep MS ms before every sample (default 0: back to back);
                   e.g. 50 shows the cost of a `run` on an otherwise idle host
-  --also PATH      also measure `PATH run`, no limits: another build of ffrtmp
+  --also PATH     also measure `PATH run`, no limits: another build of ffrtmp
                   (e.g. static), in the same rounds as the others
   --write         also update the run-overhead section of docs/BENCHMARKS.md
 ";
