@@ -59,6 +59,16 @@ fn attach_sets_oom_score_adj() {
         std::fs::read_to_string(&path),
         ffrtmp.stderr_now()
     );
+    // `ffrtmp status` reads it back from the process.
+    let status = run_ffrtmp(&["status", "--cgroup-root", root.name(), "--json"]).json();
+    let job = status["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["job_id"] == "oom"));
+    assert_eq!(
+        job.map(|j| j["limits"]["oom_score_adj"].clone()),
+        Some(serde_json::json!(300)),
+        "{status}"
+    );
     target.write_stdin(b"go\n");
     let out = ffrtmp.wait(EXIT_TIMEOUT);
     assert_eq!(out.code(), 0, "{out:?}");

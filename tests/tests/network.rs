@@ -10,14 +10,18 @@
 //! no `sch_fq`).
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod support;
+
+use ffrtmp::net::{Hook, bpf};
 use tests::{
-    EXIT_TIMEOUT, POLL_TIMEOUT, Signal, Spawned, TestRoot, Value, ffrtmp_bin, privileged, stub_bin, wait_until,
+    EXIT_TIMEOUT, POLL_TIMEOUT, Signal, Spawned, TestRoot, Value, Version, ffrtmp_bin, privileged, stub_bin, wait_until,
 };
 
 /// iproute2's `ip` (in the VM guest busybox has an `ip` too, earlier on
@@ -252,11 +256,19 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     });
     let (got_limited, _) = measured(limited);
     let (got_free, _) = measured(free);
+    eprintln!(
+        "note: beside each other: limited {got_limited:.0} bit/s, unlimited {got_free:.0} bit/s (alone {capacity:.0})"
+    );
     // At most the rate (the solo runs above show it is reached): beside a
     // sender that takes every CPU (the emulated VM has two), the limited
-    // one may get less than its rate, never more.
+    // one may get less than its rate, never more. The unlimited one gets
+    // far more than the limit, and at least half of what the path carried
+    // alone (the two senders share this machine's CPUs).
     assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
-    assert!(got_free > 200e6, "the unlimited sender got only {got_free:.0} bit/s");
+    assert!(
+        got_free > 200e6 && got_free >= 0.5 * capacity,
+        "the unlimited sender got only {got_free:.0} bit/s (alone {capacity:.0})"
+    );
 }
 
 /// With fq on the device, egress is paced (departure times); on a kernel
@@ -295,19 +307,160 @@ fn net_egress_paces_where_the_device_has_fq() {
     }
 }
 
+/// `ffrtmp run --json`'s result in the output of a workload that printed
+/// lines of its own first: the pretty-printed document from its first `{`
+/// line to the end.
+fn result_after_output(stdout: &str) -> serde_json::Value {
+    let at = stdout
+        .find("\n{\n")
+        .unwrap_or_else(|| panic!("no run --json result in {stdout}"));
+    serde_json::from_str(&stdout[at + 1..]).unwrap_or_else(|e| panic!("run --json: {e}: {stdout}"))
+}
+
+/// Ingress at 2, 20 and 200 mbit, each with its counters in the result;
+/// then a limited receiver beside an unlimited one.
 #[test]
-fn net_ingress_is_policed_to_the_rate() {
+fn net_ingress_is_policed_to_the_rate_and_an_unlimited_receiver_is_not() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
     let capacity = unlimited_rate(&pair, &pair.b, &pair.a, &pair.addr_a);
-    for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6)] {
-        let args = run_with(&root, "--net-ingress-max", rate, false);
+    for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6), ("200mbit", 200e6)] {
+        let args = run_with(&root, "--net-ingress-max", rate, true);
         let recv = receiver(&pair, &pair.a, 5004, Some(args));
         let out = sender(&pair, &pair.b, &pair.addr_a, 5004, 5, None);
         assert!(out.status.success(), "{out:?}");
         let (got, said) = measured(recv);
         assert_rate(got, bits, capacity, &format!("{rate} ingress: {said}"));
+        let r = result_after_output(&said);
+        let applied = &r["limits"]["applied"][0];
+        assert_eq!(applied["limit"], "net_ingress_max", "{r}");
+        assert_eq!(applied["value"], rate, "{r}");
+        let network = &r["usage"]["network"];
+        let passed = network["ingress"]["passed_bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no ingress counters: {r}"));
+        // What the receiver got in 5 s at no less than 80 % of the rate
+        // (less where the emulated path cannot carry it).
+        let floor = bits.min(capacity) / 8.0 * 5.0 * 0.8;
+        assert!(
+            passed as f64 >= floor,
+            "{rate}: the program counted {passed} bytes, expected at least {floor:.0}: {r}"
+        );
+        assert_eq!(network["egress"], Value::Null, "no egress limit: {r}");
+    }
+    // Unlimited, beside a limited one: far above the limit, and at least
+    // half of what the path carried to it alone.
+    let args = run_with(&root, "--net-ingress-max", "20mbit", false);
+    let limited = receiver(&pair, &pair.a, 5012, Some(args));
+    let free = receiver(&pair, &pair.a, 5013, None);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| sender(&pair, &pair.b, &pair.addr_a, 5012, 4, None));
+        let b = s.spawn(|| sender(&pair, &pair.b, &pair.addr_a, 5013, 4, None));
+        assert!(a.join().expect("sender to the limited receiver").status.success());
+        assert!(b.join().expect("sender to the free receiver").status.success());
+    });
+    let (got_limited, _) = measured(limited);
+    let (got_free, _) = measured(free);
+    eprintln!(
+        "note: beside each other: limited {got_limited:.0} bit/s, unlimited {got_free:.0} bit/s (alone {capacity:.0})"
+    );
+    assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
+    assert!(
+        got_free > 200e6 && got_free >= 0.5 * capacity,
+        "the unlimited receiver got only {got_free:.0} bit/s (alone {capacity:.0})"
+    );
+}
+
+/// A job's cgroup2 directory, where its network programs are attached
+/// (`None`: the host has no cgroup2 mount).
+fn cgroup2_job_dir(root: &TestRoot, job: &str) -> Option<std::path::PathBuf> {
+    let mount = root.host().mounts.iter().find(|m| m.v2)?;
+    Some(mount.own_dir.join(root.name()).join(job))
+}
+
+/// The ids of the programs attached to `dir` for each network hook.
+fn programs_on(dir: &Path) -> Vec<(Hook, Vec<u32>)> {
+    let cgroup = std::fs::File::open(dir).unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+    [Hook::Egress, Hook::Ingress, Hook::SockOps]
+        .into_iter()
+        .map(|hook| {
+            let ids = bpf::query(cgroup.as_fd(), hook)
+                .unwrap_or_else(|e| panic!("querying {hook:?} on {}: {e}", dir.display()));
+            (hook, ids)
+        })
+        .collect()
+}
+
+/// Zero cost without a network limit: a job without one has no program on
+/// its cgroup2 directory (on a hybrid host it has no cgroup2 directory at
+/// all); one with `--net-egress-max` beside it has its egress and
+/// `sock_ops` programs there, which shows the query sees them.
+#[test]
+fn net_a_job_without_a_network_limit_has_no_program() {
+    let Some(host) = privileged() else { return };
+    let root = TestRoot::new(host);
+    for (job, net) in [("plain", None), ("limited", Some("20mbit"))] {
+        let mut cmd = Command::new(ffrtmp_bin());
+        cmd.args([
+            "run",
+            "--cgroup-root",
+            root.name(),
+            "--job-id",
+            job,
+            "--cpu-weight",
+            "50",
+        ]);
+        if let Some(rate) = net {
+            cmd.args(["--net-egress-max", rate]);
+        }
+        cmd.args(["--", "sh", "-c", "echo ready; read x"])
+            .env_remove("FFRTMP_CGROUP_ROOT");
+        let mut run = Spawned::start(cmd);
+        run.wait_for_stdout("ready");
+        let dir = cgroup2_job_dir(&root, job);
+        let on_dir = dir.as_deref().filter(|d| d.is_dir()).map(programs_on);
+        eprintln!("note: {job}: {dir:?}: {on_dir:?}");
+        let attached = |hook: Hook| {
+            on_dir
+                .as_ref()
+                .and_then(|p| p.iter().find(|(h, _)| *h == hook))
+                .map_or(0, |(_, ids)| ids.len())
+        };
+        match (net, host.version) {
+            (None, Version::V1) => assert!(
+                on_dir.is_none(),
+                "{job}: a cgroup2 directory {dir:?} without a network limit"
+            ),
+            (None, Version::V2) => {
+                let programs = on_dir
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{job}: no cgroup2 directory {dir:?}"));
+                assert!(
+                    programs.iter().all(|(_, ids)| ids.is_empty()),
+                    "{job}: programs {programs:?}"
+                );
+            }
+            (Some(_), _) => {
+                assert!(
+                    attached(Hook::Egress) >= 1,
+                    "{job}: no egress program on {dir:?}: {on_dir:?}"
+                );
+                assert!(
+                    attached(Hook::SockOps) >= 1,
+                    "{job}: no sock_ops program on {dir:?}: {on_dir:?}"
+                );
+                assert_eq!(
+                    attached(Hook::Ingress),
+                    0,
+                    "{job}: an ingress program without an ingress limit"
+                );
+            }
+        }
+        run.write_stdin(b"\n");
+        let out = run.wait(EXIT_TIMEOUT);
+        assert_eq!(out.code(), 0, "{out:?}");
+        root.assert_job_gone(job);
     }
 }
 
@@ -436,9 +589,10 @@ fn net_a_bare_number_is_refused_and_nothing_is_created() {
 /// adopted at its exec, waits a second so its socket is opened in the job
 /// cgroup, then execs `net-blast send`; its `detached` event carries
 /// `usage.network.egress` with at least the bytes the receiver got, and no
-/// ingress counters (no ingress limit).
+/// ingress counters (no ingress limit). While it sends, `/metrics` has its
+/// `ffrtmp_job_net_egress_bytes_total` series growing, and no ingress one.
 #[test]
-fn net_counters_reach_the_event_stream() {
+fn net_counters_reach_the_event_stream_and_the_metrics() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
@@ -448,6 +602,7 @@ fn net_counters_reach_the_event_stream() {
     let sh = dir.path().join(&name);
     tests::copy_executable(Path::new("/bin/sh"), &sh);
     let events = dir.path().join("events.jsonl");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let mut cmd = Command::new(ffrtmp_bin());
     cmd.args([
         "watch",
@@ -457,6 +612,8 @@ fn net_counters_reach_the_event_stream() {
         &name,
         "--net-egress-max",
         "20mbit",
+        "--metrics-listen",
+        &metrics.to_string(),
     ])
     .arg("--events")
     .arg(&events)
@@ -470,6 +627,11 @@ fn net_counters_reach_the_event_stream() {
         "the daemon did not start: {}",
         daemon.stderr_now()
     );
+    assert!(
+        wait_until(POLL_TIMEOUT, || daemon.stderr_now().contains("Serving /metrics")),
+        "no metrics endpoint: {}",
+        daemon.stderr_now()
+    );
 
     let recv = receiver(&pair, &pair.b, 5011, None);
     let script = format!(
@@ -479,8 +641,36 @@ fn net_counters_reach_the_event_stream() {
     );
     let mut target = Command::new(&sh);
     target.args(["-c", &script]);
-    let status = pair.inside(&pair.a, &mut target).status().expect("running the target");
+    let mut target = pair.inside(&pair.a, &mut target).spawn().expect("running the target");
+    let job = format!("auto-{name}-{}", target.id());
+    let series = |text: &str, metric: &str| -> Option<f64> {
+        let label = format!("job_id=\"{job}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+    };
+    let (mut egress_metric, mut ingress_metric) = (None::<f64>, None::<f64>);
+    let status = loop {
+        if let Some(status) = target.try_wait().expect("waiting for the target") {
+            break status;
+        }
+        let text = support::scrape(metrics);
+        if let Some(v) = series(&text, "ffrtmp_job_net_egress_bytes_total") {
+            egress_metric = Some(egress_metric.map_or(v, |m| m.max(v)));
+        }
+        ingress_metric = ingress_metric.or(series(&text, "ffrtmp_job_net_ingress_bytes_total"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(status.success(), "the target: {status}");
+    eprintln!("note: ffrtmp_job_net_egress_bytes_total of {job} reached {egress_metric:?} while it ran");
+    assert!(
+        egress_metric.is_some_and(|v| v > 0.0),
+        "no growing egress series for {job} in /metrics (largest {egress_metric:?})"
+    );
+    assert_eq!(
+        ingress_metric, None,
+        "an ingress series for {job}, which has no ingress limit"
+    );
     let out = recv.wait_with_output().expect("waiting for the receiver");
     let said: Value = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -94,6 +94,9 @@ pub(super) struct LimitsInPlace {
     /// The IO class of the job's first process (`ioprio_get`); `None` when
     /// it has none (it follows its nice value).
     pub(super) io_class: Option<String>,
+    /// `oom_score_adj` of the job's first process; `None` at 0 (the
+    /// kernel's default, and what `--oom-score-adj` leaves alone).
+    pub(super) oom_score_adj: Option<i16>,
     /// The rate in the job's network bucket (`8mbit`), read from the
     /// programs attached to its cgroup2 directory.
     pub(super) net_egress_max: Option<String>,
@@ -137,6 +140,10 @@ impl JobStatus {
     pub(super) fn read(job: &ExistingJob, version: Version, now: SystemTime) -> JobStatus {
         let pids = job.pids();
         let io_class = io_class_of(pids.first().copied());
+        let oom_score_adj = pids
+            .first()
+            .and_then(|&pid| crate::process::oom::get(pid).ok())
+            .filter(|&adj| adj != 0);
         let not_in_effect: Vec<NotInEffect> = job
             .outside()
             .into_iter()
@@ -175,6 +182,7 @@ impl JobStatus {
             },
             limits: LimitsInPlace {
                 io_class,
+                oom_score_adj,
                 net_egress_max,
                 net_ingress_max,
                 ..read_limits(version, |c, f| if partial(c) { None } else { job.read(c, f) })
@@ -251,6 +259,7 @@ pub(super) fn read_limits(version: Version, read: impl Fn(Controller, &str) -> O
                 .or_else(|| read(Controller::Io, files::IO_BFQ_WEIGHT).and_then(|s| fs::keyed_value(&s, "default")))
                 .filter(|&w| w != 100),
             io_class: None,
+            oom_score_adj: None,
             net_egress_max: None,
             net_ingress_max: None,
         },
@@ -274,6 +283,7 @@ pub(super) fn read_limits(version: Version, read: impl Fn(Controller, &str) -> O
                 .or_else(|| read(Controller::Io, files::BLKIO_WEIGHT))
                 .and_then(|s| s.trim().parse().ok()),
             io_class: None,
+            oom_score_adj: None,
             net_egress_max: None,
             net_ingress_max: None,
         },
@@ -579,6 +589,7 @@ mod tests {
                 mems: None,
                 io_weight: Some(50),
                 io_class: None,
+                oom_score_adj: None,
                 net_egress_max: None,
                 net_ingress_max: None,
             }

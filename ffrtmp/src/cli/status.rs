@@ -146,6 +146,7 @@ impl Report {
             "MEMS",
             "IO WEIGHT",
             "IO CLASS",
+            "OOM ADJ",
             "NET OUT",
             "NET IN",
         ];
@@ -203,6 +204,7 @@ impl JobStatus {
             l.mems.clone().unwrap_or_else(dash),
             l.io_weight.map_or_else(dash, |w| w.to_string()),
             l.io_class.clone().unwrap_or_else(dash),
+            l.oom_score_adj.map_or_else(dash, |a| a.to_string()),
             l.net_egress_max.clone().unwrap_or_else(dash),
             l.net_ingress_max.clone().unwrap_or_else(dash),
         ]
@@ -295,6 +297,7 @@ mod tests {
             mems: None,
             io_weight: Some(500),
             io_class: Some("idle".into()),
+            oom_score_adj: Some(-500),
             net_egress_max: Some("20mbit".into()),
             net_ingress_max: None,
         };
@@ -333,6 +336,7 @@ mod tests {
                 "-",
                 "500",
                 "idle",
+                "-500",
                 "20mbit",
                 "-"
             ]
@@ -354,6 +358,7 @@ mod tests {
             "PIDS MAX",
             "CPUS",
             "IO CLASS",
+            "OOM ADJ",
             "NET OUT",
         ] {
             let at = lines[0].find(header).unwrap();
@@ -412,7 +417,7 @@ mod tests {
         assert_eq!(job["usage"]["throttled_periods"], 112);
         assert_eq!(
             job["limits"],
-            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null, "cpus": null, "mems": null, "io_weight": null, "io_class": null, "net_egress_max": null, "net_ingress_max": null})
+            serde_json::json!({"cpu_max": null, "cpu_weight": null, "memory_max_bytes": null, "memory_high_bytes": null, "memory_swap_max_bytes": null, "io_max": [], "pids_max": null, "cpus": null, "mems": null, "io_weight": null, "io_class": null, "oom_score_adj": null, "net_egress_max": null, "net_ingress_max": null})
         );
         let mut keys: Vec<&str> = job.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
