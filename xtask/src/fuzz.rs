@@ -34,12 +34,15 @@ const DEFAULT_SECONDS: u64 = 20;
 /// libFuzzer's limit for one input: a hang shows as a crash ("timeout").
 const INPUT_TIMEOUT_SECONDS: u64 = 10;
 
-const USAGE: &str = "usage: cargo xtask fuzz [--target NAME]... [--seconds N] [--opt-level N] [--list] [--minimize]
+const USAGE: &str =
+    "usage: cargo xtask fuzz [--target NAME]... [--seconds N] [--jobs N] [--opt-level N] [--list] [--minimize]
 
 Builds the fuzz targets in fuzz/ (pinned nightly + cargo-fuzz, installed under target/ if missing)
 and runs each for N seconds on its corpus; fails if any target crashes.
   --target NAME  run only this target (repeatable; default: all, see --list)
   --seconds N    libFuzzer's -max_total_time per target (default 20)
+  --jobs N       run N targets at a time, each on its own core (default 1; libFuzzer
+                 runs one process per target, so more jobs than cores only share them)
   --opt-level N  build the targets at this opt-level (0-3; default: cargo's release
                  profile, 3); CI's short runs use 1, which compiles in less time
   --list         print the targets and exit
@@ -50,6 +53,7 @@ and runs each for N seconds on its corpus; fails if any target crashes.
 struct Opts {
     targets: Vec<String>,
     seconds: u64,
+    jobs: usize,
     opt_level: Option<u8>,
     list: bool,
     minimize: bool,
@@ -59,6 +63,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
     let mut opts = Opts {
         targets: Vec::new(),
         seconds: DEFAULT_SECONDS,
+        jobs: 1,
         opt_level: None,
         list: false,
         minimize: false,
@@ -77,6 +82,13 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
                 opts.seconds = match v.parse() {
                     Ok(n) if n > 0 => n,
                     _ => bail!("--seconds takes a whole number of seconds above 0, not '{v}'\n\n{USAGE}"),
+                };
+            }
+            "--jobs" => {
+                let v = value("--jobs")?;
+                opts.jobs = match v.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => bail!("--jobs takes a whole number of targets above 0, not '{v}'\n\n{USAGE}"),
                 };
             }
             "--opt-level" => {
@@ -141,11 +153,24 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     run(&mut build, "building the fuzz targets")?;
     eprintln!("fuzz: built ({:.1}s)", t.elapsed().as_secs_f64());
 
+    // `jobs` targets at a time: each libFuzzer run is one single-threaded
+    // process, so on a machine with cores to spare they run side by side.
     let mut results = Vec::new();
-    for target in &selected {
-        let result = fuzz.run(target, opts.seconds)?;
-        println!("{}", result.line());
-        results.push(result);
+    for batch in selected.chunks(opts.jobs) {
+        let batch_results: Vec<anyhow::Result<RunResult>> = std::thread::scope(|s| {
+            let runs: Vec<_> = batch
+                .iter()
+                .map(|target| s.spawn(|| fuzz.run(target, opts.seconds)))
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().unwrap_or_else(|_| bail!("a fuzz run's thread panicked")))
+                .collect()
+        });
+        for result in batch_results {
+            let result = result?;
+            println!("{}", result.line());
+            results.push(result);
+        }
     }
     if opts.minimize {
         for target in selected
@@ -156,9 +181,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
     }
     println!(
-        "fuzz: {} target(s), {} s each, {:.0}s in all",
+        "fuzz: {} target(s), {} s each, {} at a time, {:.0}s in all",
         results.len(),
         opts.seconds,
+        opts.jobs,
         started.elapsed().as_secs_f64()
     );
     let crashed: Vec<&RunResult> = results.iter().filter(|r| r.crash.is_some()).collect();
@@ -532,10 +558,18 @@ mod tests {
             .unwrap();
         assert_eq!(o.targets, ["btf", "limits"]);
         assert_eq!(o.seconds, 5);
+        assert_eq!(o.jobs, 1);
         assert!(!o.list && !o.minimize);
+        assert_eq!(parse(&s(&["--jobs", "2"])).unwrap().unwrap().jobs, 2);
         assert_eq!(parse(&s(&[])).unwrap().unwrap().seconds, DEFAULT_SECONDS);
         assert!(parse(&s(&["--list"])).unwrap().unwrap().list);
-        for bad in [&["--seconds", "0"][..], &["--seconds"], &["--target"], &["--bogus"]] {
+        for bad in [
+            &["--seconds", "0"][..],
+            &["--seconds"],
+            &["--target"],
+            &["--jobs", "0"],
+            &["--bogus"],
+        ] {
             assert!(parse(&s(bad)).is_err(), "{bad:?} accepted");
         }
         assert!(parse(&s(&["--help"])).unwrap().is_none());
