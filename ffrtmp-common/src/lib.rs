@@ -6,9 +6,9 @@
 //! padding byte ever leaves the kernel. With the `user` feature each type is
 //! also an [`aya::Pod`], usable as a map key or value.
 //!
-//! The crate is `no_std`: it is compiled into the eBPF object too.
+//! The crate is `no_std` (it is compiled into the eBPF object too), but for `user`'s [`btf`].
 
-#![no_std]
+#![cfg_attr(not(feature = "user"), no_std)]
 
 #[cfg(test)]
 extern crate std;
@@ -720,3 +720,7 @@ mod tests {
         }
     }
 }
+
+/// Reading [`Offsets`] from the running kernel's BTF (user space only).
+#[cfg(feature = "user")]
+pub mod btf;
