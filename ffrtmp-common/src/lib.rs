@@ -6,7 +6,7 @@
 //! padding byte ever leaves the kernel. With the `user` feature each type is
 //! also an [`aya::Pod`], usable as a map key or value.
 //!
-//! The crate is `no_std` (it is compiled into the eBPF object too), but for `user`'s [`btf`].
+//! The crate is `no_std` (it is in the eBPF object too), but with `user` (`btf` reads a file).
 
 #![cfg_attr(not(feature = "user"), no_std)]
 

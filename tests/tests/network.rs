@@ -204,6 +204,24 @@ fn assert_rate(got: f64, limit: f64, capacity: f64, what: &str) {
     }
 }
 
+/// An unlimited flow beside a limited one: far above the limit (20mbit),
+/// and, on real CPUs, at least half of what the path carried to it alone.
+/// In the emulated VM guest the path is CPU-bound (both vCPUs on one host
+/// thread): any second flow takes from it, limited or not (a 5.10 guest
+/// once gave 1.47 of 3.82 Gbit/s), so there only the first holds.
+fn assert_unaffected(got: f64, alone: f64, who: &str) {
+    assert!(
+        got > 200e6,
+        "the unlimited {who} got only {got:.0} bit/s (alone {alone:.0})"
+    );
+    if !tests::in_vm_guest() {
+        assert!(
+            got >= 0.5 * alone,
+            "the unlimited {who} got only {got:.0} bit/s beside the limited one (alone {alone:.0})"
+        );
+    }
+}
+
 /// The JSON result of `ffrtmp run --json`.
 fn result(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -262,13 +280,9 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     // At most the rate (the solo runs above show it is reached): beside a
     // sender that takes every CPU (the emulated VM has two), the limited
     // one may get less than its rate, never more. The unlimited one gets
-    // far more than the limit, and at least half of what the path carried
-    // alone (the two senders share this machine's CPUs).
+    // far more than the limit.
     assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
-    assert!(
-        got_free > 200e6 && got_free >= 0.5 * capacity,
-        "the unlimited sender got only {got_free:.0} bit/s (alone {capacity:.0})"
-    );
+    assert_unaffected(got_free, capacity, "sender");
 }
 
 /// With fq on the device, egress is paced (departure times); on a kernel
@@ -349,8 +363,7 @@ fn net_ingress_is_policed_to_the_rate_and_an_unlimited_receiver_is_not() {
         );
         assert_eq!(network["egress"], Value::Null, "no egress limit: {r}");
     }
-    // Unlimited, beside a limited one: far above the limit, and at least
-    // half of what the path carried to it alone.
+    // Unlimited, beside a limited one: far above the limit.
     let args = run_with(&root, "--net-ingress-max", "20mbit", false);
     let limited = receiver(&pair, &pair.a, 5012, Some(args));
     let free = receiver(&pair, &pair.a, 5013, None);
@@ -366,10 +379,7 @@ fn net_ingress_is_policed_to_the_rate_and_an_unlimited_receiver_is_not() {
         "note: beside each other: limited {got_limited:.0} bit/s, unlimited {got_free:.0} bit/s (alone {capacity:.0})"
     );
     assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
-    assert!(
-        got_free > 200e6 && got_free >= 0.5 * capacity,
-        "the unlimited receiver got only {got_free:.0} bit/s (alone {capacity:.0})"
-    );
+    assert_unaffected(got_free, capacity, "receiver");
 }
 
 /// A job's cgroup2 directory, where its network programs are attached
@@ -478,31 +488,51 @@ fn net_an_ffmpeg_stream_is_held_to_the_rate() {
     };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
-    let recv = receiver(&pair, &pair.b, 5006, None);
-    let mut cmd = Command::new(ffrtmp_bin());
-    cmd.args([
-        "run",
-        "--cgroup-root",
-        root.name(),
-        "--net-egress-max",
-        "8mbit",
-        "--",
-        ffmpeg,
-    ])
-    .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
-    .arg("testsrc=size=160x120:rate=25")
-    .args(["-t", "4", "-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "mpegts"])
-    .arg(format!("tcp://{}:5006", pair.addr_b))
-    .env_remove("FFRTMP_CGROUP_ROOT");
-    let out = pair
-        .inside(&pair.a, &mut cmd)
-        .output()
-        .expect("running ffmpeg under ffrtmp");
-    // Held back, ffmpeg is still writing when its 4 s of input end: it
-    // finishes late, and its exit status is ffmpeg's own.
-    assert!(out.status.success(), "{out:?}");
-    let (got, said) = measured(recv);
-    assert!(within(got, 8e6), "ffmpeg at 8mbit: measured {got:.0} bit/s: {said}");
+    // The stream, under `ffrtmp run --net-egress-max 8mbit` or alone.
+    let stream = |limited: bool| {
+        let recv = receiver(&pair, &pair.b, 5006, None);
+        let mut cmd = if limited {
+            let mut c = Command::new(ffrtmp_bin());
+            c.args([
+                "run",
+                "--cgroup-root",
+                root.name(),
+                "--net-egress-max",
+                "8mbit",
+                "--",
+                ffmpeg,
+            ]);
+            c
+        } else {
+            Command::new(ffmpeg)
+        };
+        cmd.args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=160x120:rate=25")
+            .args(["-t", "4", "-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "mpegts"])
+            .arg(format!("tcp://{}:5006", pair.addr_b))
+            .env_remove("FFRTMP_CGROUP_ROOT");
+        let out = pair.inside(&pair.a, &mut cmd).output().expect("running ffmpeg");
+        // Held back, ffmpeg is still writing when its 4 s of input end: it
+        // finishes late, and its exit status is ffmpeg's own.
+        assert!(out.status.success(), "limited={limited}: {out:?}");
+        measured(recv)
+    };
+    // What ffmpeg sends here with no limit: ~11.5 mbit/s of real time,
+    // less where it cannot keep up (an emulated VM beside another).
+    let (source, _) = stream(false);
+    let (got, said) = stream(true);
+    eprintln!("note: ffmpeg alone {source:.0} bit/s; at 8mbit {got:.0} bit/s");
+    if source >= 1.25 * 8e6 {
+        assert!(
+            within(got, 8e6),
+            "ffmpeg at 8mbit: measured {got:.0} bit/s (alone {source:.0}): {said}"
+        );
+    } else {
+        // The stream itself is not much faster than the limit: it cannot
+        // be shown held to it, only held under it.
+        eprintln!("note: ffmpeg sends only {source:.0} bit/s here: 8mbit is checked as an upper bound");
+        assert!(got <= 1.1 * 8e6, "ffmpeg at 8mbit: measured {got:.0} bit/s: {said}");
+    }
 }
 
 /// `attach`: connections the process opens after the move are held to the
