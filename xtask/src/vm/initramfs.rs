@@ -89,16 +89,22 @@ pub fn build(plan: &Plan, out: &Path) -> anyhow::Result<Built> {
     let profile_dir = art.ffrtmp.parent().context("ffrtmp has no parent")?;
     let profile = file_name(profile_dir)?;
     let target_dir = profile_dir.parent().context("no target directory")?;
+    let stripped_dir = out
+        .parent()
+        .and_then(Path::parent)
+        .context("the initramfs has no run directory")?
+        .join("stripped");
+    let strip = |exe: &Path| without_debug_info(exe, &stripped_dir);
     elves.push(art.ffrtmp.clone());
-    a.file(&format!("{GUEST_TARGET}/{profile}/ffrtmp"), &art.ffrtmp)?;
+    a.file(&format!("{GUEST_TARGET}/{profile}/ffrtmp"), &strip(&art.ffrtmp)?)?;
     for s in &art.stubs {
-        a.file(&format!("{GUEST_TARGET}/{profile}/{}", file_name(s)?), s)?;
+        a.file(&format!("{GUEST_TARGET}/{profile}/{}", file_name(s)?), &strip(s)?)?;
         elves.push(s.clone());
     }
     let mut tests = Vec::new();
     for t in &art.tests {
         let guest = format!("{GUEST_TARGET}/{profile}/deps/{}", file_name(t)?);
-        a.file(&guest, t)?;
+        a.file(&guest, &strip(t)?)?;
         elves.push(t.clone());
         tests.push(guest);
     }
@@ -143,6 +149,49 @@ pub fn build(plan: &Plan, out: &Path) -> anyhow::Result<Built> {
         tests,
         host_programs,
     })
+}
+
+/// A copy of the executable `exe` without its DWARF debug information
+/// (`objcopy --strip-debug`: symbols stay, so backtraces keep function
+/// names; panic locations are compiled in), kept in `cache` for the next
+/// boot. The debug builds' test executables are ~110 MB each, nearly all
+/// DWARF: packed whole, the initramfs was 1.4 GB, took 50-60 s to write
+/// when two lanes built theirs at once, and was unpacked at every boot.
+/// Without objcopy, the executable itself.
+fn without_debug_info(exe: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(exe).with_context(|| format!("initramfs: cannot read {}", exe.display()))?;
+    let name = file_name(exe)?;
+    let copy = cache.join(format!("{name}-{}-{}.{}", meta.len(), meta.mtime(), meta.mtime_nsec()));
+    if copy.is_file() {
+        return Ok(copy);
+    }
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    // Concurrent runs (two lanes) may strip the same file: each writes its
+    // own temporary copy and renames it into place.
+    let tmp = cache.join(format!(".{name}.{}", std::process::id()));
+    match Command::new("objcopy").arg("--strip-debug").arg(exe).arg(&tmp).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => bail!("objcopy --strip-debug {} failed: {status}", exe.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "vm-test: note: no objcopy (binutils): {} is packed with its debug information",
+                exe.display()
+            );
+            return Ok(exe.to_path_buf());
+        }
+        Err(e) => bail!("cannot run objcopy: {e}"),
+    }
+    // Older copies of the same executable are of no further use.
+    if let Ok(entries) = std::fs::read_dir(cache) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    std::fs::rename(&tmp, &copy).with_context(|| format!("renaming {} to {}", tmp.display(), copy.display()))?;
+    Ok(copy)
 }
 
 fn file_name(p: &Path) -> anyhow::Result<String> {
@@ -191,4 +240,30 @@ fn shared_libs(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Quotes `s` for a POSIX shell.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test executable (a debug build, with DWARF): the copy is
+    /// smaller, still an ELF executable, and the second call finds it.
+    #[test]
+    fn debug_information_is_stripped_once() {
+        let exe = std::env::current_exe().unwrap();
+        let cache = std::env::temp_dir().join(format!("xtask-stripped-{}", std::process::id()));
+        let first = without_debug_info(&exe, &cache).unwrap();
+        let second = without_debug_info(&exe, &cache).unwrap();
+        let sizes = (
+            std::fs::metadata(&exe).unwrap().len(),
+            std::fs::metadata(&first).map(|m| m.len()),
+        );
+        let interp = elf_interp(&first);
+        std::fs::remove_dir_all(&cache).unwrap();
+        assert_ne!(first, exe, "stripped (objcopy, from binutils, is on every machine with gcc)");
+        assert_eq!(first, second, "the copy is reused");
+        let (original, copy) = (sizes.0, sizes.1.unwrap());
+        assert!(copy < original, "{copy} bytes, not fewer than the original {original}");
+        assert!(matches!(interp, Ok(Some(_))), "the copy is an ELF executable: {interp:?}");
+    }
 }
