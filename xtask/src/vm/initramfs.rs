@@ -182,10 +182,14 @@ fn without_debug_info(exe: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
         }
         Err(e) => bail!("cannot run objcopy: {e}"),
     }
-    // Older copies of the same executable are of no further use.
+    // Older copies of the same executable are of no further use. (Not this
+    // one: another run may have put it there and be about to read it; the
+    // rename below replaces it atomically with the same bytes.)
+    let current = copy.file_name().map(|n| n.to_os_string());
     if let Ok(entries) = std::fs::read_dir(cache) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
+            let entry = e.file_name();
+            if entry.to_string_lossy().starts_with(&format!("{name}-")) && Some(&entry) != current.as_ref() {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -260,10 +264,16 @@ mod tests {
         );
         let interp = elf_interp(&first);
         std::fs::remove_dir_all(&cache).unwrap();
-        assert_ne!(first, exe, "stripped (objcopy, from binutils, is on every machine with gcc)");
+        assert_ne!(
+            first, exe,
+            "stripped (objcopy, from binutils, is on every machine with gcc)"
+        );
         assert_eq!(first, second, "the copy is reused");
         let (original, copy) = (sizes.0, sizes.1.unwrap());
         assert!(copy < original, "{copy} bytes, not fewer than the original {original}");
-        assert!(matches!(interp, Ok(Some(_))), "the copy is an ELF executable: {interp:?}");
+        assert!(
+            matches!(interp, Ok(Some(_))),
+            "the copy is an ELF executable: {interp:?}"
+        );
     }
 }
