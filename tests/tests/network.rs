@@ -204,12 +204,38 @@ fn assert_rate(got: f64, limit: f64, capacity: f64, what: &str) {
     }
 }
 
-/// An unlimited flow beside a limited one: far above the limit (20mbit),
-/// and, on real CPUs, at least half of what the path carried to it alone.
-/// In the emulated VM guest the path is CPU-bound (both vCPUs on one host
-/// thread): any second flow takes from it, limited or not (a 5.10 guest
-/// once gave 1.47 of 3.82 Gbit/s), so there only the first holds.
-fn assert_unaffected(got: f64, alone: f64, who: &str) {
+/// Two 4 s flows at once over `(from, to, to_addr)`, on ports `port` and
+/// `port + 1`: the first under `ffrtmp run` at its sending end, its
+/// receiving end or both (`limited`: their arguments, a 20mbit limit), the
+/// second unlimited. The limited one gets at most the rate (the solo runs
+/// show it is reached; beside a flow that takes every CPU, as in the
+/// emulated VM, it may get less, never more). The unlimited one gets far
+/// more, and, on real CPUs, at least half of what the path carried to it
+/// alone (`alone`). In the emulated VM guest the path is CPU-bound (both
+/// vCPUs on one host thread): any second flow takes from it, limited or not
+/// (a 5.10 guest once gave 1.47 of 3.82 Gbit/s), so there only "far more"
+/// holds.
+fn assert_beside(
+    pair: &NetPair,
+    (from, to, to_addr): (&str, &str, &str),
+    limited: (Option<Vec<String>>, Option<Vec<String>>),
+    port: u16,
+    alone: f64,
+    who: &str,
+) {
+    let (via_sender, via_receiver) = limited;
+    let limited_recv = receiver(pair, to, port, via_receiver);
+    let free_recv = receiver(pair, to, port + 1, None);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| sender(pair, from, to_addr, port, 4, via_sender));
+        let b = s.spawn(|| sender(pair, from, to_addr, port + 1, 4, None));
+        assert!(a.join().expect("the limited flow's sender").status.success());
+        assert!(b.join().expect("the free flow's sender").status.success());
+    });
+    let (got_limited, _) = measured(limited_recv);
+    let (got, _) = measured(free_recv);
+    eprintln!("note: beside each other: limited {got_limited:.0} bit/s, unlimited {got:.0} bit/s (alone {alone:.0})");
+    assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
     assert!(
         got > 200e6,
         "the unlimited {who} got only {got:.0} bit/s (alone {alone:.0})"
@@ -262,27 +288,15 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
         let dir = applied["files"][0].as_str().expect("the cgroup2 dir");
         assert!(!Path::new(dir).exists(), "{dir} left behind");
     }
-    // Unlimited, beside a limited one: far above the limit.
-    let limited = receiver(&pair, &pair.b, 5002, None);
-    let free = receiver(&pair, &pair.b, 5003, None);
     let args = run_with(&root, "--net-egress-max", "20mbit", false);
-    std::thread::scope(|s| {
-        let a = s.spawn(|| sender(&pair, &pair.a, &pair.addr_b, 5002, 4, Some(args.clone())));
-        let b = s.spawn(|| sender(&pair, &pair.a, &pair.addr_b, 5003, 4, None));
-        assert!(a.join().expect("limited sender").status.success());
-        assert!(b.join().expect("free sender").status.success());
-    });
-    let (got_limited, _) = measured(limited);
-    let (got_free, _) = measured(free);
-    eprintln!(
-        "note: beside each other: limited {got_limited:.0} bit/s, unlimited {got_free:.0} bit/s (alone {capacity:.0})"
+    assert_beside(
+        &pair,
+        (&pair.a, &pair.b, &pair.addr_b),
+        (Some(args), None),
+        5002,
+        capacity,
+        "sender",
     );
-    // At most the rate (the solo runs above show it is reached): beside a
-    // sender that takes every CPU (the emulated VM has two), the limited
-    // one may get less than its rate, never more. The unlimited one gets
-    // far more than the limit.
-    assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
-    assert_unaffected(got_free, capacity, "sender");
 }
 
 /// With fq on the device, egress is paced (departure times); on a kernel
@@ -363,23 +377,15 @@ fn net_ingress_is_policed_to_the_rate_and_an_unlimited_receiver_is_not() {
         );
         assert_eq!(network["egress"], Value::Null, "no egress limit: {r}");
     }
-    // Unlimited, beside a limited one: far above the limit.
     let args = run_with(&root, "--net-ingress-max", "20mbit", false);
-    let limited = receiver(&pair, &pair.a, 5012, Some(args));
-    let free = receiver(&pair, &pair.a, 5013, None);
-    std::thread::scope(|s| {
-        let a = s.spawn(|| sender(&pair, &pair.b, &pair.addr_a, 5012, 4, None));
-        let b = s.spawn(|| sender(&pair, &pair.b, &pair.addr_a, 5013, 4, None));
-        assert!(a.join().expect("sender to the limited receiver").status.success());
-        assert!(b.join().expect("sender to the free receiver").status.success());
-    });
-    let (got_limited, _) = measured(limited);
-    let (got_free, _) = measured(free);
-    eprintln!(
-        "note: beside each other: limited {got_limited:.0} bit/s, unlimited {got_free:.0} bit/s (alone {capacity:.0})"
+    assert_beside(
+        &pair,
+        (&pair.b, &pair.a, &pair.addr_a),
+        (None, Some(args)),
+        5012,
+        capacity,
+        "receiver",
     );
-    assert!(got_limited <= 20e6 * 1.1, "limited beside free: {got_limited:.0} bit/s");
-    assert_unaffected(got_free, capacity, "receiver");
 }
 
 /// A job's cgroup2 directory, where its network programs are attached
@@ -673,12 +679,8 @@ fn net_counters_reach_the_event_stream_and_the_metrics() {
     target.args(["-c", &script]);
     let mut target = pair.inside(&pair.a, &mut target).spawn().expect("running the target");
     let job = format!("auto-{name}-{}", target.id());
-    let series = |text: &str, metric: &str| -> Option<f64> {
-        let label = format!("job_id=\"{job}\"");
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
-            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-    };
+    let series =
+        |text: &str, metric: &str| support::sample(text, &format!("{metric}{{job_id=\"{job}\",command=\"{name}\"}}"));
     let (mut egress_metric, mut ingress_metric) = (None::<f64>, None::<f64>);
     let status = loop {
         if let Some(status) = target.try_wait().expect("waiting for the target") {
