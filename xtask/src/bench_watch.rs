@@ -37,6 +37,7 @@ use crate::bench_common::{
     check_interrupt, compile_c, install_signal_handlers, monotonic_ns, ms, own_hierarchies, sleep_checked, status_kib,
     stop_storm, target_dir, workspace_root, write_section,
 };
+use crate::cdf_plot;
 
 const TAG: &str = "bench-watch";
 const MARK_START: &str = "<!-- bench:watch-latency:start -->";
@@ -241,6 +242,17 @@ impl Gov {
             Gov::Netlink => Some("netlink"),
             Gov::Poll => Some("poll"),
             _ => None,
+        }
+    }
+
+    /// The governor's name on a plot's legend.
+    fn key_label(self) -> &'static str {
+        match self {
+            Gov::Floor => "floor (no governor)",
+            Gov::Ebpf => "ffrtmp ebpf",
+            Gov::Netlink => "ffrtmp netlink",
+            Gov::Poll => "ffrtmp poll",
+            Gov::Cgred => "cgrulesengd",
         }
     }
 
@@ -1226,6 +1238,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     };
     let section = render(&results, &opts, &machine, &info);
     print!("{section}");
+    let plots = if opts.write { root.join("docs") } else { work.clone() };
+    write_plots(&results, &opts, &plots)?;
     if opts.write {
         write_section(&root, &section, MARK_START, MARK_END, TAG)?;
     }
@@ -1233,6 +1247,47 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------- report
+
+/// The file names of the CDF plots, beside docs/BENCHMARKS.md.
+fn plot_name(storm: bool) -> &'static str {
+    if storm {
+        "bench-watch-storm.svg"
+    } else {
+        "bench-watch-quiet.svg"
+    }
+}
+
+/// One spawn-to-governed CDF per host state, every governor of the run on it.
+fn write_plots(results: &[RunResult], o: &Options, dir: &Path) -> anyhow::Result<()> {
+    for storm in [false, true] {
+        let series: Vec<cdf_plot::Series> = results
+            .iter()
+            .filter(|r| r.storm == storm)
+            .filter_map(|r| {
+                let m = r.outcome.as_ref().ok()?;
+                Some(cdf_plot::Series {
+                    label: r.gov.key_label(),
+                    samples_ns: m.samples.iter().filter_map(|s| s.governed).collect(),
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let title = format!(
+            "spawn → governed, {}",
+            if storm {
+                format!("under a {} execs/s storm", o.storm_rate)
+            } else {
+                "quiet host".to_string()
+            }
+        );
+        let path = dir.join(plot_name(storm));
+        fs::write(&path, cdf_plot::render(&title, &series)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("{TAG}: wrote {}", path.display());
+    }
+    Ok(())
+}
 
 struct RunInfo {
     cgroup_root: String,
@@ -1669,6 +1724,7 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
     );
     let _ = writeln!(w, "### Quiet host\n");
     latency_table(w, results, o, false);
+    let _ = writeln!(w, "\n![spawn → governed CDF, quiet host]({})", plot_name(false));
     if o.storm {
         let _ = writeln!(
             w,
@@ -1678,6 +1734,7 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
             o.storm_workers, o.storm_rate
         );
         latency_table(w, results, o, true);
+        let _ = writeln!(w, "\n![spawn → governed CDF, exec storm]({})", plot_name(true));
     }
     split_table(w, results, o);
     let _ = writeln!(

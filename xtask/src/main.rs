@@ -3,6 +3,7 @@
 mod bench;
 mod bench_common;
 mod bench_watch;
+mod cdf_plot;
 mod ebpf;
 mod fuzz;
 mod healthz_abuse;
