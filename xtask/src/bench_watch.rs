@@ -258,17 +258,6 @@ impl Gov {
         }
     }
 
-    /// The governor's name on a plot's legend.
-    fn key_label(self) -> &'static str {
-        match self {
-            Gov::Floor => "floor (no governor)",
-            Gov::Ebpf => "ffrtmp ebpf",
-            Gov::Netlink => "ffrtmp netlink",
-            Gov::Poll => "ffrtmp poll",
-            Gov::Cgred => "cgrulesengd",
-        }
-    }
-
     fn is_daemon(self) -> bool {
         self != Gov::Floor
     }
@@ -1279,7 +1268,7 @@ fn write_plots(results: &[RunResult], o: &Options, dir: &Path) -> anyhow::Result
             .filter_map(|r| {
                 let m = r.outcome.as_ref().ok()?;
                 Some(cdf_plot::Series {
-                    label: r.gov.key_label(),
+                    label: label(r.gov, o),
                     samples_ns: m.samples.iter().filter_map(|s| s.governed).collect(),
                 })
             })

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 /// One curve: a label and its samples in nanoseconds (any order).
-pub struct Series<'a> {
-    pub label: &'a str,
+pub struct Series {
+    pub label: String,
     pub samples_ns: Vec<u64>,
 }
 
@@ -140,7 +140,7 @@ pub fn render(title: &str, series: &[Series]) -> String {
             r#"<text x="{:.1}" y="{:.1}">{} (n = {})</text>"#,
             LEFT + 36.0,
             ly + 4.0,
-            escape(ser.label),
+            escape(&ser.label),
             sorted.len()
         );
     }
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn the_axis_spans_the_decades_around_the_samples() {
         let s = [Series {
-            label: "a",
+            label: "a".into(),
             samples_ns: vec![700_000, 30_000_000],
         }];
         assert_eq!(decades(&s), (-1, 2));
@@ -176,11 +176,11 @@ mod tests {
     fn every_non_empty_series_is_one_polyline_ending_at_one() {
         let s = [
             Series {
-                label: "floor <x>",
+                label: "floor <x>".into(),
                 samples_ns: vec![3_000_000, 1_000_000, 2_000_000],
             },
             Series {
-                label: "empty",
+                label: "empty".into(),
                 samples_ns: vec![],
             },
         ];
