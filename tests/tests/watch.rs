@@ -51,6 +51,8 @@ for_backends! {
     never_governs_itself: [ebpf, netlink, poll];
     not_root_is_a_clear_error: [ebpf, netlink, poll];
     a_name_cut_inside_a_character_is_governed: [ebpf, netlink, poll];
+    // The event source plays no part: one backend.
+    jobs_are_spares_made_ahead_and_renamed: [ebpf];
 }
 
 // ---------------------------------------------------------------------------
@@ -640,6 +642,95 @@ fn kill_9_leaves_targets_governed(backend: Backend) {
         );
         assert_limits(&root, &name, pid);
     }
+}
+
+/// The spare job cgroups under `root` in `c`'s hierarchy, with their inodes.
+fn spares(root: &TestRoot, c: Controller) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(root.dir(c)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ffrtmp-spare-"))
+        .map(|e| (e.path(), e.metadata().map(|m| m.ino()).unwrap_or(0)))
+        .collect()
+}
+
+/// v1: the daemon keeps spare job cgroups (never holding a process) under
+/// its root, and a target's job is one of them renamed (the same directory
+/// inode) with its limits, not a directory made at the exec; it makes a new
+/// spare after the move, removes a dead daemon's spares at start and its own
+/// at stop. v2 (cgroup2 cannot rename a cgroup): no spare is made.
+fn jobs_are_spares_made_ahead_and_renamed(backend: Backend) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(host) = setup(backend) else { return };
+    let root = TestRoot::new(host);
+    let stubs = Stubs::new();
+    let name = unique_target();
+    let path = stubs.sleep(&name);
+    let v1 = host.version == tests::Version::V1;
+    // The spare of a daemon that is gone (a reaped child's pid).
+    let mut child = Command::new("true").spawn().expect("spawning true");
+    let dead = child.id();
+    child.wait().expect("waiting for true");
+    let stale = root.dir(Controller::Cpu).join(format!(".ffrtmp-spare-{dead}-1"));
+    if v1 {
+        std::fs::create_dir_all(&stale).expect("making a stale spare");
+    }
+
+    let daemon = Daemon::start(&root, backend, &[&name], &LIMITS);
+    let ready = |n: usize| host.job_controllers().iter().all(|&c| spares(&root, c).len() == n);
+    if !v1 {
+        let target = Target::sleeping(&path);
+        daemon.wait_governed(&root, &name, &[target.pid()], POLL_TIMEOUT);
+        assert!(
+            ready(0),
+            "cgroup v2 has no spares: {:?}",
+            spares(&root, Controller::Cpu)
+        );
+        daemon.stop();
+        return;
+    }
+    assert!(wait_until(POLL_TIMEOUT, || ready(2)), "two spares in every hierarchy");
+    assert!(
+        !stale.exists(),
+        "the dead daemon's spare {} was removed",
+        stale.display()
+    );
+    let before: Vec<(Controller, Vec<(PathBuf, u64)>)> = host
+        .job_controllers()
+        .into_iter()
+        .map(|c| (c, spares(&root, c)))
+        .collect();
+    for (_, list) in &before {
+        for (dir, _) in list {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).expect("a spare's cgroup.procs");
+            assert!(procs.trim().is_empty(), "spare {} holds {procs}", dir.display());
+        }
+    }
+
+    let target = Target::sleeping(&path);
+    let pid = target.pid();
+    daemon.wait_governed(&root, &name, &[pid], POLL_TIMEOUT);
+    assert_limits(&root, &name, pid);
+    let job = job_of(&name, pid);
+    for (c, list) in &before {
+        let ino = std::fs::metadata(root.job_dir(*c, &job)).expect("the job dir").ino();
+        assert!(
+            list.iter().any(|(_, i)| *i == ino),
+            "{c:?}: job {job} (inode {ino}) is not one of the spares {list:?}"
+        );
+    }
+    assert!(wait_until(POLL_TIMEOUT, || ready(2)), "the spare taken was replaced");
+
+    daemon.stop();
+    assert!(
+        ready(0),
+        "stopping removed the spares: {:?}",
+        spares(&root, Controller::Cpu)
+    );
+    assert!(target.running() && root.holds_all_threads(pid, &job), "the job stays");
 }
 
 /// The daemon never governs itself: started under a target's name (argv[0]

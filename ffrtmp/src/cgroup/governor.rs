@@ -15,6 +15,7 @@ use super::fs::{self, FsError};
 use super::hierarchy::{Controller, Hierarchy, Mount};
 use super::limits::{FileWrite, LimitKind, Limits, Version, WriteMode};
 use super::names::{CgroupRoot, JobId};
+use super::spare::{self, Plan, PlanKey};
 
 /// Extended attribute that marks a cgroup directory as an ffrtmp job, so
 /// garbage collection never touches cgroups that are not ours even when
@@ -208,6 +209,9 @@ pub struct Governor {
     /// With [`Governor::keeping_root`]: the root (and ancestors) its jobs
     /// created, kept for the next job instead of removed with each.
     kept: Option<Arc<Mutex<Vec<PathBuf>>>>,
+    /// With [`Governor::keeping_spares`] (v1): job cgroups made ahead, renamed
+    /// into place at a job's start (see [`spare`]).
+    spares: Option<Arc<Mutex<spare::Pool>>>,
     /// The network programs, loaded at the first job with a network limit.
     net: crate::net::SharedShaper,
 }
@@ -218,6 +222,7 @@ impl Governor {
             hierarchy,
             root,
             kept: None,
+            spares: None,
             net: crate::net::SharedShaper::default(),
         }
     }
@@ -236,9 +241,27 @@ impl Governor {
         self
     }
 
-    /// Remove the root directories kept by [`Governor::keeping_root`] that
-    /// are empty now (the innermost first); those still holding jobs stay.
+    /// Make each job from a spare made ahead where the kernel can rename a
+    /// cgroup (v1): the exec then costs a `rename` per hierarchy instead of
+    /// a `mkdir`, whose grace period the move would wait out (see
+    /// [`spare`]). Spares are made by [`Governor::refill_spares`], off the
+    /// path to a move; implies [`Governor::keeping_root`]. No-op on v2.
+    pub fn keeping_spares(mut self) -> Governor {
+        if self.version() == Version::V1 {
+            self.kept.get_or_insert_with(Arc::default);
+            self.spares = Some(Arc::default());
+        }
+        self
+    }
+
+    /// Remove the spares (no process can be in one), then the root
+    /// directories kept by [`Governor::keeping_root`] that are empty now
+    /// (the innermost first); those still holding jobs stay.
     pub fn remove_kept_root(&self) {
+        if let Some(pool) = &self.spares {
+            let spares = lock(pool).drain();
+            spares.iter().for_each(|s| remove_spare(s));
+        }
         let Some(kept) = &self.kept else { return };
         let dirs = std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
         for dir in dirs.iter().rev() {
@@ -364,36 +387,7 @@ impl Governor {
             outcomes: Vec::new(),
             net: self.net.clone(),
         };
-        let mut unavailable: BTreeMap<Controller, String> = BTreeMap::new();
-        let wanted = limits.controllers();
-        // (mount, chain of cgroup paths from the top down to the root, controllers)
-        let mut plan = Vec::new();
-        match &self.hierarchy {
-            // Net only for a job with a network limit: a job without one
-            // is never asked for network programs (no syscall per read).
-            Hierarchy::Unified(m) => plan.push((
-                m.clone(),
-                Controller::ALL
-                    .into_iter()
-                    .filter(|c| *c != Controller::Net || wanted.contains(c))
-                    .collect(),
-            )),
-            _ => {
-                let (mounts, missing) = self.v1_mounts(&wanted);
-                for controller in missing {
-                    unavailable.insert(controller, CgroupError::NotMounted { controller }.to_string());
-                }
-                plan.extend(mounts);
-                if wanted.contains(&Controller::Net) {
-                    match self.net_mount() {
-                        Some(net) => plan.push(net),
-                        None => {
-                            unavailable.insert(Controller::Net, NO_CGROUP2.to_string());
-                        }
-                    }
-                }
-            }
-        }
+        let (plan, mut unavailable) = self.plan(&limits.controllers());
         for (mount, controllers) in &plan {
             let root = mount.dir(&self.root.resolve(mount));
             let dir = root.join(job.as_str());
@@ -408,7 +402,12 @@ impl Governor {
                 leftover,
             });
         }
-        let result = self.build(&mut cg, &plan, limits, &mut unavailable);
+        let result = if self.rename_spare(&plan, &mut cg) {
+            self.write_limits(&mut cg, limits, &unavailable);
+            Ok(())
+        } else {
+            self.build(&mut cg, &plan, limits, &mut unavailable)
+        };
         match result {
             Ok(()) => {
                 if let Some(kept) = &self.kept {
@@ -423,6 +422,168 @@ impl Governor {
             }
             Err(e) => {
                 cg.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// The hierarchies a job with limits on `wanted` spans, and the
+    /// controllers among `wanted` that no hierarchy here offers (with why).
+    fn plan(&self, wanted: &[Controller]) -> (Plan, BTreeMap<Controller, String>) {
+        let mut unavailable = BTreeMap::new();
+        let mut plan = Vec::new();
+        match &self.hierarchy {
+            // Net only for a job with a network limit: a job without one
+            // is never asked for network programs (no syscall per read).
+            Hierarchy::Unified(m) => plan.push((
+                m.clone(),
+                Controller::ALL
+                    .into_iter()
+                    .filter(|c| *c != Controller::Net || wanted.contains(c))
+                    .collect(),
+            )),
+            _ => {
+                let (mounts, missing) = self.v1_mounts(wanted);
+                for controller in missing {
+                    unavailable.insert(controller, CgroupError::NotMounted { controller }.to_string());
+                }
+                plan.extend(mounts);
+                if wanted.contains(&Controller::Net) {
+                    match self.net_mount() {
+                        Some(net) => plan.push(net),
+                        None => {
+                            unavailable.insert(Controller::Net, NO_CGROUP2.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        (plan, unavailable)
+    }
+
+    /// The directories jobs of `plan` go in: the key of its spares, or
+    /// `None` where spares are off or cannot serve it (a cgroup2 directory,
+    /// for network limits, cannot be renamed).
+    fn spare_key(&self, plan: &Plan) -> Option<PlanKey> {
+        let renamable = plan
+            .iter()
+            .all(|(_, controllers)| !controllers.contains(&Controller::Net));
+        (self.spares.is_some() && renamable && !plan.is_empty()).then(|| {
+            plan.iter()
+                .map(|(mount, _)| mount.dir(&self.root.resolve(mount)))
+                .collect()
+        })
+    }
+
+    /// Have spares ready for jobs with `limits` (a daemon's rules, at start).
+    pub fn prepare_spares(&self, limits: &Limits) {
+        let (plan, _) = self.plan(&limits.controllers());
+        self.want_spares(&plan);
+        self.refill_spares();
+    }
+
+    /// Record that jobs of `plan` want spares; the first time, remove the
+    /// spares of daemons that are gone. Returns its key.
+    fn want_spares(&self, plan: &Plan) -> Option<PlanKey> {
+        let (pool, key) = (self.spares.as_ref()?, self.spare_key(plan)?);
+        let mut pool = lock(pool);
+        // Before this daemon made any: spares named with its pid are an
+        // earlier daemon's that had the same pid (pid 1 in a container).
+        let none_made = pool.is_empty();
+        if pool.want(key.clone(), plan) {
+            remove_stale_spares(&key, none_made);
+        }
+        Some(key)
+    }
+
+    /// Rename a spare into `cg`'s directories (none of which may exist) and
+    /// mark them as the job's. False (nothing changed) when there is no
+    /// spare or a rename fails; the caller then makes the job.
+    fn rename_spare(&self, plan: &Plan, cg: &mut JobCgroup) -> bool {
+        let Some(key) = self.want_spares(plan) else {
+            return false;
+        };
+        if cg.dirs.iter().any(|d| d.leftover) {
+            return false;
+        }
+        let Some(pool) = &self.spares else { return false };
+        let Some(spare) = lock(pool).take(&key) else {
+            return false;
+        };
+        for (i, (from, job)) in spare.iter().zip(&cg.dirs).enumerate() {
+            if let Err(e) = std::fs::rename(from, &job.dir) {
+                tracing::debug!(
+                    "renaming spare {} to {}: {e}; making the job",
+                    from.display(),
+                    job.dir.display()
+                );
+                for (back, job) in spare.iter().zip(&cg.dirs).take(i) {
+                    let _ = std::fs::rename(&job.dir, back);
+                }
+                remove_spare(&spare);
+                return false;
+            }
+        }
+        for job in &cg.dirs {
+            cg.created.push(job.dir.clone());
+            if let Err(e) = set_xattr(&job.dir, JOB_XATTR, cg.id.as_str()) {
+                tracing::debug!(
+                    "could not mark {} as an ffrtmp job ({e}); it will not be garbage-collected",
+                    job.dir.display()
+                );
+            }
+        }
+        true
+    }
+
+    /// Make the spares wanted (after a job took one, or at start). Blocking
+    /// file system work: call it off the path to a move.
+    pub fn refill_spares(&self) {
+        let Some(pool) = &self.spares else { return };
+        let todo = lock(pool).start_making(std::process::id());
+        for (key, plan, name) in todo {
+            let made = self
+                .make_spare(&plan, &name)
+                .inspect_err(|e| tracing::debug!("could not make spare job cgroup {name}: {e}"))
+                .ok();
+            lock(pool).made(&key, made);
+        }
+    }
+
+    /// One spare: `name` under the root of every hierarchy of `plan`, the
+    /// root made first where missing (and kept, as a job's would be).
+    fn make_spare(&self, plan: &Plan, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let mut made = Vec::new();
+        let result = (|| {
+            for (mount, _) in plan {
+                let root = self.root.resolve(mount);
+                let mut created = Vec::new();
+                let made_root = self.ensure_root(mount, &root, &mut created);
+                if let Some(kept) = &self.kept {
+                    lock(kept).extend(created.iter().cloned());
+                }
+                made_root?;
+                let dir = mount.dir(&root).join(name);
+                if !fs::create_dir(&dir)? {
+                    return Err(FsError::Create {
+                        path: dir,
+                        source: io::ErrorKind::AlreadyExists.into(),
+                    }
+                    .into());
+                }
+                made.push(dir.clone());
+                if self.is_cpuset_mount(mount) {
+                    for d in created.iter().chain([&dir]) {
+                        cpuset::fill_from_parent(d)?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(made),
+            Err(e) => {
+                remove_spare(&made);
                 Err(e)
             }
         }
@@ -453,6 +614,35 @@ impl Governor {
         Ok(())
     }
 
+    /// Make the root (and its missing ancestors, top-down), adding each
+    /// directory made to `created`.
+    fn ensure_root(&self, mount: &Mount, root: &Path, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+        let relative = root.strip_prefix("/").unwrap_or(root);
+        let root_dir = mount.mount_point.join(relative);
+        // Usually the root is there already (a daemon keeps it): one mkdir
+        // says so, instead of one per ancestor.
+        match fs::create_dir(&root_dir) {
+            Ok(false) => {}
+            Ok(true) => {
+                if !created.contains(&root_dir) {
+                    created.push(root_dir);
+                }
+            }
+            // An ancestor is missing: the chain is made top-down.
+            Err(e) if e.io().kind() == io::ErrorKind::NotFound => {
+                let mut path = mount.mount_point.clone();
+                for part in relative.components() {
+                    path.push(part);
+                    if fs::create_dir(&path)? && !created.contains(&path) {
+                        created.push(path.clone());
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     /// Create the root's missing ancestors top-down, then the root; on v2
     /// enable the controllers along the chain; then (re)create the job dir.
     fn prepare_chain(
@@ -464,29 +654,7 @@ impl Governor {
         unavailable: &mut BTreeMap<Controller, String>,
         job_dir: &JobDir,
     ) -> Result<(), CgroupError> {
-        let relative = root.strip_prefix("/").unwrap_or(root);
-        let root_dir = mount.mount_point.join(relative);
-        // Usually the root is there already (a daemon keeps it): one mkdir
-        // says so, instead of one per ancestor.
-        match fs::create_dir(&root_dir) {
-            Ok(false) => {}
-            Ok(true) => {
-                if !cg.created.contains(&root_dir) {
-                    cg.created.push(root_dir);
-                }
-            }
-            // An ancestor is missing: the chain is made top-down.
-            Err(e) if e.io().kind() == io::ErrorKind::NotFound => {
-                let mut path = mount.mount_point.clone();
-                for part in relative.components() {
-                    path.push(part);
-                    if fs::create_dir(&path)? && !cg.created.contains(&path) {
-                        cg.created.push(path.clone());
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.ensure_root(mount, root, &mut cg.created)?;
         if cg.version == Version::V2 {
             // Controllers wanted for statistics only (cpu, memory) are
             // best effort; a failure for a limit's controller fails that limit.
@@ -1010,6 +1178,36 @@ fn remove_with_retry(dir: &Path) -> Result<(), FsError> {
             }
             Err(e) if e.io().kind() == io::ErrorKind::NotFound => return Ok(()),
             other => return other,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remove a spare's directories (empty: nothing is ever moved into one).
+fn remove_spare(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        if let Err(e) = std::fs::remove_dir(dir) {
+            tracing::debug!("left spare {} in place: {e}", dir.display());
+        }
+    }
+}
+
+/// Remove the spares under `roots` whose daemon (the pid in their name) is
+/// gone: a daemon killed before it could remove its own. With `own_too`,
+/// also those named with this process's pid.
+fn remove_stale_spares(roots: &[PathBuf], own_too: bool) {
+    let own = std::process::id();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else { continue };
+        for entry in entries.flatten() {
+            let owner = entry.file_name().to_str().and_then(spare::owner);
+            let gone = |pid: u32| !Path::new("/proc").join(pid.to_string()).exists();
+            if owner.is_some_and(|pid| if pid == own { own_too } else { gone(pid) }) {
+                remove_spare(&[entry.path()]);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod hierarchy;
 pub mod limits;
 pub mod names;
 pub mod namespace;
+mod spare;
 
 pub use existing::{Delegation, ExistingJob, LimitWriter, delegated_place};
 pub use governor::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};

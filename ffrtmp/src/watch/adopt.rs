@@ -226,6 +226,8 @@ fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) 
     // move so a crash in it still shows what was being attached): writing
     // them is not on the path to the move.
     lifecycle::log_outcomes(&cgroup);
+    // The spare this job may have taken is replaced now, after its move.
+    governor.refill_spares();
     let moved = match moved {
         Ok(moved) => moved,
         Err(e @ MoveError::Replaced { .. }) => {

@@ -355,7 +355,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
     // directory per hierarchy, not two, on the way to the move.
     let governor = tokio::task::spawn_blocking(move || lifecycle::delegated_governor(root, leaf))
         .await??
-        .keeping_root();
+        .keeping_spares();
     // One daemon per root. (By now a second daemon has only tidied garbage
     // and, delegated, entered its leaf: both harmless to the first.)
     let root_dir = governor.root_dirs().into_iter().next().unwrap_or_default();
@@ -377,6 +377,16 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
     metrics.set_backend(source.name());
     log_what_is_governed(&config, &governor, source.name());
 
+    // Last, once nothing else at start can fail (a refusal leaves nothing
+    // behind), and only by the daemon that holds the root.
+    let governor = Arc::new(governor);
+    let (spares_for, rules) = (Arc::clone(&governor), config.rules.clone());
+    tokio::task::spawn_blocking(move || {
+        for limits in std::iter::once(&rules.default_limits).chain(rules.commands.values().map(|c| &c.limits)) {
+            spares_for.prepare_spares(limits);
+        }
+    })
+    .await?;
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let tracker = Tracker::new(
         Arc::new(config.rules.clone()),
@@ -385,7 +395,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
     );
     let mut d = Daemon {
         config,
-        governor: Arc::new(governor),
+        governor,
         source,
         tracker,
         pidfds: HashMap::new(),
