@@ -131,7 +131,10 @@ mod tests {
         let make = pool.start_making(7);
         let names: Vec<&str> = make.iter().map(|(_, _, n)| n.as_str()).collect();
         assert_eq!(names, [".ffrtmp-spare-7-1", ".ffrtmp-spare-7-2"]);
-        assert!(pool.start_making(7).is_empty(), "spares being made count as wanted ones");
+        assert!(
+            pool.start_making(7).is_empty(),
+            "spares being made count as wanted ones"
+        );
         assert_eq!(pool.take(&key("/a")), None, "none is ready before it is made");
         pool.made(&key("/a"), Some(vec![PathBuf::from("/a/s1")]));
         pool.made(&key("/a"), None);
