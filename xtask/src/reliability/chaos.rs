@@ -352,6 +352,9 @@ fn round(env: &Env, o: &Options, n: usize, kill: Kill) -> anyhow::Result<Round> 
     Ok(r)
 }
 
+/// The name prefix of ffrtmp watch's spare job cgroups (ffrtmp/src/cgroup/spare.rs).
+const SPARE_PREFIX: &str = ".ffrtmp-spare-";
+
 /// The checks once the restarted daemon governs (or should govern) every target.
 fn check_restarted(
     env: &Env,
@@ -365,13 +368,32 @@ fn check_restarted(
     let layout = &env.layout;
     let name = &env.name;
     let expected: BTreeSet<String> = pids.iter().map(|&p| Layout::job_id(name, p)).collect();
+    // The running daemon's spares (v1: job cgroups made ahead, renamed at an
+    // exec) are not jobs. One named with another pid is a killed daemon's
+    // that the restarted one should have removed at its start.
+    let own_spare = format!("{SPARE_PREFIX}{}-", d2.pid());
     for (i, h) in layout.all.iter().enumerate() {
-        let have: BTreeSet<String> = layout.children(i).into_iter().collect();
+        let (spares, have): (BTreeSet<String>, BTreeSet<String>) = layout
+            .children(i)
+            .into_iter()
+            .partition(|n| n.starts_with(SPARE_PREFIX));
         let ctrls = if h.controllers.is_empty() {
             "unified"
         } else {
             &h.controllers
         };
+        let stale: Vec<&String> = spares.iter().filter(|s| !s.starts_with(&own_spare)).collect();
+        if !stale.is_empty() || (!spares.is_empty() && !layout.job.contains(&i)) {
+            r.problem(
+                Cat::Jobs,
+                format!(
+                    "round {n} ({}): in {ctrls}, spare cgroups not the running daemon's (pid {}) or where jobs do \
+                     not go: {spares:?}",
+                    kill.text(),
+                    d2.pid()
+                ),
+            );
+        }
         if layout.job.contains(&i) {
             if have != expected {
                 let missing: Vec<&String> = expected.difference(&have).collect();
@@ -573,7 +595,7 @@ fn report(env: &Env, o: &Options, seed: u64, rounds: &[Round]) -> Report {
         (
             Cat::Jobs,
             "exactly one job cgroup per live target in every hierarchy (no duplicate job, none left for the \
-             targets that ended while no daemon ran, nothing else)",
+             targets that ended while no daemon ran, nothing else but the running daemon's own spares)",
         ),
         (
             Cat::Once,
