@@ -518,7 +518,10 @@ impl Governor {
                     job.dir.display()
                 );
                 for (back, job) in spare.iter().zip(&cg.dirs).take(i) {
-                    let _ = std::fs::rename(&job.dir, back);
+                    // Not left under the job's name: the job is made there next.
+                    if let Err(e) = std::fs::rename(&job.dir, back).or_else(|_| std::fs::remove_dir(&job.dir)) {
+                        tracing::debug!("the spare renamed to {} is left in place: {e}", job.dir.display());
+                    }
                 }
                 remove_spare(&spare);
                 return false;
