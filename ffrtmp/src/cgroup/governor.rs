@@ -245,13 +245,14 @@ impl Governor {
     /// cgroup (v1): the exec then costs a `rename` per hierarchy instead of
     /// a `mkdir`, whose grace period the move would wait out (see
     /// [`spare`]). Spares are made by [`Governor::refill_spares`], off the
-    /// path to a move; implies [`Governor::keeping_root`]. No-op on v2.
-    pub fn keeping_spares(mut self) -> Governor {
-        if self.version() == Version::V1 {
-            self.kept.get_or_insert_with(Arc::default);
-            self.spares = Some(Arc::default());
+    /// path to a move. Implies [`Governor::keeping_root`] on every version
+    /// (spares live in the kept root); on v2 that is all it does.
+    pub fn keeping_spares(self) -> Governor {
+        let mut governor = self.keeping_root();
+        if governor.version() == Version::V1 {
+            governor.spares = Some(Arc::default());
         }
-        self
+        governor
     }
 
     /// Remove the spares (no process can be in one), then the root
@@ -462,13 +463,13 @@ impl Governor {
     }
 
     /// The directories jobs of `plan` go in: the key of its spares, or
-    /// `None` where spares are off or cannot serve it (a cgroup2 directory,
-    /// for network limits, cannot be renamed).
+    /// `None` where spares cannot serve it (a cgroup2 directory, for network
+    /// limits, cannot be renamed).
     fn spare_key(&self, plan: &Plan) -> Option<PlanKey> {
         let renamable = plan
             .iter()
             .all(|(_, controllers)| !controllers.contains(&Controller::Net));
-        (self.spares.is_some() && renamable && !plan.is_empty()).then(|| {
+        (renamable && !plan.is_empty()).then(|| {
             plan.iter()
                 .map(|(mount, _)| mount.dir(&self.root.resolve(mount)))
                 .collect()
@@ -483,30 +484,30 @@ impl Governor {
     }
 
     /// Record that jobs of `plan` want spares; the first time, remove the
-    /// spares of daemons that are gone. Returns its key.
-    fn want_spares(&self, plan: &Plan) -> Option<PlanKey> {
-        let (pool, key) = (self.spares.as_ref()?, self.spare_key(plan)?);
-        let mut pool = lock(pool);
+    /// spares of daemons that are gone. Returns the pool and the plan's key;
+    /// `None` without spares or for a plan they cannot serve.
+    fn want_spares(&self, plan: &Plan) -> Option<(&Mutex<spare::Pool>, PlanKey)> {
+        let (pool, key) = (self.spares.as_deref()?, self.spare_key(plan)?);
+        let mut wanted = lock(pool);
         // Before this daemon made any: spares named with its pid are an
         // earlier daemon's that had the same pid (pid 1 in a container).
-        let none_made = pool.is_empty();
-        if pool.want(key.clone(), plan) {
+        let none_made = wanted.is_empty();
+        if wanted.want(key.clone(), plan) {
             remove_stale_spares(&key, none_made);
         }
-        Some(key)
+        Some((pool, key))
     }
 
     /// Rename a spare into `cg`'s directories (none of which may exist) and
     /// mark them as the job's. False (nothing changed) when there is no
     /// spare or a rename fails; the caller then makes the job.
     fn rename_spare(&self, plan: &Plan, cg: &mut JobCgroup) -> bool {
-        let Some(key) = self.want_spares(plan) else {
+        let Some((pool, key)) = self.want_spares(plan) else {
             return false;
         };
         if cg.dirs.iter().any(|d| d.leftover) {
             return false;
         }
-        let Some(pool) = &self.spares else { return false };
         let Some(spare) = lock(pool).take(&key) else {
             return false;
         };
@@ -557,39 +558,36 @@ impl Governor {
     /// root made first where missing (and kept, as a job's would be).
     fn make_spare(&self, plan: &Plan, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
         let mut made = Vec::new();
-        let result = (|| {
-            for (mount, _) in plan {
-                let root = self.root.resolve(mount);
-                let mut created = Vec::new();
-                let made_root = self.ensure_root(mount, &root, &mut created);
-                if let Some(kept) = &self.kept {
-                    lock(kept).extend(created.iter().cloned());
-                }
-                made_root?;
-                let dir = mount.dir(&root).join(name);
-                if !fs::create_dir(&dir)? {
-                    return Err(FsError::Create {
-                        path: dir,
-                        source: io::ErrorKind::AlreadyExists.into(),
-                    }
-                    .into());
-                }
-                made.push(dir.clone());
-                if self.is_cpuset_mount(mount) {
-                    for d in created.iter().chain([&dir]) {
-                        cpuset::fill_from_parent(d)?;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(made),
-            Err(e) => {
+        for (mount, _) in plan {
+            if let Err(e) = self.make_spare_dir(mount, name, &mut made) {
                 remove_spare(&made);
-                Err(e)
+                return Err(e);
             }
         }
+        Ok(made)
+    }
+
+    /// `name` under the root in `mount`, added to `made` once it exists.
+    fn make_spare_dir(&self, mount: &Mount, name: &str, made: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+        let root = self.root.resolve(mount);
+        let mut created = Vec::new();
+        let made_root = self.ensure_root(mount, &root, &mut created);
+        if let Some(kept) = &self.kept {
+            lock(kept).extend(created.iter().cloned());
+        }
+        made_root?;
+        let dir = mount.dir(&root).join(name);
+        if !fs::create_dir(&dir)? {
+            let source = io::ErrorKind::AlreadyExists.into();
+            return Err(FsError::Create { path: dir, source }.into());
+        }
+        made.push(dir.clone());
+        if self.is_cpuset_mount(mount) {
+            for d in created.iter().chain([&dir]) {
+                cpuset::fill_from_parent(d)?;
+            }
+        }
+        Ok(())
     }
 
     fn build(

@@ -596,6 +596,23 @@ fn a_governor_keeping_its_root_leaves_it_for_the_next_job() {
     assert!(mnt.join("keep/cgroup.procs").is_file());
 }
 
+/// The watch daemon asks for spares; on v2, where there are none, it still
+/// keeps its root.
+#[test]
+fn a_governor_keeping_spares_keeps_its_root_on_v2_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().to_owned();
+    v2_cgroup(&mnt, "cpu memory io pids");
+    v2_hook("cpu memory io pids");
+    let gov = Governor::new(Hierarchy::Unified(mount(mnt.clone(), "/")), root("/keep")).keeping_spares();
+    let cg = gov.create_job(&job("j1"), &Limits::default()).unwrap();
+    kernel_forgets_files(&mnt.join("keep"));
+    assert_eq!(cg.remove().removed, [mnt.join("keep/j1")]);
+    assert!(mnt.join("keep").is_dir(), "the root is kept");
+    gov.remove_kept_root();
+    assert!(!mnt.join("keep").exists());
+}
+
 #[test]
 fn remove_keeps_ancestors_other_jobs_use() {
     let tmp = tempfile::tempdir().unwrap();

@@ -196,7 +196,11 @@ pub fn adopt(
         let pid = candidate.info.id.pid;
         tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
     }
-    match govern(governor, pinned, job_id, limits) {
+    let governed = govern(governor, pinned, job_id, limits);
+    // The spare this job may have taken is replaced last, once the process
+    // has everything it is given, whether or not the adoption succeeded.
+    governor.refill_spares();
+    match governed {
         Ok(governed) => Adopted::Governed {
             payload: governed,
             attached: SystemTime::now(),
@@ -226,8 +230,6 @@ fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) 
     // move so a crash in it still shows what was being attached): writing
     // them is not on the path to the move.
     lifecycle::log_outcomes(&cgroup);
-    // The spare this job may have taken is replaced now, after its move.
-    governor.refill_spares();
     let moved = match moved {
         Ok(moved) => moved,
         Err(e @ MoveError::Replaced { .. }) => {
