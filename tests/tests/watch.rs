@@ -18,6 +18,7 @@
 mod support;
 
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -646,7 +647,6 @@ fn kill_9_leaves_targets_governed(backend: Backend) {
 
 /// The spare job cgroups under `root` in `c`'s hierarchy, with their inodes.
 fn spares(root: &TestRoot, c: Controller) -> Vec<(PathBuf, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = std::fs::read_dir(root.dir(c)) else {
         return Vec::new();
     };
@@ -663,7 +663,6 @@ fn spares(root: &TestRoot, c: Controller) -> Vec<(PathBuf, u64)> {
 /// spare after the move, removes a dead daemon's spares at start and its own
 /// at stop. v2 (cgroup2 cannot rename a cgroup): no spare is made.
 fn jobs_are_spares_made_ahead_and_renamed(backend: Backend) {
-    use std::os::unix::fs::MetadataExt as _;
     let Some(host) = setup(backend) else { return };
     let root = TestRoot::new(host);
     let stubs = Stubs::new();
