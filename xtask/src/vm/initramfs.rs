@@ -164,6 +164,10 @@ fn without_debug_info(exe: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     let name = file_name(exe)?;
     let copy = cache.join(format!("{name}-{}-{}.{}", meta.len(), meta.mtime(), meta.mtime_nsec()));
     if copy.is_file() {
+        // Marked as in use, so that another run does not prune it (below).
+        if let Err(e) = std::fs::File::open(&copy).and_then(|f| f.set_modified(std::time::SystemTime::now())) {
+            eprintln!("vm-test: note: cannot mark {} as in use: {e}", copy.display());
+        }
         return Ok(copy);
     }
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
@@ -182,15 +186,31 @@ fn without_debug_info(exe: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
         }
         Err(e) => bail!("cannot run objcopy: {e}"),
     }
-    // Older copies of the same executable are of no further use. (Not this
-    // one: another run may have put it there and be about to read it; the
-    // rename below replaces it atomically with the same bytes.)
+    // Older copies of the same executable are of no further use once no run
+    // reads them. (Not this one: another run may have put it there and be
+    // about to read it; the rename below replaces it atomically with the same
+    // bytes.) Another lane may have built and stripped a different version of
+    // the same executable a moment ago and be packing it now, so only copies
+    // nobody has used for PRUNE_AFTER go: one that was found and removed
+    // here between its strip and its packing failed a CI run ("cannot open
+    // …/stripped/<name>-…").
+    const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
     let current = copy.file_name().map(|n| n.to_os_string());
     if let Ok(entries) = std::fs::read_dir(cache) {
         for e in entries.flatten() {
             let entry = e.file_name();
-            if entry.to_string_lossy().starts_with(&format!("{name}-")) && Some(&entry) != current.as_ref() {
-                let _ = std::fs::remove_file(e.path());
+            let unused = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= PRUNE_AFTER);
+            let old = entry.to_string_lossy().starts_with(&format!("{name}-")) && Some(&entry) != current.as_ref();
+            if old
+                && unused
+                && let Err(err) = std::fs::remove_file(e.path())
+            {
+                eprintln!("vm-test: note: old copy {} left in place: {err}", e.path().display());
             }
         }
     }
