@@ -391,22 +391,29 @@ impl Governor {
         let (plan, mut unavailable) = self.plan(&limits.controllers());
         for (mount, controllers) in &plan {
             let root = mount.dir(&self.root.resolve(mount));
-            let dir = root.join(job.as_str());
-            let leftover = dir.exists();
-            if leftover && is_populated(&dir, cg.version)? {
-                return Err(CgroupError::InUse { job: job.clone(), dir });
-            }
             cg.dirs.push(JobDir {
                 controllers: controllers.clone(),
                 mount: mount.mount_point.clone(),
-                dir,
-                leftover,
+                dir: root.join(job.as_str()),
+                leftover: false,
             });
         }
+        // A spare is renamed without looking first: the kernel refuses a
+        // rename onto an existing directory (EEXIST), and only then, or
+        // without a spare, is a leftover of the same name looked for.
         let result = if self.rename_spare(&plan, &mut cg) {
             self.write_limits(&mut cg, limits, &unavailable);
             Ok(())
         } else {
+            for d in &mut cg.dirs {
+                d.leftover = d.dir.exists();
+                if d.leftover && is_populated(&d.dir, cg.version)? {
+                    return Err(CgroupError::InUse {
+                        job: job.clone(),
+                        dir: d.dir.clone(),
+                    });
+                }
+            }
             self.build(&mut cg, &plan, limits, &mut unavailable)
         };
         match result {
@@ -498,16 +505,13 @@ impl Governor {
         Some((pool, key))
     }
 
-    /// Rename a spare into `cg`'s directories (none of which may exist) and
-    /// mark them as the job's. False (nothing changed) when there is no
-    /// spare or a rename fails; the caller then makes the job.
+    /// Rename a spare into `cg`'s directories and mark them as the job's.
+    /// False (nothing changed) when there is no spare or a rename fails (a
+    /// directory of that name is left over, say); the caller then makes the job.
     fn rename_spare(&self, plan: &Plan, cg: &mut JobCgroup) -> bool {
         let Some((pool, key)) = self.want_spares(plan) else {
             return false;
         };
-        if cg.dirs.iter().any(|d| d.leftover) {
-            return false;
-        }
         let Some(spare) = lock(pool).take(&key) else {
             return false;
         };

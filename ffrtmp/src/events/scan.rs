@@ -46,6 +46,16 @@ impl Targets {
         self.names.iter().any(|n| Self::comm_of(n) == comm)
     }
 
+    /// [`Targets::comm_matches`] on comm as text (`/proc/<pid>/stat` read
+    /// lossily): the raw bytes of a comm cut inside a character are
+    /// compared in the same lossy form, so the cut still matches. Two
+    /// invalid bytes read alike here; argv[0] decides after this anyway.
+    pub fn comm_text_matches(&self, comm: &str) -> bool {
+        self.names
+            .iter()
+            .any(|n| String::from_utf8_lossy(Self::comm_of(n)) == comm)
+    }
+
     /// The target whose name is argv[0]'s basename, if any.
     pub fn argv0_match(&self, argv0: &str) -> Option<&str> {
         let base = Path::new(argv0).file_name()?.to_str()?;
@@ -280,6 +290,8 @@ mod tests {
         assert!(t.comm_matches(b"gst-launch-1.0"));
         assert!(t.comm_matches(b"a-very-long-com"));
         assert!(!t.comm_matches(b"ffprobe"));
+        assert!(t.comm_text_matches("a-very-long-com"));
+        assert!(!t.comm_text_matches("ffprobe"));
         assert_eq!(t.argv0_match("/usr/bin/ffmpeg"), Some("ffmpeg"));
         assert_eq!(t.argv0_match("ffmpeg"), Some("ffmpeg"));
         assert_eq!(
@@ -300,6 +312,9 @@ mod tests {
         assert_eq!(Targets::comm_of(name), kernel_comm);
         assert!(t.comm_matches(kernel_comm));
         assert!(!t.comm_matches(b"reltgt-abcdefg"));
+        // As /proc/<pid>/stat gives it: lossy text.
+        assert!(t.comm_text_matches(&String::from_utf8_lossy(kernel_comm)));
+        assert!(!t.comm_text_matches("reltgt-abcdefg"));
     }
 
     #[test]

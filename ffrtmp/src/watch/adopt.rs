@@ -69,28 +69,74 @@ pub fn inspect(pid: u32, targets: &Targets, governor: &Governor) -> Checked {
 /// [`inspect`], and when it finds a target the tracker let in at once
 /// ([`tracker::adopt_at_once`]), [`adopt`] in the same piece of work: the
 /// path from an exec event to the move with a single hand-off.
+///
+/// The event gave the process's identity, so it is pinned first: one pidfd
+/// and one `stat` read both check the identity and give comm, state and
+/// parent, where [`inspect`] then [`adopt`] read `comm` and `stat` before
+/// the pin and `stat` again in it (this is the hot path of every adoption).
 pub fn inspect_and_adopt(
     governor: &Governor,
     rules: &Rules,
     pid: u32,
     start_time: Option<u64>,
 ) -> FusedCheck<Governed> {
-    let found = match inspect(pid, &rules.targets, governor) {
-        Checked::Target(found) => found,
-        other => return FusedCheck::Checked(other),
+    // Without an identity nothing is adopted at once (see adopt_at_once).
+    let Some(start_time) = start_time else {
+        return FusedCheck::Checked(inspect(pid, &rules.targets, governor));
     };
-    let Some((job_id, limits)) = tracker::adopt_at_once(rules, start_time, &found) else {
+    let (found, pinned) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
+        Ok(read) => read,
+        Err(checked) => return FusedCheck::Checked(checked),
+    };
+    let Some((job_id, limits)) = tracker::adopt_at_once(rules, Some(start_time), &found) else {
         return FusedCheck::Checked(Checked::Target(found));
     };
     // The old tool's line before `Attaching to PID …` (the tracker logs it
     // for the reads it adopts from itself).
     tracing::info!("Discovered 1 new process(es)");
-    let outcome = adopt(governor, rules, &found.candidate, &job_id, &limits, true);
+    let outcome = adopt_pinned(governor, rules, &found.candidate, pinned, &job_id, &limits, true);
     FusedCheck::Adopted {
         found,
         job_id,
         limits: Box::new(limits),
         outcome,
+    }
+}
+
+/// The checks of [`inspect`] for the process `pid` started at
+/// `start_time`, pinned first. `Err` is the answer when it is no target.
+fn inspect_pinned(
+    pid: u32,
+    start_time: u64,
+    targets: &Targets,
+    governor: &Governor,
+) -> Result<(Found, Pinned), Checked> {
+    let pinned = match crate::process::pin(pid, Some(ProcessId { pid, start_time })) {
+        Ok(pinned) => pinned,
+        // Replaced: the exec'd process has exited and its pid is reused.
+        Err(ProcError::NotFound { .. } | ProcError::Zombie { .. } | ProcError::Replaced { .. }) => {
+            return Err(Checked::Gone);
+        }
+        Err(e) => return Err(Checked::Failed { error: e.to_string() }),
+    };
+    if pinned.info.is_kernel_thread() || !targets.comm_text_matches(&pinned.info.comm) {
+        return Err(Checked::NotTarget);
+    }
+    let command = match scan::argv0(pid) {
+        Ok(argv0) => argv0.as_deref().and_then(|a| targets.argv0_match(a)).map(str::to_owned),
+        Err(CheckError::Gone { .. }) => return Err(Checked::Gone),
+        Err(e) => return Err(Checked::Failed { error: e.to_string() }),
+    };
+    let Some(command) = command else {
+        return Err(Checked::NotTarget);
+    };
+    let candidate = Candidate {
+        info: pinned.info.clone(),
+        command,
+    };
+    match skip_reason(governor, &candidate) {
+        Some(why) => Err(Checked::Skipped { pid, why }),
+        None => Ok((found(candidate), pinned)),
     }
 }
 
@@ -170,17 +216,29 @@ pub fn adopt(
     limits: &Limits,
     announce: bool,
 ) -> Adopted<Governed> {
-    let pinned = match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
-        Ok(pinned) => pinned,
+    match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
+        Ok(pinned) => adopt_pinned(governor, rules, candidate, pinned, job_id, limits, announce),
         Err(e) => {
             let error = AdoptError::Read(e);
-            return if error.is_gone() {
+            if error.is_gone() {
                 Adopted::Gone
             } else {
                 failed(error, false)
-            };
+            }
         }
-    };
+    }
+}
+
+/// [`adopt`] once the process is pinned.
+fn adopt_pinned(
+    governor: &Governor,
+    rules: &Rules,
+    candidate: &Candidate,
+    pinned: Pinned,
+    job_id: &JobId,
+    limits: &Limits,
+    announce: bool,
+) -> Adopted<Governed> {
     // Without filters there is nothing to read: keep the hot path short.
     if rules.checks_process_for(&candidate.command) {
         let facts = match ProcessFacts::read(&candidate.info) {

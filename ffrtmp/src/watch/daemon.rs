@@ -678,6 +678,7 @@ impl Daemon {
 
     /// Carry out what the tracker decided.
     fn act(&mut self, actions: Vec<Action<JobCgroup>>) {
+        let mut on_loop_done = Vec::new();
         for action in actions {
             match action {
                 Action::Note(note) => self.note(note),
@@ -710,12 +711,23 @@ impl Daemon {
                     ..
                 } => {
                     let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
-                    self.work.spawn_blocking(move || Done::Fused {
+                    let on_loop = !rules.checks_any_process();
+                    let fused = move || Done::Fused {
                         pid,
                         start_time,
                         exec_ns,
                         result: Box::new(adopt::inspect_and_adopt(&governor, &rules, pid, start_time)),
-                    });
+                    };
+                    // Here, without filters to look up (NSS may take
+                    // seconds): a hand-off to a blocking thread costs a
+                    // wake-up (~80 µs on a VM) on the path to the move, and
+                    // how soon the move is written decides how many grace
+                    // periods it waits (docs/architecture.md, "The hot path").
+                    if on_loop {
+                        on_loop_done.push(fused());
+                    } else {
+                        self.work.spawn_blocking(fused);
+                    }
                 }
                 Action::Adopt {
                     candidate,
@@ -747,6 +759,9 @@ impl Daemon {
             }
         }
         self.metrics.set_governed(self.tracker.governed());
+        for done in on_loop_done {
+            self.done(done);
+        }
     }
 
     /// The daemon keeps a governed process's pidfd and move span itself;

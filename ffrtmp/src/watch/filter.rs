@@ -495,6 +495,7 @@ mod tests {
         use crate::watch::rules::{CommandRule, Rules};
         let mut rules = Rules::simple(Targets::new(["ffmpeg".to_string()]), Limits::default());
         assert!(!rules.checks_process_for("ffmpeg"));
+        assert!(!rules.checks_any_process());
         rules.commands.insert(
             "ffmpeg".into(),
             CommandRule {
@@ -507,6 +508,8 @@ mod tests {
         );
         assert!(rules.checks_process_for("ffmpeg"));
         assert!(!rules.checks_process_for("other"));
+        // One command's filters send every fused adoption to the blocking pool.
+        assert!(rules.checks_any_process());
         assert_eq!(
             check(rules.filters_for("ffmpeg"), &facts(), &env()).unwrap_err().filter,
             "blocked_uids"

@@ -101,6 +101,13 @@ impl Rules {
         self.filters_for(command).any(Filters::checks_process)
     }
 
+    /// Does any target's adoption read the process for its filters?
+    pub fn checks_any_process(&self) -> bool {
+        std::iter::once(&self.filters)
+            .chain(self.commands.values().map(|c| &c.filters))
+            .any(Filters::checks_process)
+    }
+
     /// Rules that govern `targets` with `limits` and filter nothing.
     pub fn simple(targets: Targets, limits: Limits) -> Rules {
         Rules {
