@@ -356,6 +356,16 @@ impl MoveSpan {
 /// after it, a pid reused in between is reported ([`MoveError::Replaced`])
 /// instead of governed by mistake (see [`moved_whom`]).
 pub fn move_in(job: &JobCgroup, target: &crate::process::Pinned, descendants: bool) -> Result<Moved, MoveError> {
+    move_in_from(job, target, descendants, None)
+}
+
+/// [`move_in`] of a target whose cgroups were read just before (`from`).
+pub fn move_in_from(
+    job: &JobCgroup,
+    target: &crate::process::Pinned,
+    descendants: bool,
+    from: Option<&crate::cgroup::ProcCgroups>,
+) -> Result<Moved, MoveError> {
     let id = target.id();
     let pid = id.pid;
     let exited = |pidfd: &crate::process::PidFd| pidfd.has_exited().unwrap_or(false);
@@ -363,7 +373,7 @@ pub fn move_in(job: &JobCgroup, target: &crate::process::Pinned, descendants: bo
         return Err(MoveError::Exited { pid });
     }
     let started_ns = crate::process::monotonic_ns();
-    job.add_process(pid)
+    job.add_process_from(pid, from)
         .map_err(|source| match source.io().raw_os_error() {
             Some(libc::ESRCH) => MoveError::Exited { pid },
             _ => MoveError::Write { pid, source },

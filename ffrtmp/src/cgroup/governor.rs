@@ -324,10 +324,13 @@ impl Governor {
     /// The job `pid` is in (its id and directory), read from the cgroup it
     /// is in (the cpu hierarchy on v1) and that cgroup's [`JOB_XATTR`] mark.
     pub fn job_of(&self, pid: u32) -> Option<(String, PathBuf)> {
-        let path = Path::new("/proc").join(pid.to_string()).join("cgroup");
-        let raw = crate::process::identity::read_small(&path).ok()?;
+        self.job_in(&ProcCgroups::read(pid)?)
+    }
+
+    /// [`Governor::job_of`] the process whose cgroups are `cgroups`.
+    pub fn job_in(&self, cgroups: &ProcCgroups) -> Option<(String, PathBuf)> {
         let cpu = self.hierarchy.v1_controllers().and_then(|c| c.get(&Controller::Cpu));
-        String::from_utf8_lossy(&raw).lines().find_map(|line| {
+        cgroups.0.lines().find_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, cgroup) = (parts.next()?, parts.next()?, parts.next()?);
             let mount = match &self.hierarchy {
@@ -967,12 +970,19 @@ impl JobCgroup {
     /// those hierarchies, so it is never half in a job ([`PartialMove`] says
     /// how that went).
     pub fn add_process(&self, pid: u32) -> Result<(), PartialMove> {
+        self.add_process_from(pid, None)
+    }
+
+    /// [`JobCgroup::add_process`] of a process whose cgroups were read
+    /// just before (`from`), so they are not read again on the way to the
+    /// move. They are where a move cut short puts it back.
+    pub fn add_process_from(&self, pid: u32, from: Option<&ProcCgroups>) -> Result<(), PartialMove> {
         // Where it is now, per hierarchy, to undo a move cut short (v1 only:
         // v2 has one hierarchy, one write).
-        let origins = if self.dirs.len() > 1 {
-            self.current_cgroups(pid)
-        } else {
-            Vec::new()
+        let origins = match from {
+            _ if self.dirs.len() <= 1 => Vec::new(),
+            Some(cgroups) => self.current_cgroups(cgroups),
+            None => ProcCgroups::read(pid).map_or_else(|| vec![None; self.dirs.len()], |c| self.current_cgroups(&c)),
         };
         let value = pid.to_string();
         for (done, procs) in self.procs_files().into_iter().enumerate() {
@@ -988,10 +998,8 @@ impl JobCgroup {
 
     /// The cgroup directory `pid` is in, for each of the job's hierarchies
     /// (`None` where `/proc/<pid>/cgroup` does not say).
-    fn current_cgroups(&self, pid: u32) -> Vec<Option<PathBuf>> {
-        let Ok(raw) = fs::read_file(&PathBuf::from(format!("/proc/{pid}/cgroup"))) else {
-            return vec![None; self.dirs.len()];
-        };
+    fn current_cgroups(&self, cgroups: &ProcCgroups) -> Vec<Option<PathBuf>> {
+        let raw = &cgroups.0;
         self.dirs
             .iter()
             .map(|d| {
@@ -1189,6 +1197,20 @@ fn remove_with_retry(dir: &Path) -> Result<(), FsError> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The text of `/proc/<pid>/cgroup`: which cgroup a process is in, in
+/// every hierarchy.
+#[derive(Debug, Clone)]
+pub struct ProcCgroups(String);
+
+impl ProcCgroups {
+    /// `None` when it cannot be read (the process is gone).
+    pub fn read(pid: u32) -> Option<ProcCgroups> {
+        let path = Path::new("/proc").join(pid.to_string()).join("cgroup");
+        let raw = crate::process::identity::read_small(&path).ok()?;
+        Some(ProcCgroups(String::from_utf8_lossy(&raw).into_owned()))
+    }
 }
 
 /// Remove a spare's directories (empty: nothing is ever moved into one).

@@ -13,7 +13,7 @@ pub mod namespace;
 mod spare;
 
 pub use existing::{Delegation, ExistingJob, LimitWriter, delegated_place};
-pub use governor::{CgroupError, Governor, JobCgroup, LimitOutcome, Removal, Usage, UsageReader};
+pub use governor::{CgroupError, Governor, JobCgroup, LimitOutcome, ProcCgroups, Removal, Usage, UsageReader};
 pub use hierarchy::{Controller, Hierarchy};
 pub use limits::{Limits, Version};
 pub use names::{CgroupRoot, JobId};

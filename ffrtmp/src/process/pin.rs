@@ -24,8 +24,9 @@ impl Pinned {
 ///
 /// With `expected` (an identity read earlier) the pidfd is opened first and
 /// the identity read once after it: if the pid named another process when
-/// the pidfd was opened, that one has exited since (its pid is someone
-/// else's now), which the pidfd then says, and it is refused.
+/// the pidfd was opened, the process read earlier had exited by then, it
+/// cannot hold the pid after the open either, and the identity read after
+/// the open refuses it.
 pub fn pin(pid: u32, expected: Option<ProcessId>) -> Result<Pinned, ProcError> {
     let expected = match expected {
         Some(id) => id,
@@ -39,7 +40,11 @@ pub fn pin(pid: u32, expected: Option<ProcessId>) -> Result<Pinned, ProcError> {
     if after.id != expected {
         return Err(ProcError::Replaced { pid });
     }
-    if after.is_zombie() || pidfd.has_exited().map_err(|source| ProcError::Pidfd { pid, source })? {
+    // The state read after the open says it: the kernel marks a process
+    // a zombie when its pidfd turns readable (exit_notify), so a poll of
+    // the pidfd here would only repeat it. A process that exits from now
+    // on is caught by the pidfd where it matters, right before a move.
+    if after.is_zombie() {
         return Err(ProcError::Zombie { pid });
     }
     Ok(Pinned { info: after, pidfd })

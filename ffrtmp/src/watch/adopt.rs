@@ -8,7 +8,7 @@ use super::filter::{self, ProcessFacts, SystemEnv};
 use super::rules::Rules;
 use super::state::StateJob;
 use super::tracker::{self, Adopted, Checked, Found, FusedCheck, ScanResult};
-use crate::cgroup::{CgroupError, ExistingJob, Governor, JobCgroup, JobId, LimitOutcome, Limits};
+use crate::cgroup::{CgroupError, ExistingJob, Governor, JobCgroup, JobId, LimitOutcome, Limits, ProcCgroups};
 use crate::events::scan::{self, Candidate, CheckError, Targets};
 use crate::lifecycle::{self, Created, Finish, MoveError};
 use crate::process::identity::ProcessInfo;
@@ -43,9 +43,14 @@ fn found(candidate: Candidate) -> Found {
 /// its own children, or a process already in an ffrtmp job (such as the
 /// child of `ffrtmp run`).
 fn skip_reason(governor: &Governor, candidate: &Candidate) -> Option<&'static str> {
+    skip_reason_if(candidate, || governor.in_job_cgroup(candidate.info.id.pid))
+}
+
+/// [`skip_reason`], `in_job` saying whether the process is in a job.
+fn skip_reason_if(candidate: &Candidate, in_job: impl FnOnce() -> bool) -> Option<&'static str> {
     if scan::is_self_or_descendant(&candidate.info) {
         Some("ffrtmp itself or its child")
-    } else if governor.in_job_cgroup(candidate.info.id.pid) {
+    } else if in_job() {
         Some("already in an ffrtmp job cgroup")
     } else {
         None
@@ -84,7 +89,7 @@ pub fn inspect_and_adopt(
     let Some(start_time) = start_time else {
         return FusedCheck::Checked(inspect(pid, &rules.targets, governor));
     };
-    let (found, pinned) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
+    let (found, pinned, cgroups) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
         Ok(read) => read,
         Err(checked) => return FusedCheck::Checked(checked),
     };
@@ -94,6 +99,7 @@ pub fn inspect_and_adopt(
     // The old tool's line before `Attaching to PID …` (the tracker logs it
     // for the reads it adopts from itself).
     tracing::info!("Discovered 1 new process(es)");
+    let pinned = PinnedAt { pinned, cgroups };
     let outcome = adopt_pinned(governor, rules, &found.candidate, pinned, &job_id, &limits, true);
     FusedCheck::Adopted {
         found,
@@ -103,14 +109,22 @@ pub fn inspect_and_adopt(
     }
 }
 
+/// A pinned process, and its cgroups when they were read after the pin.
+struct PinnedAt {
+    pinned: Pinned,
+    cgroups: Option<ProcCgroups>,
+}
+
 /// The checks of [`inspect`] for the process `pid` started at
-/// `start_time`, pinned first. `Err` is the answer when it is no target.
+/// `start_time`, pinned first. `Err` is the answer when it is no target;
+/// the cgroups read to see whether it is in a job already come along, for
+/// the move (they are where a move cut short puts it back).
 fn inspect_pinned(
     pid: u32,
     start_time: u64,
     targets: &Targets,
     governor: &Governor,
-) -> Result<(Found, Pinned), Checked> {
+) -> Result<(Found, Pinned, Option<ProcCgroups>), Checked> {
     let pinned = match crate::process::pin(pid, Some(ProcessId { pid, start_time })) {
         Ok(pinned) => pinned,
         // Replaced: the exec'd process has exited and its pid is reused.
@@ -134,9 +148,14 @@ fn inspect_pinned(
         info: pinned.info.clone(),
         command,
     };
-    match skip_reason(governor, &candidate) {
+    let mut cgroups = None;
+    let in_job = || {
+        cgroups = ProcCgroups::read(pid);
+        cgroups.as_ref().is_some_and(|c| governor.job_in(c).is_some())
+    };
+    match skip_reason_if(&candidate, in_job) {
         Some(why) => Err(Checked::Skipped { pid, why }),
-        None => Ok((found(candidate), pinned)),
+        None => Ok((found(candidate), pinned, cgroups)),
     }
 }
 
@@ -217,7 +236,10 @@ pub fn adopt(
     announce: bool,
 ) -> Adopted<Governed> {
     match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
-        Ok(pinned) => adopt_pinned(governor, rules, candidate, pinned, job_id, limits, announce),
+        Ok(pinned) => {
+            let pinned = PinnedAt { pinned, cgroups: None };
+            adopt_pinned(governor, rules, candidate, pinned, job_id, limits, announce)
+        }
         Err(e) => {
             let error = AdoptError::Read(e);
             if error.is_gone() {
@@ -234,7 +256,7 @@ fn adopt_pinned(
     governor: &Governor,
     rules: &Rules,
     candidate: &Candidate,
-    pinned: Pinned,
+    pinned: PinnedAt,
     job_id: &JobId,
     limits: &Limits,
     announce: bool,
@@ -277,12 +299,13 @@ fn failed<J>(error: AdoptError, announced: bool) -> Adopted<J> {
     }
 }
 
-fn govern(governor: &Governor, pinned: Pinned, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
+fn govern(governor: &Governor, target: PinnedAt, job_id: &JobId, limits: &Limits) -> Result<Governed, AdoptError> {
+    let PinnedAt { pinned, cgroups } = target;
     let mut cgroup = governor.create_job(job_id, limits).map_err(AdoptError::Create)?;
     cgroup.note_adoption();
     // Children it forked before the move stayed behind (later ones are
     // born inside): they belong to the same job.
-    let moved = lifecycle::move_in(&cgroup, &pinned, true);
+    let moved = lifecycle::move_in_from(&cgroup, &pinned, true, cgroups.as_ref());
     // The limits' lines come after the move, in the same place among the
     // old tool's lines (after `Attaching to PID …`, which stays before the
     // move so a crash in it still shows what was being attached): writing
