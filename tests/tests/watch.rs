@@ -661,7 +661,10 @@ fn spares(root: &TestRoot, c: Controller) -> Vec<(PathBuf, u64)> {
 /// its root, and a target's job is one of them renamed (the same directory
 /// inode) with its limits, not a directory made at the exec; it makes a new
 /// spare after the move, removes a dead daemon's spares at start and its own
-/// at stop. v2 (cgroup2 cannot rename a cgroup): no spare is made.
+/// at stop. A leftover directory of a job's name in one hierarchy makes the
+/// rename fail there: the spare's other renames are undone, the job is made
+/// as without spares, and no directory is left over. v2 (cgroup2 cannot
+/// rename a cgroup): no spare is made.
 fn jobs_are_spares_made_ahead_and_renamed(backend: Backend) {
     let Some(host) = setup(backend) else { return };
     let root = TestRoot::new(host);
@@ -722,6 +725,45 @@ fn jobs_are_spares_made_ahead_and_renamed(backend: Backend) {
         );
     }
     assert!(wait_until(POLL_TIMEOUT, || ready(2)), "the spare taken was replaced");
+
+    // A leftover of the next job's name in the last hierarchy only: the
+    // spare's first renames succeed, the last one is refused (EEXIST); they
+    // are undone and the job is made the slow way, with the leftover.
+    let mut shell = Target::spawn(
+        Command::new("sh")
+            .args(["-c", "read x; exec \"$0\" 600"])
+            .arg(&path)
+            .stdin(Stdio::piped()),
+    );
+    let pid2 = shell.pid();
+    let job2 = job_of(&name, pid2);
+    let last = *host.job_controllers().last().expect("job controllers");
+    std::fs::create_dir(root.job_dir(last, &job2)).expect("making a leftover job cgroup");
+    writeln!(shell.stdin()).expect("letting the shell exec the target");
+    daemon.wait_governed(&root, &name, &[pid2], POLL_TIMEOUT);
+    assert!(
+        root.holds_all_threads(pid2, &job2),
+        "the job with a leftover holds its process"
+    );
+    assert_limits(&root, &name, pid2);
+    assert!(
+        wait_until(POLL_TIMEOUT, || ready(2)),
+        "two spares again after a refused rename"
+    );
+    for c in host.job_controllers() {
+        let spare_or_job = |n: &str| n.starts_with(".ffrtmp-spare-") || n == job || n == job2;
+        let strays: Vec<String> = std::fs::read_dir(root.dir(c))
+            .expect("listing the root")
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !spare_or_job(n))
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "{c:?}: directories left by the refused rename: {strays:?}"
+        );
+    }
 
     daemon.stop();
     assert!(
