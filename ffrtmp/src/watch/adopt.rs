@@ -587,6 +587,58 @@ mod tests {
         assert_eq!(command_from_job_id("cam-1", 7), None);
     }
 
+    /// The fused read pins the event's identity before anything else: the
+    /// wrong start time or a reaped pid is gone, comm and argv[0] must both
+    /// match, and a process that passes reaches the skip reasons (a child
+    /// of this test is "ffrtmp itself or its child"). Reads `/proc` only.
+    #[test]
+    fn the_fused_read_pins_the_identity_of_the_event() {
+        use std::os::unix::process::CommandExt;
+        let hierarchy = crate::cgroup::Hierarchy::detect().expect("a cgroup hierarchy");
+        let governor = Governor::new(hierarchy, crate::cgroup::CgroupRoot::parse("ffrtmp-test").unwrap());
+        let sleep = Targets::new(["sleep".to_string()]);
+        let read = |pid, start_time, targets: &Targets| inspect_pinned(pid, start_time, targets, &governor).map(|_| ());
+
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let start_time = ProcessInfo::read(pid).unwrap().id.start_time;
+        assert_eq!(
+            read(pid, start_time, &sleep),
+            Err(Checked::Skipped {
+                pid,
+                why: "ffrtmp itself or its child"
+            })
+        );
+        assert_eq!(
+            read(pid, start_time + 1, &sleep),
+            Err(Checked::Gone),
+            "another identity"
+        );
+        assert_eq!(
+            read(pid, start_time, &Targets::new(["ffmpeg".to_string()])),
+            Err(Checked::NotTarget)
+        );
+        // comm `sleep` (the file exec'd), argv[0] `ffmpeg`: no target either way.
+        let mut renamed = std::process::Command::new("sleep")
+            .arg0("ffmpeg")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (rpid, rstart) = (renamed.id(), ProcessInfo::read(renamed.id()).unwrap().id.start_time);
+        assert_eq!(read(rpid, rstart, &sleep), Err(Checked::NotTarget));
+        assert_eq!(
+            read(rpid, rstart, &Targets::new(["ffmpeg".to_string()])),
+            Err(Checked::NotTarget)
+        );
+        renamed.kill().unwrap();
+        renamed.wait().unwrap();
+        child.kill().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(read(pid, start_time, &sleep), Err(Checked::Gone), "a zombie");
+        child.wait().unwrap();
+        assert_eq!(read(pid, start_time, &sleep), Err(Checked::Gone), "reaped");
+    }
+
     #[test]
     fn transient_errors() {
         let io = |n| std::io::Error::from_raw_os_error(n);
