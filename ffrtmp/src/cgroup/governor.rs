@@ -528,7 +528,11 @@ impl Governor {
                 for (back, job) in spare.iter().zip(&cg.dirs).take(i) {
                     // Not left under the job's name: the job is made there next.
                     if let Err(e) = std::fs::rename(&job.dir, back).or_else(|_| std::fs::remove_dir(&job.dir)) {
-                        tracing::debug!("the spare renamed to {} is left in place: {e}", job.dir.display());
+                        // Unmarked under the job's name: nothing collects it.
+                        tracing::warn!(
+                            "the spare renamed to {} could not be renamed back or removed ({e}); it is left in place",
+                            job.dir.display()
+                        );
                     }
                 }
                 remove_spare(&spare);
@@ -1208,7 +1212,7 @@ impl ProcCgroups {
     /// `None` when it cannot be read (the process is gone).
     pub fn read(pid: u32) -> Option<ProcCgroups> {
         let path = Path::new("/proc").join(pid.to_string()).join("cgroup");
-        let raw = crate::process::identity::read_small(&path).ok()?;
+        let raw = crate::process::identity::read_whole(&path).ok()?;
         Some(ProcCgroups(String::from_utf8_lossy(&raw).into_owned()))
     }
 }

@@ -184,6 +184,21 @@ pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// [`read_small`], then the rest when the first read filled its buffer
+/// (`/proc/<pid>/cgroup` with many hierarchies and long paths): one
+/// `read(2)` for the usual few hundred bytes, never a cut-off file.
+pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let n = file.read(&mut buf)?;
+    buf.truncate(n);
+    if n == 4096 {
+        file.read_to_end(&mut buf)?;
+    }
+    Ok(buf)
+}
+
 /// Real uid and resident memory from `/proc/<pid>/status`.
 pub fn read_status(pid: u32) -> Result<(u32, Option<u64>), ProcError> {
     let path = PathBuf::from(format!("/proc/{pid}/status"));

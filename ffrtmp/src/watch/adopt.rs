@@ -1,6 +1,9 @@
 //! The blocking half of the daemon: everything that reads `/proc`, looks up
 //! users or writes cgroup files runs here, on tokio's blocking pool, so a
-//! slow `memory.max` write or name-service lookup never stalls events.
+//! slow `memory.max` write or name-service lookup never stalls events —
+//! except [`inspect_and_adopt`] of an eBPF exec without filters or network
+//! limits, which the daemon runs on its loop (docs/architecture.md, "The
+//! hot path").
 
 use std::time::SystemTime;
 
@@ -57,7 +60,7 @@ fn skip_reason_if(candidate: &Candidate, in_job: impl FnOnce() -> bool) -> Optio
     }
 }
 
-/// Read an exec'd process (off the event loop: `cmdline` takes the
+/// Read an exec'd process (on the blocking pool: `cmdline` takes the
 /// target's mmap lock, which a process in reclaim can hold for long).
 pub fn inspect(pid: u32, targets: &Targets, governor: &Governor) -> Checked {
     match scan::check(pid, targets) {
@@ -73,7 +76,9 @@ pub fn inspect(pid: u32, targets: &Targets, governor: &Governor) -> Checked {
 
 /// [`inspect`], and when it finds a target the tracker let in at once
 /// ([`tracker::adopt_at_once`]), [`adopt`] in the same piece of work: the
-/// path from an exec event to the move with a single hand-off.
+/// path from an exec event to the move, with no hand-off when the daemon
+/// runs it on its loop. The caller replaces the spare a job took
+/// ([`Governor::refill_spares`]) afterwards, off that path.
 ///
 /// The event gave the process's identity, so it is pinned first: one pidfd
 /// and one `stat` read both check the identity and give comm, state and
@@ -238,7 +243,11 @@ pub fn adopt(
     match crate::process::pin(candidate.info.id.pid, Some(candidate.info.id)) {
         Ok(pinned) => {
             let pinned = PinnedAt { pinned, cgroups: None };
-            adopt_pinned(governor, rules, candidate, pinned, job_id, limits, announce)
+            let adopted = adopt_pinned(governor, rules, candidate, pinned, job_id, limits, announce);
+            // The spare this job may have taken is replaced last, once the
+            // process has everything it is given, whether or not it worked.
+            governor.refill_spares();
+            adopted
         }
         Err(e) => {
             let error = AdoptError::Read(e);
@@ -276,11 +285,7 @@ fn adopt_pinned(
         let pid = candidate.info.id.pid;
         tracing::info!("Attaching to PID {pid} ({}) as job {job_id}", candidate.command);
     }
-    let governed = govern(governor, pinned, job_id, limits);
-    // The spare this job may have taken is replaced last, once the process
-    // has everything it is given, whether or not the adoption succeeded.
-    governor.refill_spares();
-    match governed {
+    match govern(governor, pinned, job_id, limits) {
         Ok(governed) => Adopted::Governed {
             payload: governed,
             attached: SystemTime::now(),
@@ -587,15 +592,38 @@ mod tests {
         assert_eq!(command_from_job_id("cam-1", 7), None);
     }
 
+    /// A governor on a fake cgroup2 mount (an empty directory): no process
+    /// is in a job there.
+    fn fake_governor(dir: &std::path::Path) -> Governor {
+        let mount = crate::cgroup::hierarchy::Mount {
+            mount_point: dir.to_owned(),
+            own_cgroup: "/".into(),
+        };
+        Governor::new(
+            crate::cgroup::Hierarchy::Unified(mount),
+            crate::cgroup::CgroupRoot::parse("ffrtmp-test").unwrap(),
+        )
+    }
+
+    /// Wait until `pid` is a zombie (killed, not reaped yet).
+    fn wait_zombie(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ProcessInfo::read(pid).is_ok_and(|i| i.is_zombie()) {
+            assert!(std::time::Instant::now() < deadline, "{pid} did not become a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// The fused read pins the event's identity before anything else: the
-    /// wrong start time or a reaped pid is gone, comm and argv[0] must both
-    /// match, and a process that passes reaches the skip reasons (a child
-    /// of this test is "ffrtmp itself or its child"). Reads `/proc` only.
+    /// wrong start time, a zombie or a reaped pid is gone, comm and argv[0]
+    /// must both match, and a process that passes reaches the skip reasons
+    /// (a child of this test is "ffrtmp itself or its child"). Reads `/proc`
+    /// only.
     #[test]
     fn the_fused_read_pins_the_identity_of_the_event() {
         use std::os::unix::process::CommandExt;
-        let hierarchy = crate::cgroup::Hierarchy::detect().expect("a cgroup hierarchy");
-        let governor = Governor::new(hierarchy, crate::cgroup::CgroupRoot::parse("ffrtmp-test").unwrap());
+        let fake = tempfile::tempdir().unwrap();
+        let governor = fake_governor(fake.path());
         let sleep = Targets::new(["sleep".to_string()]);
         let read = |pid, start_time, targets: &Targets| inspect_pinned(pid, start_time, targets, &governor).map(|_| ());
 
@@ -633,10 +661,35 @@ mod tests {
         renamed.kill().unwrap();
         renamed.wait().unwrap();
         child.kill().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        wait_zombie(pid);
         assert_eq!(read(pid, start_time, &sleep), Err(Checked::Gone), "a zombie");
         child.wait().unwrap();
         assert_eq!(read(pid, start_time, &sleep), Err(Checked::Gone), "reaped");
+    }
+
+    /// A target that is no child of ours (orphaned: its shell exited) passes,
+    /// pinned, and its cgroups come along for the move.
+    #[test]
+    fn the_fused_read_hands_a_target_and_its_cgroups_on() {
+        let fake = tempfile::tempdir().unwrap();
+        let governor = fake_governor(fake.path());
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let start_time = ProcessInfo::read(pid).unwrap().id.start_time;
+        let read = inspect_pinned(pid, start_time, &Targets::new(["sleep".to_string()]), &governor);
+        // Ours to end (started above), by its pid.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let (found, pinned, cgroups) = read.expect("an orphaned sleep is a target");
+        assert_eq!(found.candidate.command, "sleep");
+        assert_eq!(pinned.id(), ProcessId { pid, start_time });
+        assert!(cgroups.is_some(), "its /proc/<pid>/cgroup was read");
     }
 
     #[test]

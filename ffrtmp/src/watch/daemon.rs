@@ -1,8 +1,10 @@
 //! The watch loop: the I/O shell around [`Tracker`], which makes every
-//! decision. One task owns the tracker; every blocking call (reading
-//! `/proc`, writing cgroup files, name-service lookups, the state file)
-//! runs on tokio's blocking pool through [`super::adopt`], so events keep
-//! flowing while it happens.
+//! decision. One task owns the tracker; blocking calls (reading `/proc`,
+//! writing cgroup files, name-service lookups, the state file) run on
+//! tokio's blocking pool through [`super::adopt`], so events keep flowing
+//! while they happen — all but the adoption of an eBPF exec without filters
+//! or network limits, which runs on the loop to reach the move sooner
+//! (docs/architecture.md, "The hot path").
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -116,6 +118,9 @@ enum Done {
     Saved(Result<(), String>),
     /// A check of favordynmods (and, when it is kept on, its re-application).
     Dynmods(Result<Ensured, String>),
+    /// Spares made for the jobs that took one (awaited at stop like all
+    /// work, so no spare is made after the stop removed them).
+    SparesMade,
 }
 
 /// One adoption attempt and what it came to.
@@ -452,8 +457,10 @@ impl Started {
 }
 
 impl Daemon {
-    /// The loop does no blocking I/O itself: it hands events to the tracker
-    /// and work to the blocking pool.
+    /// The loop hands events to the tracker and work to the blocking pool;
+    /// the only blocking I/O it does itself is the hot path (see [`act`]).
+    ///
+    /// [`act`]: Daemon::act
     async fn main_loop(
         mut self,
         control: &mut mpsc::Receiver<Control>,
@@ -664,6 +671,7 @@ impl Daemon {
                 }
                 Vec::new()
             }
+            Done::SparesMade => Vec::new(),
             Done::Dynmods(result) => {
                 self.dynmods.checking = false;
                 self.dynmods_checked(result);
@@ -711,22 +719,45 @@ impl Daemon {
                     ..
                 } => {
                     let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
-                    let on_loop = !rules.checks_any_process();
-                    let fused = move || Done::Fused {
-                        pid,
-                        start_time,
-                        exec_ns,
-                        result: Box::new(adopt::inspect_and_adopt(&governor, &rules, pid, start_time)),
-                    };
-                    // Here, without filters to look up (NSS may take
-                    // seconds): a hand-off to a blocking thread costs a
-                    // wake-up (~80 µs on a VM) on the path to the move, and
-                    // how soon the move is written decides how many grace
-                    // periods it waits (docs/architecture.md, "The hot path").
-                    if on_loop {
-                        on_loop_done.push(fused());
+                    // Here unless a filter may look users up (NSS can take
+                    // seconds) or a limit is a network one (rtnetlink, and
+                    // loading eBPF programs the first time): a hand-off to a
+                    // blocking thread costs a wake-up (~80 µs on a VM) on the
+                    // path to the move, and how soon the move is written
+                    // decides how many grace periods it waits
+                    // (docs/architecture.md, "The hot path").
+                    if rules.adopts_on_loop() {
+                        let read = std::panic::AssertUnwindSafe(|| {
+                            adopt::inspect_and_adopt(&governor, &rules, pid, start_time)
+                        });
+                        let result = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
+                            // As a panic on the blocking pool is logged and
+                            // survived, so is one here: the read failed.
+                            let error = format!("reading and adopting it panicked: {}", panic_message(&panic));
+                            tracker::FusedCheck::Checked(tracker::Checked::Failed { error })
+                        });
+                        // Making the spare it took is not on anyone's path.
+                        self.work.spawn_blocking(move || {
+                            governor.refill_spares();
+                            Done::SparesMade
+                        });
+                        on_loop_done.push(Done::Fused {
+                            pid,
+                            start_time,
+                            exec_ns,
+                            result: Box::new(result),
+                        });
                     } else {
-                        self.work.spawn_blocking(fused);
+                        self.work.spawn_blocking(move || {
+                            let result = adopt::inspect_and_adopt(&governor, &rules, pid, start_time);
+                            governor.refill_spares();
+                            Done::Fused {
+                                pid,
+                                start_time,
+                                exec_ns,
+                                result: Box::new(result),
+                            }
+                        });
                     }
                 }
                 Action::Adopt {
@@ -759,6 +790,8 @@ impl Daemon {
             }
         }
         self.metrics.set_governed(self.tracker.governed());
+        // Their results, as if they came back from the pool. done() acts
+        // again, but a fused result never asks for another fused read.
         for done in on_loop_done {
             self.done(done);
         }
@@ -1416,6 +1449,15 @@ fn log_skipped(result: &Checked) {
     if let Checked::Skipped { pid, why } = result {
         tracing::debug!("PID {pid} is a target, left alone: {why}");
     }
+}
+
+/// The message of a caught panic (a `&str` or `String` payload).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// Split exec (`exec_ns`, the kernel's timestamp) → now at the move. A

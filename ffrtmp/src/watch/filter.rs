@@ -496,6 +496,11 @@ mod tests {
         let mut rules = Rules::simple(Targets::new(["ffmpeg".to_string()]), Limits::default());
         assert!(!rules.checks_process_for("ffmpeg"));
         assert!(!rules.checks_any_process());
+        assert!(rules.adopts_on_loop());
+        // A network limit (rtnetlink, eBPF programs) keeps adoptions off the loop.
+        let mut net = rules.clone();
+        net.default_limits.net_egress_max = Some(crate::net::NetRate::parse("8mbit").unwrap());
+        assert!(!net.adopts_on_loop());
         rules.commands.insert(
             "ffmpeg".into(),
             CommandRule {
@@ -510,6 +515,7 @@ mod tests {
         assert!(!rules.checks_process_for("other"));
         // One command's filters send every fused adoption to the blocking pool.
         assert!(rules.checks_any_process());
+        assert!(!rules.adopts_on_loop());
         assert_eq!(
             check(rules.filters_for("ffmpeg"), &facts(), &env()).unwrap_err().filter,
             "blocked_uids"

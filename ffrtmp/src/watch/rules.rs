@@ -108,6 +108,15 @@ impl Rules {
             .any(Filters::checks_process)
     }
 
+    /// May the daemon adopt on its loop (docs/architecture.md, "The hot
+    /// path")? Not when a filter may look users up (NSS can take seconds)
+    /// or a limit is a network one (rtnetlink dumps, and loading eBPF
+    /// programs the first time).
+    pub fn adopts_on_loop(&self) -> bool {
+        let mut limits = std::iter::once(&self.default_limits).chain(self.commands.values().map(|c| &c.limits));
+        !self.checks_any_process() && limits.all(|l| l.net_limits().is_empty())
+    }
+
     /// Rules that govern `targets` with `limits` and filter nothing.
     pub fn simple(targets: Targets, limits: Limits) -> Rules {
         Rules {

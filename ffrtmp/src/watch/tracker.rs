@@ -183,7 +183,8 @@ pub enum Timer {
 /// What the tracker asks its shell to do.
 #[derive(Debug)]
 pub enum Action<J> {
-    /// Read `/proc/<pid>` off the event loop and report with
+    /// Read `/proc/<pid>` (on the blocking pool, or on the loop for the hot
+    /// path: docs/architecture.md) and report with
     /// [`Tracker::checked`]. `start_time`: the identity the source reported.
     ///
     /// `adopt`: a new process the source named by identity: if the read
