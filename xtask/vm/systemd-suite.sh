@@ -77,6 +77,11 @@ wait_for() {
 
 unit_active() { [ "$(systemctl is-active "$1")" = active ]; }
 main_pid() { systemctl show -p MainPID --value "$UNIT"; }
+# Unit $1 has a main process (read anew at each try of wait_for: an
+# argument like "$(main_pid)" would be read once, before the first).
+has_main_pid() { local pid; pid=$(systemctl show -p MainPID --value "$1"); [ -n "$pid" ] && [ "$pid" != 0 ]; }
+# The daemon runs with a main pid other than $1 (it was restarted).
+has_new_main_pid() { local pid; pid=$(main_pid); [ -n "$pid" ] && [ "$pid" != 0 ] && [ "$pid" != "$1" ]; }
 # The main pid of a running daemon (never 0: `kill 0` would hit this suite).
 running_main_pid() {
     local pid
@@ -144,7 +149,7 @@ t_enable_now() {
 # A workload started as a unit of its own (systemd-run) is governed.
 t_target_from_another_unit() {
     systemd-run --unit vmtgt-unit --property=Type=exec /usr/local/bin/$TARGET 3600 >/dev/null || return 1
-    wait_for 10 test "$(systemctl show -p MainPID --value vmtgt-unit)" != 0 || return 1
+    wait_for 10 has_main_pid vmtgt-unit || return 1
     UNIT_PID=$(systemctl show -p MainPID --value vmtgt-unit)
     wait_for 30 governed "$UNIT_PID" "20000 100000" || { governed "$UNIT_PID" "20000 100000"; diagnose; return 1; }
 }
@@ -175,7 +180,7 @@ came_back() {
         governed "$pid" "40000 100000" || { diagnose; return 1; }
     done
     systemd-run --unit "vmtgt-after-$2" --property=Type=exec /usr/local/bin/$TARGET 3600 >/dev/null || return 1
-    wait_for 10 test "$(systemctl show -p MainPID --value "vmtgt-after-$2")" != 0 || return 1
+    wait_for 10 has_main_pid "vmtgt-after-$2" || return 1
     local fresh
     fresh=$(systemctl show -p MainPID --value "vmtgt-after-$2")
     wait_for 30 governed "$fresh" "40000 100000" || { governed "$fresh" "40000 100000"; diagnose; return 1; }
@@ -193,7 +198,7 @@ t_kill9_restarts_and_keeps_workloads() {
     local before
     before=$(running_main_pid) || { echo "$before"; return 1; }
     kill -9 "$before" || return 1
-    wait_for 30 test "$(main_pid)" != "$before" || { diagnose; return 1; }
+    wait_for 30 has_new_main_pid "$before" || { diagnose; return 1; }
     came_back "kill -9 of the main process" kill9
 }
 
@@ -261,7 +266,7 @@ t_podman_runs_the_image_as_the_daemonset_does() {
     wait_for 60 sh -c 'podman logs ffrtmp-ds 2>&1 | grep -q "Event source:"' && logs_ok=1
     [ "$logs_ok" = 1 ] || { echo "the container's daemon did not start:"; podman logs ffrtmp-ds 2>&1 | tail -n 20; return 1; }
     systemd-run --unit vmtgt-ffmpeg --property=Type=exec /usr/local/bin/ffmpeg 3600 >/dev/null || return 1
-    wait_for 10 test "$(systemctl show -p MainPID --value vmtgt-ffmpeg)" != 0 || return 1
+    wait_for 10 has_main_pid vmtgt-ffmpeg || return 1
     local pid job
     pid=$(systemctl show -p MainPID --value vmtgt-ffmpeg)
     in_ffrtmp_job() { sed -n 's/^0:://p' "/proc/$1/cgroup" | grep -q "^/ffrtmp/auto-ffmpeg-$1\$"; }
