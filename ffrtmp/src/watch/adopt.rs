@@ -605,6 +605,25 @@ mod tests {
         )
     }
 
+    /// Wait until `pid` shows the comm and argv[0] of its exec: `spawn`
+    /// returns once the exec has closed its close-on-exec files, and the
+    /// kernel sets comm and the arguments after that (the daemon reads a
+    /// process only after `sched_process_exec`, which fires later still).
+    fn wait_exec(pid: u32, comm: &str, argv0: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let done = || {
+            ProcessInfo::read(pid).is_ok_and(|i| i.comm == comm)
+                && scan::argv0(pid).ok().flatten().as_deref() == Some(argv0)
+        };
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pid} did not exec {comm} as {argv0}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// Wait until `pid` is a zombie (killed, not reaped yet).
     fn wait_zombie(pid: u32) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -629,6 +648,7 @@ mod tests {
 
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
+        wait_exec(pid, "sleep", "sleep");
         let start_time = ProcessInfo::read(pid).unwrap().id.start_time;
         assert_eq!(
             read(pid, start_time, &sleep),
@@ -652,6 +672,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
+        wait_exec(renamed.id(), "sleep", "ffmpeg");
         let (rpid, rstart) = (renamed.id(), ProcessInfo::read(renamed.id()).unwrap().id.start_time);
         assert_eq!(read(rpid, rstart, &sleep), Err(Checked::NotTarget));
         assert_eq!(
@@ -678,6 +699,8 @@ mod tests {
             .output()
             .unwrap();
         let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // `$!` is known once forked, maybe before the exec.
+        wait_exec(pid, "sleep", "sleep");
         let start_time = ProcessInfo::read(pid).unwrap().id.start_time;
         let read = inspect_pinned(pid, start_time, &Targets::new(["sleep".to_string()]), &governor);
         // Ours to end (started above), by its pid.
