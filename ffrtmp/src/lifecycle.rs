@@ -355,12 +355,10 @@ impl MoveSpan {
 /// The pidfd says whether the process still runs right before the write;
 /// after it, a pid reused in between is reported ([`MoveError::Replaced`])
 /// instead of governed by mistake (see [`moved_whom`]).
-pub fn move_in(job: &JobCgroup, target: &crate::process::Pinned, descendants: bool) -> Result<Moved, MoveError> {
-    move_in_from(job, target, descendants, None)
-}
-
-/// [`move_in`] of a target whose cgroups were read just before (`from`).
-pub fn move_in_from(
+///
+/// `from`: the target's cgroups when they were read just before (where a
+/// move cut short puts it back); `None` reads them here.
+pub fn move_in(
     job: &JobCgroup,
     target: &crate::process::Pinned,
     descendants: bool,

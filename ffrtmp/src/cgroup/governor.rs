@@ -329,17 +329,15 @@ impl Governor {
 
     /// [`Governor::job_of`] the process whose cgroups are `cgroups`.
     pub fn job_in(&self, cgroups: &ProcCgroups) -> Option<(String, PathBuf)> {
-        let cpu = self.hierarchy.v1_controllers().and_then(|c| c.get(&Controller::Cpu));
-        cgroups.0.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, cgroup) = (parts.next()?, parts.next()?, parts.next()?);
-            let mount = match &self.hierarchy {
-                Hierarchy::Unified(m) => controllers.is_empty().then_some(m),
-                _ => cpu.filter(|_| controllers.split(',').any(|c| c == "cpu")),
-            }?;
-            let dir = mount.dir(Path::new(cgroup));
-            get_xattr(&dir, JOB_XATTR).map(|job| (job, dir))
-        })
+        let (mount, cgroup) = match &self.hierarchy {
+            Hierarchy::Unified(m) => (m, cgroups.path_in(None)?),
+            _ => {
+                let cpu = self.hierarchy.v1_controllers()?.get(&Controller::Cpu)?;
+                (cpu, cgroups.path_in(Some(Controller::Cpu.v1_name()))?)
+            }
+        };
+        let dir = mount.dir(Path::new(cgroup));
+        get_xattr(&dir, JOB_XATTR).map(|job| (job, dir))
     }
 
     /// Hybrid: the unified mount, for the jobs' [`Controller::Net`]
@@ -1003,16 +1001,11 @@ impl JobCgroup {
     /// The cgroup directory `pid` is in, for each of the job's hierarchies
     /// (`None` where `/proc/<pid>/cgroup` does not say).
     fn current_cgroups(&self, cgroups: &ProcCgroups) -> Vec<Option<PathBuf>> {
-        let raw = &cgroups.0;
         self.dirs
             .iter()
             .map(|d| {
                 let name = d.controllers.first().map(|c| c.v1_name())?;
-                let path = raw.lines().find_map(|line| {
-                    let mut parts = line.splitn(3, ':');
-                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    controllers.split(',').any(|c| c == name).then_some(path)
-                })?;
+                let path = cgroups.path_in(Some(name))?;
                 Some(d.mount.join(path.trim_start_matches('/')))
             })
             .collect()
@@ -1214,6 +1207,20 @@ impl ProcCgroups {
         let path = Path::new("/proc").join(pid.to_string()).join("cgroup");
         let raw = crate::process::identity::read_whole(&path).ok()?;
         Some(ProcCgroups(String::from_utf8_lossy(&raw).into_owned()))
+    }
+
+    /// The cgroup path (`/a/b`) in the v1 hierarchy of controller `v1`
+    /// (`cpu`, `memory`, …), or in the unified hierarchy for `None`.
+    fn path_in(&self, v1: Option<&str>) -> Option<&str> {
+        self.0.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let here = match v1 {
+                None => controllers.is_empty(),
+                Some(name) => controllers.split(',').any(|c| c == name),
+            };
+            here.then_some(path)
+        })
     }
 }
 

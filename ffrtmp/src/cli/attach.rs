@@ -126,7 +126,10 @@ pub fn execute(args: AttachArgs) -> anyhow::Result<i32> {
         job.note_adoption();
     }
     let started = SystemTime::now();
-    let moved = match created.job().map(|job| lifecycle::move_in(job, &pinned, args.tree)) {
+    let moved = match created
+        .job()
+        .map(|job| lifecycle::move_in(job, &pinned, args.tree, None))
+    {
         Some(Ok(moved)) => moved,
         Some(Err(e)) => {
             created.discard();

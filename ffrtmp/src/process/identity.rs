@@ -176,24 +176,23 @@ fn has_stat_shape(content: &[u8]) -> bool {
 /// `read(2)`: the watch hot path reads a few of these per exec, and
 /// `fs::read` would add a `statx` and several growing reads.
 pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 4096];
-    let n = file.read(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    read_start(path, false)
 }
 
 /// [`read_small`], then the rest when the first read filled its buffer
 /// (`/proc/<pid>/cgroup` with many hierarchies and long paths): one
 /// `read(2)` for the usual few hundred bytes, never a cut-off file.
 pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    read_start(path, true)
+}
+
+fn read_start(path: &Path, whole: bool) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
     let n = file.read(&mut buf)?;
     buf.truncate(n);
-    if n == 4096 {
+    if whole && n == 4096 {
         file.read_to_end(&mut buf)?;
     }
     Ok(buf)

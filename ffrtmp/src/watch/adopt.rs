@@ -94,7 +94,7 @@ pub fn inspect_and_adopt(
     let Some(start_time) = start_time else {
         return FusedCheck::Checked(inspect(pid, &rules.targets, governor));
     };
-    let (found, pinned, cgroups) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
+    let (found, pinned) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
         Ok(read) => read,
         Err(checked) => return FusedCheck::Checked(checked),
     };
@@ -104,7 +104,6 @@ pub fn inspect_and_adopt(
     // The old tool's line before `Attaching to PID …` (the tracker logs it
     // for the reads it adopts from itself).
     tracing::info!("Discovered 1 new process(es)");
-    let pinned = PinnedAt { pinned, cgroups };
     let outcome = adopt_pinned(governor, rules, &found.candidate, pinned, &job_id, &limits, true);
     FusedCheck::Adopted {
         found,
@@ -129,7 +128,7 @@ fn inspect_pinned(
     start_time: u64,
     targets: &Targets,
     governor: &Governor,
-) -> Result<(Found, Pinned, Option<ProcCgroups>), Checked> {
+) -> Result<(Found, PinnedAt), Checked> {
     let pinned = match crate::process::pin(pid, Some(ProcessId { pid, start_time })) {
         Ok(pinned) => pinned,
         // Replaced: the exec'd process has exited and its pid is reused.
@@ -160,7 +159,7 @@ fn inspect_pinned(
     };
     match skip_reason_if(&candidate, in_job) {
         Some(why) => Err(Checked::Skipped { pid, why }),
-        None => Ok((found(candidate), pinned, cgroups)),
+        None => Ok((found(candidate), PinnedAt { pinned, cgroups })),
     }
 }
 
@@ -310,7 +309,7 @@ fn govern(governor: &Governor, target: PinnedAt, job_id: &JobId, limits: &Limits
     cgroup.note_adoption();
     // Children it forked before the move stayed behind (later ones are
     // born inside): they belong to the same job.
-    let moved = lifecycle::move_in_from(&cgroup, &pinned, true, cgroups.as_ref());
+    let moved = lifecycle::move_in(&cgroup, &pinned, true, cgroups.as_ref());
     // The limits' lines come after the move, in the same place among the
     // old tool's lines (after `Attaching to PID …`, which stays before the
     // move so a crash in it still shows what was being attached): writing
@@ -610,25 +609,24 @@ mod tests {
     /// kernel sets comm and the arguments after that (the daemon reads a
     /// process only after `sched_process_exec`, which fires later still).
     fn wait_exec(pid: u32, comm: &str, argv0: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let done = || {
+        wait_for(&format!("{pid} to exec {comm} as {argv0}"), || {
             ProcessInfo::read(pid).is_ok_and(|i| i.comm == comm)
                 && scan::argv0(pid).ok().flatten().as_deref() == Some(argv0)
-        };
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{pid} did not exec {comm} as {argv0}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        });
     }
 
     /// Wait until `pid` is a zombie (killed, not reaped yet).
     fn wait_zombie(pid: u32) {
+        wait_for(&format!("{pid} to be a zombie"), || {
+            ProcessInfo::read(pid).is_ok_and(|i| i.is_zombie())
+        });
+    }
+
+    /// Poll `done` every 2 ms, for 5 s at most.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !ProcessInfo::read(pid).is_ok_and(|i| i.is_zombie()) {
-            assert!(std::time::Instant::now() < deadline, "{pid} did not become a zombie");
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
@@ -709,10 +707,10 @@ mod tests {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        let (found, pinned, cgroups) = read.expect("an orphaned sleep is a target");
+        let (found, target) = read.expect("an orphaned sleep is a target");
         assert_eq!(found.candidate.command, "sleep");
-        assert_eq!(pinned.id(), ProcessId { pid, start_time });
-        assert!(cgroups.is_some(), "its /proc/<pid>/cgroup was read");
+        assert_eq!(target.pinned.id(), ProcessId { pid, start_time });
+        assert!(target.cgroups.is_some(), "its /proc/<pid>/cgroup was read");
     }
 
     #[test]

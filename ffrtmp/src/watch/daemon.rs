@@ -726,6 +726,15 @@ impl Daemon {
                     // path to the move, and how soon the move is written
                     // decides how many grace periods it waits
                     // (docs/architecture.md, "The hot path").
+                    let fused = move |result| Done::Fused {
+                        pid,
+                        start_time,
+                        exec_ns,
+                        result: Box::new(result),
+                    };
+                    // A job may have taken a spare: replace it, off the path.
+                    let adopted =
+                        |result: &tracker::FusedCheck<Governed>| matches!(result, tracker::FusedCheck::Adopted { .. });
                     if rules.adopts_on_loop() {
                         let read = std::panic::AssertUnwindSafe(|| {
                             adopt::inspect_and_adopt(&governor, &rules, pid, start_time)
@@ -736,27 +745,20 @@ impl Daemon {
                             let error = format!("reading and adopting it panicked: {}", panic_message(&panic));
                             tracker::FusedCheck::Checked(tracker::Checked::Failed { error })
                         });
-                        // Making the spare it took is not on anyone's path.
-                        self.work.spawn_blocking(move || {
-                            governor.refill_spares();
-                            Done::SparesMade
-                        });
-                        on_loop_done.push(Done::Fused {
-                            pid,
-                            start_time,
-                            exec_ns,
-                            result: Box::new(result),
-                        });
+                        if adopted(&result) {
+                            self.work.spawn_blocking(move || {
+                                governor.refill_spares();
+                                Done::SparesMade
+                            });
+                        }
+                        on_loop_done.push(fused(result));
                     } else {
                         self.work.spawn_blocking(move || {
                             let result = adopt::inspect_and_adopt(&governor, &rules, pid, start_time);
-                            governor.refill_spares();
-                            Done::Fused {
-                                pid,
-                                start_time,
-                                exec_ns,
-                                result: Box::new(result),
+                            if adopted(&result) {
+                                governor.refill_spares();
                             }
+                            fused(result)
                         });
                     }
                 }
