@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 
 use crate::bench_common::{
-    CleanupGuard, Flags, Machine, Stats, build_ffrtmp, compile_c, monotonic_ns, ms, own_hierarchies, target_dir,
+    CleanupGuard, Flags, Machine, Stats, c_helper, ffrtmp_binary, monotonic_ns, ms, own_hierarchies, target_dir,
     workspace_root, write_section,
 };
 
@@ -33,7 +33,7 @@ const MARK_START: &str = "<!-- bench:run-overhead:start -->";
 const MARK_END: &str = "<!-- bench:run-overhead:end -->";
 const PROBE_PREFIX: &str = "ffrtmp-probe ";
 
-const PROBE_C: &str = r#"/* ffrtmp bench probe, written by `cargo xtask bench`.
+pub const PROBE_C: &str = r#"/* ffrtmp bench probe, written by `cargo xtask bench`.
  * Its first action in main: read CLOCK_MONOTONIC and print it in ns. */
 #include <stdio.h>
 #include <time.h>
@@ -48,7 +48,8 @@ int main(void)
 "#;
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--also PATH] [--write]
+usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--also PATH] [--ffrtmp PATH]
+                         [--prebuilt] [--write]
 
 Measures the median time from invoking `ffrtmp run … -- probe` to the probe's
 first instruction, against spawning the probe directly, interleaved in one run.
@@ -60,6 +61,9 @@ Needs root (ffrtmp creates cgroups). Builds ffrtmp (release) and the probe first
                   e.g. 50 shows the cost of a `run` on an otherwise idle host
   --also PATH     also measure `PATH run`, no limits: another build of ffrtmp
                   (e.g. static), in the same rounds as the others
+  --ffrtmp PATH   use this ffrtmp binary instead of building one
+  --prebuilt      use the probe an earlier run compiled (target/bench/probe)
+                  instead of compiling it: for a guest without a C compiler
   --write         also update the run-overhead section of docs/BENCHMARKS.md
 ";
 
@@ -68,6 +72,8 @@ struct Options {
     warmup: usize,
     gap_ms: u64,
     also: Option<PathBuf>,
+    ffrtmp: Option<PathBuf>,
+    prebuilt: bool,
     write: bool,
 }
 
@@ -77,6 +83,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         warmup: DEFAULT_WARMUP,
         gap_ms: 0,
         also: None,
+        ffrtmp: None,
+        prebuilt: false,
         write: false,
     };
     let mut flags = Flags::new(args);
@@ -86,6 +94,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--warmup" => o.warmup = flags.number(flag)? as usize,
             "--gap-ms" => o.gap_ms = flags.number(flag)?,
             "--also" => o.also = Some(PathBuf::from(flags.text(flag)?)),
+            "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(flags.text(flag)?)),
+            "--prebuilt" if !flags.has_inline() => o.prebuilt = true,
             "--write" if !flags.has_inline() => o.write = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -109,8 +119,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     );
 
     let root = workspace_root();
-    let ffrtmp = build_ffrtmp(&root, "bench")?;
-    let (probe, linkage) = compile_c(&target_dir(&root).join("bench"), "probe", PROBE_C, "bench")?;
+    let ffrtmp = ffrtmp_binary(opts.ffrtmp.as_deref(), &root, "bench")?;
+    let (probe, linkage) = c_helper(
+        &target_dir(&root).join("bench"),
+        "probe",
+        PROBE_C,
+        opts.prebuilt,
+        "bench",
+    )?;
 
     let cgroup_root = format!("ffrtmp-bench-{}", std::process::id());
     let hierarchies = own_hierarchies()?;
@@ -143,6 +159,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let label = format!("`{} run`, no limits", also.display());
         modes.push(Mode::new(label, also, run_args(&cgroup_root, &[], &probe)));
     }
+    modes.push(Mode::lifetime("the probe", &probe, &[]));
+    modes.push(Mode::lifetime("`ffrtmp --version`", &ffrtmp, &["--version"]));
     eprintln!(
         "bench: {} warm-up + {} measured rounds of {} modes, cgroup root {cgroup_root} (relative)",
         opts.warmup,
@@ -176,6 +194,18 @@ struct Mode {
     label: String,
     program: PathBuf,
     args: Vec<String>,
+    /// What a sample times.
+    span: Span,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Span {
+    /// From `spawn()` to the probe's stamp: the overhead a wrapper adds.
+    ToProbe,
+    /// From `spawn()` to the exit seen by `wait`: what starting the program
+    /// at all costs (`ffrtmp --version` against the probe), so the `run`
+    /// overhead can be split into ffrtmp's start and its set-up.
+    Lifetime,
 }
 
 impl Mode {
@@ -184,6 +214,14 @@ impl Mode {
             label: label.into(),
             program: program.to_path_buf(),
             args,
+            span: Span::ToProbe,
+        }
+    }
+
+    fn lifetime(label: impl Into<String>, program: &Path, args: &[&str]) -> Self {
+        Self {
+            span: Span::Lifetime,
+            ..Self::new(label, program, args.iter().map(|a| a.to_string()).collect())
         }
     }
 
@@ -216,6 +254,7 @@ impl Mode {
             .spawn()
             .with_context(|| format!("spawning {}", self.program.display()))?;
         let out = child.wait_with_output().context("waiting for the probe")?;
+        let exited = monotonic_ns();
         ensure!(
             out.status.success(),
             "`{}` failed ({}): {}",
@@ -223,6 +262,9 @@ impl Mode {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
+        if self.span == Span::Lifetime {
+            return Ok(exited - t0);
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stamp: u64 = stdout
             .lines()
@@ -299,7 +341,8 @@ fn render(
     );
     let _ = writeln!(w, "| mode | command | p50 | p90 | p99 | max |");
     let _ = writeln!(w, "| --- | --- | ---: | ---: | ---: | ---: |");
-    for (mode, st) in modes.iter().zip(stats) {
+    let to_probe = || modes.iter().zip(stats).filter(|(m, _)| m.span == Span::ToProbe);
+    for (mode, st) in to_probe() {
         let _ = writeln!(
             w,
             "| {} | `{}` | {} | {} | {} | {} |",
@@ -315,7 +358,7 @@ fn render(
     let _ = writeln!(w, "| mode | overhead (p50) | ratio (p50) | goal ≤ {} |", ms(GOAL_NS));
     let _ = writeln!(w, "| --- | ---: | ---: | --- |");
     let base = stats[0].p50;
-    for (mode, st) in modes.iter().zip(stats).skip(1) {
+    for (mode, st) in to_probe().skip(1) {
         let over = st.p50 as i64 - base as i64;
         let _ = writeln!(
             w,
@@ -327,6 +370,7 @@ fn render(
             if over <= GOAL_NS as i64 { "met" } else { "**not met**" }
         );
     }
+    start_table(w, modes, stats);
     let _ = writeln!(w, "\nMachine and run:\n");
     let _ = writeln!(w, "- date: {} (UTC)", m.date);
     let _ = writeln!(w, "- kernel (`uname -r`): {}", m.kernel);
@@ -339,4 +383,42 @@ fn render(
     }
     let _ = writeln!(w, "{MARK_END}");
     s
+}
+
+/// The start of ffrtmp alone, in the same rounds: spawn → exit of
+/// `ffrtmp --version` against the probe's. `run` cannot cost less than
+/// this difference; the rest of its overhead is its cgroup set-up.
+fn start_table(w: &mut String, modes: &[Mode], stats: &[Stats]) {
+    let lifetimes: Vec<(&Mode, &Stats)> = modes
+        .iter()
+        .zip(stats)
+        .filter(|(m, _)| m.span == Span::Lifetime)
+        .collect();
+    let [(probe_mode, probe), (ffrtmp_mode, ffrtmp)] = lifetimes[..] else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "\nStarting a program at all, in the same rounds (spawn → exit seen by `wait`; no cgroup work):\n"
+    );
+    let _ = writeln!(w, "| program | p50 | p90 | p99 |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+    for (mode, st) in [(probe_mode, probe), (ffrtmp_mode, ffrtmp)] {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            mode.label,
+            ms(st.p50),
+            ms(st.p90),
+            ms(st.p99)
+        );
+    }
+    let start = ffrtmp.p50 as i64 - probe.p50 as i64;
+    let _ = writeln!(
+        w,
+        "\nffrtmp's start alone costs {}{:.3} ms over the probe's at p50: the part of `run`'s overhead that is \
+         not its own set-up.",
+        if start >= 0 { "+" } else { "−" },
+        start.unsigned_abs() as f64 / 1e6
+    );
 }

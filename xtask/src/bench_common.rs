@@ -42,6 +42,18 @@ pub fn build_ffrtmp(root: &Path, tag: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The ffrtmp binary a bench measures: `given` (`--ffrtmp PATH`), else a
+/// fresh release build.
+pub fn ffrtmp_binary(given: Option<&Path>, root: &Path, tag: &str) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => {
+            ensure!(p.is_file(), "--ffrtmp {}: no such file", p.display());
+            fs::canonicalize(p).with_context(|| format!("--ffrtmp {}", p.display()))
+        }
+        None => build_ffrtmp(root, tag),
+    }
+}
+
 /// Compiles `source` to `dir/name` with `cc -O2 -static`, or dynamically if
 /// static linking is unavailable. Returns the binary and the linkage used.
 pub fn compile_c(dir: &Path, name: &str, source: &str, tag: &str) -> anyhow::Result<(PathBuf, &'static str)> {
@@ -68,6 +80,28 @@ pub fn compile_c(dir: &Path, name: &str, source: &str, tag: &str) -> anyhow::Res
         );
     }
     bail!("could not compile {}", src.display())
+}
+
+/// A C helper in `dir/name`: compiled from `source` (`compile_c`), or with
+/// `prebuilt` the one an earlier run compiled there, for a guest without a
+/// C compiler (`bench-vm`). Its linkage is then read from its ELF headers:
+/// a program interpreter means dynamic.
+pub fn c_helper(
+    dir: &Path,
+    name: &str,
+    source: &str,
+    prebuilt: bool,
+    tag: &str,
+) -> anyhow::Result<(PathBuf, &'static str)> {
+    if !prebuilt {
+        return compile_c(dir, name, source, tag);
+    }
+    let bin = dir.join(name);
+    match crate::vm::elf_interp(&bin)? {
+        Some(None) => Ok((bin, "static")),
+        Some(Some(_)) => Ok((bin, "dynamic")),
+        None => bail!("--prebuilt: {} is not an ELF executable", bin.display()),
+    }
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -157,6 +191,22 @@ pub struct CgroupMount {
     pub root: String,
     pub point: PathBuf,
     pub options: Vec<String>,
+}
+
+impl CgroupMount {
+    /// The cgroup2 mount option that spares a move its RCU grace period
+    /// (it is global: one cgroup2 mount showing it means every move).
+    pub fn favordynmods(&self) -> bool {
+        self.fstype == "cgroup2" && self.options.iter().any(|o| o == "favordynmods")
+    }
+}
+
+/// Whether favordynmods is on (some cgroup2 mount shows it).
+pub fn favordynmods_on() -> bool {
+    cgroup_mounts()
+        .unwrap_or_default()
+        .iter()
+        .any(CgroupMount::favordynmods)
 }
 
 pub fn cgroup_mounts() -> anyhow::Result<Vec<CgroupMount>> {
@@ -329,9 +379,10 @@ pub fn describe_cgroups() -> String {
         let c = fs::read_to_string(m.point.join("cgroup.controllers")).unwrap_or_default();
         let c = c.trim();
         format!(
-            "cgroup2 at {} (controllers: {})",
+            "cgroup2 at {} (controllers: {}; favordynmods {})",
             m.point.display(),
-            if c.is_empty() { "none" } else { c }
+            if c.is_empty() { "none" } else { c },
+            if m.favordynmods() { "on" } else { "off" }
         )
     });
     match (v1.is_empty(), v2) {
@@ -738,6 +789,15 @@ mod tests {
         let v2 = r"30 27 0:26 /a\040b /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw";
         let m = parse_mountinfo_line(v2).unwrap();
         assert_eq!((m.fstype.as_str(), m.root.as_str()), ("cgroup2", "/a b"));
+        assert!(!m.favordynmods());
+        let on = "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 none rw,nsdelegate,favordynmods";
+        assert!(parse_mountinfo_line(on).unwrap().favordynmods());
+        // A v1 hierarchy cannot carry it (cgroup1 refuses the option).
+        assert!(
+            !parse_mountinfo_line(&v1.replace(",cpu", ",favordynmods"))
+                .unwrap()
+                .favordynmods()
+        );
         assert!(parse_mountinfo_line("1 0 8:1 / / rw - ext4 /dev/sda1 rw").is_none());
     }
 

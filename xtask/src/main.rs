@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_common;
+mod bench_vm;
 mod bench_watch;
 mod cdf_plot;
 mod ebpf;
@@ -30,6 +31,11 @@ const TASKS: &[Task] = &[
         name: "bench-watch",
         about: "measure `ffrtmp watch` spawn-to-governed latency vs cgrulesengd (root; --spawns N, --write)",
         run: bench_watch::main,
+    },
+    Task {
+        name: "bench-vm",
+        about: "bench-watch and bench in the cgroup v2 VM, favordynmods off and on (root; --kernel K, --write)",
+        run: bench_vm::main,
     },
     Task {
         name: "build-ebpf",

@@ -18,6 +18,8 @@ mod kernel;
 mod prereq;
 pub mod systemd;
 
+pub use prereq::elf_interp;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
