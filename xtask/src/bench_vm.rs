@@ -239,6 +239,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let cgred = find_cgrulesengd(true).map_err(anyhow::Error::msg)?;
     let xtask = std::env::current_exe().context("this program's path")?;
 
+    // The host and its tree as the binary was taken, before the long boot.
+    let host = Machine::collect(&root, "static", TAG, args);
     let script = guest_script(&o, &xtask, &ffrtmp, &target);
     let mut cmd = Command::new(&xtask);
     cmd.args([
@@ -283,7 +285,6 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             plots.push(plot);
         }
     }
-    let host = Machine::collect(&root, "static", TAG, args);
     let section = render(&o, &pieces, &plots, &host);
     print!("{section}");
     if o.write {

@@ -674,7 +674,18 @@ impl Governor {
                     wanted.push(c);
                 }
             }
+            // Enabled in the root's subtree_control means enabled all the
+            // way down to it (a cgroup can enable only what its parent
+            // does): one read instead of the chain's walk, which reads two
+            // files per level and controller. This is on the path to every
+            // move into a new job.
+            let enabled = fs::read_file(&mount.dir(root).join(files::SUBTREE_CONTROL)).unwrap_or_default();
+            let enabled: Vec<&str> = enabled.split_whitespace().collect();
             for controller in wanted {
+                if controller.v2_name().is_some_and(|name| enabled.contains(&name)) {
+                    unavailable.remove(&controller);
+                    continue;
+                }
                 match enable_chain(mount, root, controller) {
                     // A retry forgets the failure of an earlier try.
                     Ok(()) => {

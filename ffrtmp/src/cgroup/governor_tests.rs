@@ -221,6 +221,26 @@ fn v2_writes_limits_and_enables_controllers_top_down() {
 }
 
 #[test]
+fn v2_a_root_that_enables_every_controller_is_not_walked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("unified");
+    // The mount point enables nothing: a walk up the chain would write
+    // "+cpu" there. The root's own subtree_control already lists all of
+    // them, which the kernel allows only when the whole chain enables them.
+    v2_cgroup(&mnt, "cpu memory io pids");
+    v2_cgroup(&mnt.join("a"), "cpu memory io pids");
+    write(&mnt.join("a/cgroup.subtree_control"), "cpu memory io\n");
+    v2_hook("cpu memory io");
+
+    let gov = Governor::new(Hierarchy::Unified(mount(mnt.clone(), "/")), root("/a"));
+    let cg = gov.create_job(&job("j1"), &all_limits()).unwrap();
+    assert!(cg.all_applied(), "{:?}", cg.outcomes());
+    assert_eq!(read(&mnt.join("a/j1/memory.max")), "268435456");
+    assert_eq!(read(&mnt.join("cgroup.subtree_control")), "", "the chain was walked");
+    assert_eq!(read(&mnt.join("a/cgroup.subtree_control")), "cpu memory io\n");
+}
+
+#[test]
 fn v2_enable_chain_writes_each_missing_level() {
     for controller in [Controller::Cpu, Controller::Memory, Controller::Io] {
         let name = controller.v2_name().unwrap();

@@ -189,8 +189,17 @@ pub fn scan(targets: &Targets) -> std::io::Result<Scan> {
 
 /// Is this process ffrtmp itself or one of its descendants? ffrtmp never
 /// governs itself or its own children. The walk starts at the parent the
-/// caller has already read.
+/// caller has already read; it is skipped when ffrtmp has no child at all
+/// (the daemon forks nothing), which saves the hot path a `stat` read.
 pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
+    if info.id.pid == std::process::id() {
+        return true;
+    }
+    // A descendant's chain of parents ends in a child of ours; a process
+    // whose chain broke (an ancestor died) was re-parented away from us.
+    if !has_children() {
+        return false;
+    }
     static ME: std::sync::OnceLock<Option<ProcessId>> = std::sync::OnceLock::new();
     let me = ME.get_or_init(|| ProcessInfo::read(std::process::id()).ok().map(|i| i.id));
     match me {
@@ -205,6 +214,17 @@ pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
             |pid| ProcessInfo::read(pid).ok(),
         ),
     }
+}
+
+/// Has this process a child (running, stopped or a zombie)? `waitid` with
+/// `WNOWAIT` reaps nothing and fails with ECHILD exactly when there is none;
+/// `__WALL` counts children of any exit signal, and children of every thread
+/// of the process count. One system call and no file.
+fn has_children() -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let any_state = WaitPidFlag::WEXITED | WaitPidFlag::WSTOPPED | WaitPidFlag::WCONTINUED;
+    let look_only = WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL;
+    !matches!(waitid(Id::All, any_state | look_only), Err(nix::errno::Errno::ECHILD))
 }
 
 /// Is `info` the process `me` or below it? Walks up the parents (`read`
@@ -277,6 +297,25 @@ mod tests {
         let plain = ProcessId { pid: 20, start_time: 0 };
         assert!(!descends_from(plain, &proc(41, 31, 71), &read));
         assert_eq!(*reads.borrow(), [31, 10]);
+    }
+
+    #[test]
+    fn a_child_is_seen_and_not_reaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited or not, it stays a child until it is waited for.
+        assert!(has_children());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(has_children(), "a zombie child counts");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "not reaped by the look"
+        );
+        assert!(child.wait().unwrap().success());
+        // Whether the test process has other children (other tests') is not
+        // known here, so "none" is not asserted.
+        let me = ProcessInfo::read(std::process::id()).unwrap();
+        assert!(is_self_or_descendant(&me));
     }
 
     #[test]
