@@ -194,14 +194,15 @@ pub struct CgroupMount {
 }
 
 impl CgroupMount {
-    /// The cgroup2 mount option that spares a move its RCU grace period
-    /// (it is global: one cgroup2 mount showing it means every move).
+    /// The mount option that spares a move its RCU grace period (cgroup2,
+    /// and cgroup1 at mount time; the lock is global: one mount showing it
+    /// means every move).
     pub fn favordynmods(&self) -> bool {
-        self.fstype == "cgroup2" && self.options.iter().any(|o| o == "favordynmods")
+        self.options.iter().any(|o| o == "favordynmods")
     }
 }
 
-/// Whether favordynmods is on (some cgroup2 mount shows it).
+/// Whether favordynmods is on (some cgroup mount shows it).
 pub fn favordynmods_on() -> bool {
     cgroup_mounts()
         .unwrap_or_default()
@@ -306,6 +307,10 @@ fn rmdir_tree(dir: &Path, controllers: &str, notes: &mut Vec<String>) {
     }
 }
 
+/// The tree's commit as `Machine` reports it, handed to a guest that has no
+/// git tree (`bench-vm`).
+pub const TREE_ENV: &str = "FFRTMP_BENCH_TREE";
+
 pub struct Machine {
     pub date: String,
     pub kernel: String,
@@ -342,7 +347,8 @@ impl Machine {
                 Some(s) if !s.is_empty() => format!("{c} (with uncommitted changes)"),
                 _ => c,
             },
-            None => "unknown".into(),
+            // A guest without the tree (bench-vm) is told the host's.
+            None => std::env::var(TREE_ENV).unwrap_or_else(|_| "unknown".into()),
         };
         let mut command = format!("cargo xtask {task}");
         for a in args {
@@ -792,9 +798,9 @@ mod tests {
         assert!(!m.favordynmods());
         let on = "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 none rw,nsdelegate,favordynmods";
         assert!(parse_mountinfo_line(on).unwrap().favordynmods());
-        // A v1 hierarchy cannot carry it (cgroup1 refuses the option).
+        // cgroup1 takes it at mount time too (not on a remount).
         assert!(
-            !parse_mountinfo_line(&v1.replace(",cpu", ",favordynmods"))
+            parse_mountinfo_line(&v1.replace(",cpu", ",cpu,favordynmods"))
                 .unwrap()
                 .favordynmods()
         );

@@ -18,8 +18,11 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::bench_common::{Flags, Machine, c_helper, ffrtmp_binary, target_dir, workspace_root, write_section};
+use crate::bench_common::{
+    Flags, Machine, TREE_ENV, c_helper, ffrtmp_binary, target_dir, workspace_root, write_section,
+};
 use crate::bench_watch::find_cgrulesengd;
+use crate::vm::quote;
 
 const TAG: &str = "bench-vm";
 const MARK_START: &str = "<!-- bench:vm:start -->";
@@ -27,6 +30,9 @@ const MARK_END: &str = "<!-- bench:vm:end -->";
 /// Console markers around what the guest hands back.
 const BEGIN: &str = "BENCH-VM-BEGIN";
 const END: &str = "BENCH-VM-END";
+/// The prefix of every line of a piece: a kernel message on the console
+/// has none.
+const LINE: &str = "BENCH-VM| ";
 
 const USAGE: &str = "\
 usage: cargo xtask bench-vm [options] [--write]
@@ -34,8 +40,8 @@ usage: cargo xtask bench-vm [options] [--write]
 Runs `cargo xtask bench-watch` (floor, ffrtmp ebpf and netlink, cgrulesengd) and
 `cargo xtask bench` (`run` overhead, back to back and 50 ms apart) inside the
 cgroup v2 guest of `cargo xtask vm-test` (qemu, software emulation), once with
-favordynmods off and once on, in the same boot (a round; later rounds swap the
-order). Needs root. Builds ffrtmp (release) and compiles the C helpers on the
+favordynmods off and once on, in the same boot (a round; even rounds run on
+first). Needs root. Builds ffrtmp (release) and compiles the C helpers on the
 host; installs cgroup-tools when cgrulesengd is missing.
 
   --kernel K        the guest kernel, as vm-test's --kernel (default 6.12)
@@ -107,78 +113,100 @@ fn states(rounds: u64) -> Vec<(u64, &'static str)> {
 }
 
 /// What the guest runs: for each state, remount (and check it took), then
-/// each bench with its output to a file, then the file between markers.
-fn guest_script(o: &Options, xtask: &Path, ffrtmp: &Path, target: &Path) -> String {
+/// each bench with its output to a file, then the file between markers,
+/// every line of it prefixed (the console also carries kernel messages)
+/// and counted. A failed bench is reported and the others still run; the
+/// script fails at the end.
+fn guest_script(o: &Options, xtask: &Path, ffrtmp: &Path, target: &Path, tree: &str) -> String {
+    let q = |p: &Path| quote(&p.to_string_lossy());
     let watch = format!(
         "bench-watch --prebuilt --no-install --ffrtmp {} --only floor,ebpf,netlink,cgrulesengd --spawns {} \
          --idle-secs 5{}",
-        ffrtmp.display(),
+        q(ffrtmp),
         o.spawns,
         if o.storm { "" } else { " --no-storm" }
     );
     let run = format!(
         "bench --prebuilt --ffrtmp {} --iterations {} --warmup 10",
-        ffrtmp.display(),
+        q(ffrtmp),
         o.iterations
     );
     let mut s = String::new();
-    let _ = writeln!(s, "export CARGO_TARGET_DIR={}", target.display());
-    let _ = writeln!(s, "X={}", xtask.display());
+    let _ = writeln!(s, "export CARGO_TARGET_DIR={}", q(target));
+    let _ = writeln!(s, "export {TREE_ENV}={}", quote(tree));
+    let _ = writeln!(s, "X={}", q(xtask));
+    let _ = writeln!(s, "failed=0");
     // cgrulesengd binds its socket in /var/run and exits without it; the
     // initramfs has /run only.
     let _ = writeln!(s, "mkdir -p /var && [ -e /var/run ] || ln -s /run /var/run");
     // A remount rewrites every root flag of cgroup2: without the option it
-    // turns favordynmods off again (possible before 6.18).
+    // turns favordynmods off again (possible before 6.18). A state that did
+    // not take makes the rest meaningless: stop.
     let _ = writeln!(
         s,
         "state() {{ grep -q ' - cgroup2 .*favordynmods' /proc/self/mountinfo && echo on || echo off; }}"
     );
     let _ = writeln!(
         s,
-        "turn() {{ if [ $1 = on ]; then mount -o remount,favordynmods none /sys/fs/cgroup; \
+        "turn() {{ if [ \"$1\" = on ]; then mount -o remount,favordynmods none /sys/fs/cgroup; \
          else mount -o remount none /sys/fs/cgroup; fi; \
-         [ \"$(state)\" = $1 ] || {{ echo \"{TAG}: favordynmods did not turn $1\"; exit 1; }}; }}"
+         [ \"$(state)\" = \"$1\" ] || {{ echo \"{TAG}: favordynmods did not turn $1\"; exit 1; }}; }}"
     );
     let _ = writeln!(
         s,
-        "hand() {{ echo \"{BEGIN} $1\"; cat \"$2\"; echo; echo \"{END} $1\"; }}"
+        "hand() {{ echo \"{BEGIN} $1\"; awk '{{print \"{LINE}\" $0}}' \"$2\"; \
+         echo \"{END} $1 $(awk 'END {{print NR}}' \"$2\")\"; }}"
     );
     let _ = writeln!(
         s,
-        "one() {{ \"$X\" $2 > /tmp/out.md || {{ echo \"{TAG}: $1 failed\"; exit 1; }}; hand \"$1\" /tmp/out.md; }}"
+        "one() {{ k=$1; shift; if \"$X\" \"$@\" > /tmp/out.md; then hand \"$k\" /tmp/out.md; \
+         else echo \"{TAG}: $k failed\"; failed=1; fi; }}"
     );
     let plots = target.join("bench-watch");
     for (round, state) in states(o.rounds) {
         let k = format!("{round}-{state}");
         let _ = writeln!(s, "turn {state}");
-        let _ = writeln!(s, "one watch-{k} '{watch}'");
+        let _ = writeln!(s, "one watch-{k} {watch}");
         for name in ["bench-watch-quiet.svg", "bench-watch-storm.svg"] {
-            let p = plots.join(name);
-            let _ = writeln!(s, "[ -f {0} ] && hand plot-{k}-{name} {0}; rm -f {0}", p.display());
+            let p = q(&plots.join(name));
+            let _ = writeln!(s, "[ -f {p} ] && hand plot-{k}-{name} {p}; rm -f {p}");
         }
-        let _ = writeln!(s, "one run-{k} '{run}'");
-        let _ = writeln!(s, "one run-gap-{k} '{run} --gap-ms 50'");
+        let _ = writeln!(s, "one run-{k} {run}");
+        let _ = writeln!(s, "one run-gap-{k} {run} --gap-ms 50");
     }
+    let _ = writeln!(s, "exit $failed");
     s
 }
 
-/// The pieces between the markers, by key, in the order they came.
+/// The pieces between the markers, by key, in the order they came: only
+/// the prefixed lines, and as many as the end marker counted.
 fn handed_back(console: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    let mut open: Option<(String, String)> = None;
+    let mut open: Option<(String, String, usize)> = None;
     for line in console.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(k) = line.strip_prefix(BEGIN).and_then(|r| r.strip_prefix(' ')) {
             ensure!(open.is_none(), "{BEGIN} {k} inside another piece");
-            open = Some((k.to_string(), String::new()));
-        } else if let Some(k) = line.strip_prefix(END).and_then(|r| r.strip_prefix(' ')) {
+            open = Some((k.to_string(), String::new(), 0));
+        } else if let Some(rest) = line.strip_prefix(END).and_then(|r| r.strip_prefix(' ')) {
+            let (k, count) = rest.rsplit_once(' ').context("an end marker without its line count")?;
+            let count: usize = count.trim().parse().with_context(|| format!("{END} {k}: line count"))?;
             match open.take() {
-                Some((key, text)) if key == k => out.push((key, text.trim_end().to_string() + "\n")),
+                Some((key, text, lines)) if key == k => {
+                    ensure!(
+                        lines == count,
+                        "piece {k}: {lines} lines came back, the guest sent {count} (a console line was cut)"
+                    );
+                    out.push((key, text.trim_end().to_string() + "\n"));
+                }
                 _ => bail!("{END} {k} without its {BEGIN}"),
             }
-        } else if let Some((_, text)) = &mut open {
-            text.push_str(line);
+        } else if let Some((_, text, lines)) = &mut open
+            && let Some(l) = line.strip_prefix(LINE)
+        {
+            text.push_str(l);
             text.push('\n');
+            *lines += 1;
         }
     }
     ensure!(open.is_none(), "the console ended inside a piece");
@@ -241,7 +269,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 
     // The host and its tree as the binary was taken, before the long boot.
     let host = Machine::collect(&root, "static", TAG, args);
-    let script = guest_script(&o, &xtask, &ffrtmp, &target);
+    let script = guest_script(&o, &xtask, &ffrtmp, &target, &host.commit);
     let mut cmd = Command::new(&xtask);
     cmd.args([
         "vm-test",
@@ -268,21 +296,35 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         console.push('\n');
     }
     let status = child.wait().context("waiting for vm-test")?;
-    ensure!(status.success(), "vm-test failed ({status}); the console is above");
-    let pieces = handed_back(&console)?;
+    // Kept whatever happened: a failed bench still handed the others back.
+    let kept = target.join("bench-vm");
+    fs::create_dir_all(&kept)?;
+    fs::write(kept.join("console.txt"), &console).context("writing the console")?;
+    let pieces = handed_back(&console)
+        .with_context(|| format!("reading the console (kept in {})", kept.join("console.txt").display()))?;
+    ensure!(
+        status.success(),
+        "vm-test failed ({status}) after {} pieces came back; the console is above and in {}",
+        pieces.len(),
+        kept.join("console.txt").display()
+    );
     ensure!(!pieces.is_empty(), "the guest handed nothing back");
 
-    let out_dir = if o.write {
-        root.join("docs")
-    } else {
-        target.join("bench-vm")
-    };
+    let out_dir = if o.write { root.join("docs") } else { kept };
     fs::create_dir_all(&out_dir)?;
     let mut plots = Vec::new();
     for (key, text) in &pieces {
         if let Some(plot) = Plot::of(key) {
             fs::write(out_dir.join(&plot.to), text).with_context(|| format!("writing {}", plot.to))?;
             plots.push(plot);
+        }
+    }
+    // Plots of an earlier run with more rounds (or --storm) would be left
+    // beside the section that no longer shows them.
+    for e in fs::read_dir(&out_dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("bench-vm-") && name.ends_with(".svg") && !plots.iter().any(|p| p.to == name) {
+            fs::remove_file(e.path()).with_context(|| format!("removing the old plot {name}"))?;
         }
     }
     let section = render(&o, &pieces, &plots, &host);
@@ -383,11 +425,14 @@ mod tests {
 
     #[test]
     fn pieces_are_read_between_markers() {
-        let console = "boot\r\nBENCH-VM-BEGIN watch-1-off\r\n## t\r\nrow\r\n\r\nBENCH-VM-END watch-1-off\r\nnoise\n";
+        let console = "boot\r\nBENCH-VM-BEGIN watch-1-off\r\nBENCH-VM| ## t\r\n[ 9.1] a kernel message\r\n\
+                       BENCH-VM| row\r\nBENCH-VM| \r\nBENCH-VM-END watch-1-off 3\r\nnoise\n";
         let p = handed_back(console).unwrap();
         assert_eq!(p, [("watch-1-off".to_string(), "## t\nrow\n".to_string())]);
-        assert!(handed_back("BENCH-VM-BEGIN a\nx\n").is_err());
-        assert!(handed_back("BENCH-VM-BEGIN a\nBENCH-VM-END b\n").is_err());
+        // A line cut by a kernel message is missing from the count.
+        assert!(handed_back("BENCH-VM-BEGIN a\nBENCH-VM| x\nBENCH-VM-END a 2\n").is_err());
+        assert!(handed_back("BENCH-VM-BEGIN a\nBENCH-VM| x\n").is_err());
+        assert!(handed_back("BENCH-VM-BEGIN a\nBENCH-VM-END b 0\n").is_err());
         assert!(handed_back("BENCH-VM-BEGIN a\nBENCH-VM-BEGIN b\n").is_err());
     }
 
@@ -408,13 +453,16 @@ mod tests {
     #[test]
     fn the_script_checks_each_state_and_hands_back_each_bench() {
         let o = parse_args(&["--rounds".into(), "2".into()]).unwrap().unwrap();
-        let s = guest_script(&o, Path::new("/x"), Path::new("/f"), Path::new("/t"));
+        let s = guest_script(&o, Path::new("/x"), Path::new("/f"), Path::new("/t"), "abc1234");
+        assert!(s.contains("export FFRTMP_BENCH_TREE='abc1234'\n"));
         assert_eq!(s.matches("turn on\n").count(), 2);
         assert_eq!(s.matches("turn off\n").count(), 2);
-        assert!(s.contains("one watch-2-on 'bench-watch --prebuilt"));
+        assert!(s.contains("one watch-2-on bench-watch --prebuilt --no-install --ffrtmp '/f' "));
         assert!(
-            s.contains("one run-gap-1-off 'bench --prebuilt --ffrtmp /f --iterations 100 --warmup 10 --gap-ms 50'")
+            s.contains("one run-gap-1-off bench --prebuilt --ffrtmp '/f' --iterations 100 --warmup 10 --gap-ms 50\n")
         );
+        assert!(s.contains("X='/x'\n"));
+        assert!(s.ends_with("exit $failed\n"));
         assert!(parse_args(&["--rounds".into(), "0".into()]).is_err());
     }
 

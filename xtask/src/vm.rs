@@ -18,6 +18,7 @@ mod kernel;
 mod prereq;
 pub mod systemd;
 
+pub use initramfs::quote;
 pub use prereq::elf_interp;
 
 use std::fs;

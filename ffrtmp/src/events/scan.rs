@@ -192,7 +192,10 @@ pub fn scan(targets: &Targets) -> std::io::Result<Scan> {
 /// caller has already read; it is skipped when ffrtmp has no child at all
 /// (the daemon forks nothing), which saves the hot path a `stat` read.
 pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
-    if info.id.pid == std::process::id() {
+    let me = std::process::id();
+    // Itself or a child: no look needed (and a child reaped meanwhile is
+    // still known as one).
+    if info.id.pid == me || info.ppid == me {
         return true;
     }
     // A descendant's chain of parents ends in a child of ours; a process
@@ -219,7 +222,8 @@ pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
 /// Has this process a child (running, stopped or a zombie)? `waitid` with
 /// `WNOWAIT` reaps nothing and fails with ECHILD exactly when there is none;
 /// `__WALL` counts children of any exit signal, and children of every thread
-/// of the process count. One system call and no file.
+/// of the process count. One system call and no file (it takes the kernel's
+/// `tasklist_lock` for reading, as a fork or an exit does).
 fn has_children() -> bool {
     use nix::sys::wait::{Id, WaitPidFlag, waitid};
     let any_state = WaitPidFlag::WEXITED | WaitPidFlag::WSTOPPED | WaitPidFlag::WCONTINUED;
@@ -299,23 +303,58 @@ mod tests {
         assert_eq!(*reads.borrow(), [31, 10]);
     }
 
+    /// Set in the copy of this test binary that
+    /// `without_a_child_nothing_descends` starts, which has no child.
+    const CHILDLESS: &str = "FFRTMP_TEST_CHILDLESS";
+
+    fn wait_for_state(pid: u32, state: char) {
+        for _ in 0..500 {
+            if ProcessInfo::read(pid).is_ok_and(|i| i.state == state) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("process {pid} never reached state {state}");
+    }
+
     #[test]
     fn a_child_is_seen_and_not_reaped() {
+        if std::env::var_os(CHILDLESS).is_some() {
+            return;
+        }
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        // Exited or not, it stays a child until it is waited for.
         assert!(has_children());
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        wait_for_state(pid, 'Z');
         assert!(has_children(), "a zombie child counts");
-        assert!(
-            std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "not reaped by the look"
-        );
+        wait_for_state(pid, 'Z');
         assert!(child.wait().unwrap().success());
-        // Whether the test process has other children (other tests') is not
-        // known here, so "none" is not asserted.
-        let me = ProcessInfo::read(std::process::id()).unwrap();
-        assert!(is_self_or_descendant(&me));
+    }
+
+    #[test]
+    fn without_a_child_nothing_descends() {
+        if std::env::var_os(CHILDLESS).is_some() {
+            // The copy: a libtest process running this one test (on a
+            // thread of its own) with no child of its own.
+            assert!(!has_children());
+            let init = ProcessInfo::read(1).unwrap();
+            assert!(!is_self_or_descendant(&init));
+            let me = ProcessInfo::read(std::process::id()).unwrap();
+            assert!(is_self_or_descendant(&me));
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "events::scan::tests::without_a_child_nothing_descends",
+                "--test-threads=1",
+            ])
+            .env(CHILDLESS, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("1 passed"), "the copy ran nothing: {text}");
     }
 
     #[test]

@@ -262,7 +262,7 @@ fn shared_libs(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Quotes `s` for a POSIX shell.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
