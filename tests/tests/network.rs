@@ -195,20 +195,42 @@ fn unlimited_rate(pair: &NetPair, from: &str, to: &str, to_addr: &str) -> f64 {
 /// throughput is CPU-bound and moves with the host's load between the
 /// capacity run and this one (a 6.12 guest beside another lane measured
 /// 175.7 of 200 Mbit/s after a capacity run well above 400).
-fn assert_rate(got: f64, limit: f64, capacity: f64, what: &str) {
+///
+/// Above the limit fails at once. Below it, `Slow` asks for the flow again
+/// ([`MEASURES`] tries in all): the path itself was slower at that moment
+/// than in the capacity run (a CPU-bound emulated guest beside another
+/// lane, or a loaded host: 14.2 of 20 Mbit/s in a 5.10 guest, 167 of 200
+/// on the host), which says nothing about the limit. A limit that holds
+/// the rate too low is below the mark in every try, and fails.
+fn assert_rate(got: f64, limit: f64, capacity: f64, what: &str, last_try: bool) -> Rate {
     eprintln!(
         "note: {limit:.0} bit/s limit: measured {got:.0} bit/s ({:+.1} %)",
         (got / limit - 1.0) * 100.0
     );
     let headroom = if tests::in_vm_guest() { 10.0 } else { 2.0 };
     if capacity >= headroom * limit {
-        assert!(within(got, limit), "measured {got:.0} bit/s: {what}");
+        assert!(got <= 1.1 * limit, "measured {got:.0} bit/s, above the limit: {what}");
+        if !within(got, limit) {
+            assert!(!last_try, "measured {got:.0} bit/s in every try: {what}");
+            eprintln!("note: below the limit; measuring again");
+            return Rate::Slow;
+        }
     } else {
         eprintln!(
             "note: the path carries {capacity:.0} bit/s unlimited, under {headroom}x the limit here: {limit:.0} is checked as an upper bound"
         );
         assert!(got <= 1.1 * limit, "measured {got:.0} bit/s: {what}");
     }
+    Rate::Held
+}
+
+/// How many times a flow under a limit is measured at most ([`assert_rate`]).
+const MEASURES: usize = 3;
+
+#[derive(PartialEq)]
+enum Rate {
+    Held,
+    Slow,
 }
 
 /// Two 4 s flows at once over `(from, to, to_addr)`, on ports `port` and
@@ -273,12 +295,18 @@ fn net_egress_is_held_to_the_rate_and_an_unlimited_sender_is_not() {
     let pair = NetPair::new();
     let capacity = unlimited_rate(&pair, &pair.a, &pair.b, &pair.addr_b);
     for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6), ("200mbit", 200e6)] {
-        let recv = receiver(&pair, &pair.b, 5001, None);
-        let args = run_with(&root, "--net-egress-max", rate, true);
-        let out = sender(&pair, &pair.a, &pair.addr_b, 5001, 5, Some(args));
-        assert!(out.status.success(), "{out:?}");
-        let (got, said) = measured(recv);
-        assert_rate(got, bits, capacity, &format!("{rate}: {said}"));
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            let recv = receiver(&pair, &pair.b, 5001, None);
+            let args = run_with(&root, "--net-egress-max", rate, true);
+            let out = sender(&pair, &pair.a, &pair.addr_b, 5001, 5, Some(args));
+            assert!(out.status.success(), "{out:?}");
+            let (got, said) = measured(recv);
+            if assert_rate(got, bits, capacity, &format!("{rate}: {said}"), attempt == MEASURES) == Rate::Held {
+                break out;
+            }
+        };
         let r = result(&out);
         let applied = &r["limits"]["applied"][0];
         assert_eq!(applied["limit"], "net_egress_max", "{r}");
@@ -361,12 +389,19 @@ fn net_ingress_is_policed_to_the_rate_and_an_unlimited_receiver_is_not() {
     let pair = NetPair::new();
     let capacity = unlimited_rate(&pair, &pair.b, &pair.a, &pair.addr_a);
     for (rate, bits) in [("2mbit", 2e6), ("20mbit", 20e6), ("200mbit", 200e6)] {
-        let args = run_with(&root, "--net-ingress-max", rate, true);
-        let recv = receiver(&pair, &pair.a, 5004, Some(args));
-        let out = sender(&pair, &pair.b, &pair.addr_a, 5004, 5, None);
-        assert!(out.status.success(), "{out:?}");
-        let (got, said) = measured(recv);
-        assert_rate(got, bits, capacity, &format!("{rate} ingress: {said}"));
+        let mut attempt = 0;
+        let said = loop {
+            attempt += 1;
+            let args = run_with(&root, "--net-ingress-max", rate, true);
+            let recv = receiver(&pair, &pair.a, 5004, Some(args));
+            let out = sender(&pair, &pair.b, &pair.addr_a, 5004, 5, None);
+            assert!(out.status.success(), "{out:?}");
+            let (got, said) = measured(recv);
+            let what = format!("{rate} ingress: {said}");
+            if assert_rate(got, bits, capacity, &what, attempt == MEASURES) == Rate::Held {
+                break said;
+            }
+        };
         let r = result_after_output(&said);
         let applied = &r["limits"]["applied"][0];
         assert_eq!(applied["limit"], "net_ingress_max", "{r}");
