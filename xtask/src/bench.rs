@@ -376,19 +376,7 @@ fn render(
     let _ = writeln!(w, "- kernel (`uname -r`): {}", m.kernel);
     let _ = writeln!(w, "- CPUs (`nproc`): {}; model: {}", m.nproc, m.cpu);
     let _ = writeln!(w, "- cgroups: {}", m.cgroups);
-    match &o.ffrtmp {
-        Some(p) => {
-            let _ = writeln!(
-                w,
-                "- ffrtmp: the binary `{}` given with `--ffrtmp` (tree at {})",
-                p.display(),
-                m.commit
-            );
-        }
-        None => {
-            let _ = writeln!(w, "- ffrtmp: release build of {}", m.commit);
-        }
-    }
+    let _ = writeln!(w, "- ffrtmp: {}", m.ffrtmp(o.ffrtmp.as_deref()));
     let _ = writeln!(w, "- command (as root): `{}`", m.command);
     if !leftovers.is_empty() {
         let _ = writeln!(w, "- cleanup after the run: {}", leftovers.join("; "));

@@ -323,6 +323,19 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Which ffrtmp a bench measured: the binary given with `--ffrtmp`, or
+    /// a release build of the tree.
+    pub fn ffrtmp(&self, given: Option<&Path>) -> String {
+        match given {
+            Some(p) => format!(
+                "the binary `{}` given with `--ffrtmp` (tree at {})",
+                p.display(),
+                self.commit
+            ),
+            None => format!("release build of {}", self.commit),
+        }
+    }
+
     /// `task` and `args` give the command line shown: `cargo xtask <task> <args…>`.
     pub fn collect(root: &Path, probe: &'static str, task: &str, args: &[String]) -> Self {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
