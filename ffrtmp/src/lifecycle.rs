@@ -33,6 +33,41 @@ pub fn governor(root: CgroupRoot) -> Result<Governor, JobError> {
     delegated_governor(root, None)
 }
 
+/// [`governor`] with the work a new job does not need left for later: the
+/// hierarchy's log line and the removal of earlier jobs' leftovers. `run`
+/// does them once its child is started ([`Housekeeping::done`]): the
+/// collection reads every job directory under the root (a shared root
+/// holds the daemon's jobs too), and the first log line reads the time
+/// zone; neither decides where or how the child starts. A leftover is at
+/// least 30 s old, so it is never the new job.
+pub fn governor_for_run(root: CgroupRoot) -> Result<(Governor, Housekeeping), JobError> {
+    let hierarchy = Hierarchy::detect().map_err(JobError::Hierarchy)?;
+    let line = hierarchy.describe();
+    Ok((Governor::new(hierarchy, root), Housekeeping { line: Some(line) }))
+}
+
+/// What [`governor_for_run`] left for later.
+#[must_use = "the hierarchy line and the garbage collection are still to do"]
+pub struct Housekeeping {
+    line: Option<String>,
+}
+
+impl Housekeeping {
+    /// Log the hierarchy's line, once.
+    pub fn log_hierarchy(&mut self) {
+        if let Some(line) = self.line.take() {
+            tracing::info!("{line}");
+        }
+    }
+
+    /// Log the hierarchy's line if that is still to do, and remove earlier
+    /// jobs' leftovers.
+    pub fn done(mut self, governor: &Governor) {
+        self.log_hierarchy();
+        governor.collect_garbage();
+    }
+}
+
 /// [`governor`] for a daemon in a delegated cgroup that systemd may have
 /// started in the leaf `leaf` of it (see [`crate::cgroup::delegated_place`]).
 pub fn delegated_governor(root: CgroupRoot, leaf: Option<&str>) -> Result<Governor, JobError> {

@@ -1043,3 +1043,58 @@ fn io_class_is_on_every_thread_of_the_workload() {
         root.assert_job_gone("ioprio");
     }
 }
+
+#[test]
+fn leftovers_of_earlier_jobs_are_removed_once_the_child_started() {
+    let host = require_privileged!();
+    let root = TestRoot::new(host);
+    // A wrapper killed by SIGKILL leaves its job: marked, and empty once
+    // its workload ends.
+    let run = Spawned::start(ffrtmp(&[
+        "run",
+        "--cgroup-root",
+        root.name(),
+        "--job-id",
+        "old",
+        "--",
+        "sleep",
+        "30",
+    ]));
+    let pid = root.wait_for_process("old", "sleep");
+    let workload = PidGuard::new(pid);
+    run.kill();
+    drop(workload);
+    assert!(
+        wait_until(Duration::from_secs(5), || root.procs(Controller::Cpu, "old").is_empty()),
+        "the old job still holds processes"
+    );
+    let left: Vec<_> = root
+        .all_dirs()
+        .into_iter()
+        .map(|d| d.join("old"))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!left.is_empty(), "the killed run left no job behind");
+    // Only leftovers at least 30 s old are removed (a younger one may be a
+    // job another run is about to join): age them.
+    let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    for dir in &left {
+        let handle = std::fs::File::open(dir).unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+        handle
+            .set_modified(minute_ago)
+            .unwrap_or_else(|e| panic!("ageing {}: {e}", dir.display()));
+    }
+
+    let out = run_ffrtmp(&["run", "--cgroup-root", root.name(), "--job-id", "new", "--", "true"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    root.assert_job_gone("old");
+    root.assert_job_gone("new");
+    // Off the path to the child's start: after the line that says it started.
+    let started = out.stderr.find("started pid ");
+    let removed = out.stderr.find("removed leftover empty job cgroup ");
+    assert!(
+        matches!((started, removed), (Some(s), Some(r)) if s < r),
+        "expected `started pid …` before `removed leftover …`:\n{}",
+        out.stderr
+    );
+}

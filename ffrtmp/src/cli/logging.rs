@@ -56,9 +56,6 @@ pub fn init(format: Option<LogFormat>, command: Option<&str>) {
     if !done {
         match format.unwrap_or(LogFormat::Go) {
             LogFormat::Go => {
-                // SAFETY: tzset only reads TZ and /etc/localtime into libc's
-                // globals; it runs once, before any other thread logs.
-                unsafe { tzset() };
                 let prefix = (command == Some("watch")).then_some("[watch] ");
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(filter())
@@ -198,6 +195,14 @@ impl tracing::field::Visit for Message {
 
 /// Go's `log.LstdFlags`: local date and time, `2006/01/02 15:04:05`.
 pub fn go_time(at: std::time::SystemTime) -> String {
+    // The time zone is read at the first line, not at start: `run` logs
+    // its first line after its child started, so reading /etc/localtime
+    // (7 system calls) is not on the way to the child's exec.
+    static TZ: std::sync::Once = std::sync::Once::new();
+    // SAFETY: tzset only reads TZ and /etc/localtime into libc's globals,
+    // under libc's own lock; the Once makes every caller wait for it, so no
+    // localtime_r runs before the zone is known.
+    TZ.call_once(|| unsafe { tzset() });
     let secs = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as libc::time_t);

@@ -105,9 +105,16 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let signals =
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("creating a signalfd")?;
 
-    let governor = lifecycle::governor(args.govern.cgroup_root.clone())?;
+    // Only what the child's start needs comes before it (docs/architecture.md).
+    let (governor, mut housekeeping) = lifecycle::governor_for_run(args.govern.cgroup_root.clone())?;
     let job_id = output::job_id(&args.govern);
-    let mut created = lifecycle::create(&governor, &job_id, &limits, args.govern.strict)?;
+    let mut created = match lifecycle::create(&governor, &job_id, &limits, args.govern.strict) {
+        Ok(created) => created,
+        Err(e) => {
+            housekeeping.done(&governor);
+            return Err(e.into());
+        }
+    };
     let placement = match created.job() {
         None => Placement::None,
         // A cpuset job is joined by a write instead: before Linux 6.3
@@ -141,10 +148,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         Ok(child) => child,
         Err(e) => {
             created.discard();
+            housekeeping.done(&governor);
             eprintln!("ffrtmp: error: {e}");
             return Ok(e.exit_code());
         }
     };
+    housekeeping.log_hierarchy();
     if let Some(nice) = limits.nice {
         created.record(lifecycle::nice_outcome(
             nice.get(),
@@ -188,6 +197,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         ),
         None => tracing::warn!("started pid {} for job {job_id} without a cgroup", child.pid),
     }
+    housekeeping.done(&governor);
 
     let waited = wait_forwarding(&child, &signals, args.on_signal)?;
     if foreground {
