@@ -572,6 +572,30 @@ impl TestRoot {
         pid.unwrap_or_default()
     }
 
+    /// Leave job `job` behind as a crash would: `ffrtmp run --job-id JOB --
+    /// sleep 30`, its wrapper killed by SIGKILL, then its workload ended. The
+    /// job's cgroup is marked and empty; nobody removes it.
+    #[track_caller]
+    pub fn leave_empty_job(&self, job: &str) {
+        let run = Spawned::start(ffrtmp(&[
+            "run",
+            "--cgroup-root",
+            self.name(),
+            "--job-id",
+            job,
+            "--",
+            "sleep",
+            "30",
+        ]));
+        let workload = PidGuard::new(self.wait_for_process(job, "sleep"));
+        run.kill();
+        drop(workload);
+        assert!(
+            wait_until(Duration::from_secs(5), || self.procs(Controller::Cpu, job).is_empty()),
+            "job {job} still holds processes"
+        );
+    }
+
     /// The CPU limit as `"QUOTA PERIOD"` (`max` for none), whatever the version:
     /// v1 `cpu.cfs_quota_us` + `cpu.cfs_period_us`, v2 `cpu.max`.
     #[track_caller]

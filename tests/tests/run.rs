@@ -1050,24 +1050,7 @@ fn leftovers_of_earlier_jobs_are_removed_once_the_child_started() {
     let root = TestRoot::new(host);
     // A wrapper killed by SIGKILL leaves its job: marked, and empty once
     // its workload ends.
-    let run = Spawned::start(ffrtmp(&[
-        "run",
-        "--cgroup-root",
-        root.name(),
-        "--job-id",
-        "old",
-        "--",
-        "sleep",
-        "30",
-    ]));
-    let pid = root.wait_for_process("old", "sleep");
-    let workload = PidGuard::new(pid);
-    run.kill();
-    drop(workload);
-    assert!(
-        wait_until(Duration::from_secs(5), || root.procs(Controller::Cpu, "old").is_empty()),
-        "the old job still holds processes"
-    );
+    root.leave_empty_job("old");
     let left: Vec<_> = root
         .all_dirs()
         .into_iter()

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use tests::{
-    Controller, Output, PidGuard, Signal, Spawned, TestRoot, Value, ffrtmp, require_privileged, run_ffrtmp, wait_until,
-};
+use tests::{Output, PidGuard, Signal, Spawned, TestRoot, Value, ffrtmp, require_privileged, run_ffrtmp};
 
 /// `ffrtmp status --cgroup-root <root> [--json]`, which must succeed.
 #[track_caller]
@@ -90,28 +88,9 @@ fn status_shows_a_running_job_and_its_limits() {
 fn status_lists_an_empty_leftover_job() {
     let host = require_privileged!();
     let root = TestRoot::new(host);
-    let run = Spawned::start(ffrtmp(&[
-        "run",
-        "--cgroup-root",
-        root.name(),
-        "--job-id",
-        "left",
-        "--",
-        "sleep",
-        "30",
-    ]));
-    let pid = root.wait_for_process("left", "sleep");
     // The wrapper dies first, so nobody removes the cgroup; then its
     // workload ends and leaves the job cgroup empty.
-    let workload = PidGuard::new(pid);
-    run.kill();
-    drop(workload);
-    assert!(
-        wait_until(Duration::from_secs(5), || root
-            .procs(Controller::Cpu, "left")
-            .is_empty()),
-        "the job cgroup still holds processes"
-    );
+    root.leave_empty_job("left");
 
     let doc = status(&root, true).json();
     let left = job(&doc, "left").unwrap_or_else(|| panic!("job left not listed: {doc}"));
