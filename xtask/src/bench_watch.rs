@@ -213,6 +213,9 @@ Needs root. Builds ffrtmp (release), the probe and the storm helper first.
   --gap-ms MS          sleep before each spawn (default 100: each target starts
                        on a settled host; 0 = back to back, which keeps the
                        kernel's cgroup-migration lock warm and flatters everyone)
+  --gap-jitter-ms MS   add 0..MS ms (the same pseudo-random sequence for every
+                       governor) to each gap, so spawns do not lock onto the
+                       kernel's tick (default 0)
   --timeout-ms MS      the probe reports \"missed\" after MS (default 2000)
   --linger-ms MS       a governed probe stays MS more so the governor can finish
                        (default 50)
@@ -274,6 +277,7 @@ struct Options {
     poll_spawns: usize,
     warmup: usize,
     gap_ms: u64,
+    gap_jitter_ms: u64,
     timeout_ms: u64,
     linger_ms: u64,
     idle_secs: u64,
@@ -296,6 +300,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         poll_spawns: 200,
         warmup: 10,
         gap_ms: 100,
+        gap_jitter_ms: 0,
         timeout_ms: 2000,
         linger_ms: 50,
         idle_secs: 60,
@@ -318,6 +323,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--poll-spawns" => o.poll_spawns = flags.number(flag)? as usize,
             "--warmup" => o.warmup = flags.number(flag)? as usize,
             "--gap-ms" => o.gap_ms = flags.number(flag)?,
+            "--gap-jitter-ms" => o.gap_jitter_ms = flags.number(flag)?,
             "--timeout-ms" => o.timeout_ms = flags.number(flag)?,
             "--linger-ms" => o.linger_ms = flags.number(flag)?,
             "--idle-secs" => o.idle_secs = flags.number(flag)?,
@@ -814,11 +820,12 @@ impl Ctx<'_> {
         } else {
             self.opts.warmup
         };
-        let gap = Duration::from_millis(self.opts.gap_ms);
+        let mut jitter = Jitter::new(self.opts.gap_jitter_ms);
         let mut samples = Vec::with_capacity(n);
         let mut missed_paths = Vec::new();
         for i in 0..warmup + n {
             check_interrupt()?;
+            let gap = Duration::from_millis(self.opts.gap_ms) + jitter.next();
             if !gap.is_zero() {
                 std::thread::sleep(gap);
             }
@@ -1737,10 +1744,13 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
     } else {
         "a dynamically linked C binary (`cc -O2`)"
     };
-    let pacing = if o.gap_ms == 0 {
-        "back to back".to_string()
-    } else {
-        format!("each {} ms after the previous probe exited", o.gap_ms)
+    let pacing = match (o.gap_ms, o.gap_jitter_ms) {
+        (0, 0) => "back to back".to_string(),
+        (gap, 0) => format!("each {gap} ms after the previous probe exited"),
+        (gap, j) => format!(
+            "each {gap} ms plus 0–{j} ms (one pseudo-random sequence, the same for every governor) \
+             after the previous probe exited"
+        ),
     };
     let _ = writeln!(
         w,
@@ -1931,8 +1941,55 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
     s
 }
 
+/// The extra sleep of `--gap-jitter-ms`: 0..=max ms in 10 µs steps from a
+/// fixed-seed xorshift, so every governor's run sees the same sequence.
+/// Without it the spawns lock onto the kernel's tick: each probe exits a
+/// fixed time after a grace period ends (which is tick-aligned), and so the
+/// next one's exec always falls at the same point between two ticks.
+struct Jitter {
+    max_10us: u64,
+    state: u64,
+}
+
+impl Jitter {
+    fn new(max_ms: u64) -> Jitter {
+        Jitter {
+            max_10us: max_ms * 100,
+            state: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        if self.max_10us == 0 {
+            return Duration::ZERO;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        Duration::from_micros(self.state % (self.max_10us + 1) * 10)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_gap_jitter_is_bounded_repeatable_and_spread() {
+        assert_eq!(Jitter::new(0).next(), Duration::ZERO);
+        let draw = || {
+            let mut j = Jitter::new(8);
+            (0..1000).map(|_| j.next()).collect::<Vec<_>>()
+        };
+        let (a, b) = (draw(), draw());
+        assert_eq!(a, b, "every governor sees the same sequence");
+        assert!(a.iter().all(|d| *d <= Duration::from_millis(8)));
+        // Spread over the whole range, so the exec's place between two
+        // ticks (4 ms at HZ=250) is not fixed: every 1 ms bucket is hit.
+        for ms in 0..8 {
+            let n = a.iter().filter(|d| d.as_millis() == ms).count();
+            assert!(n > 50, "{n} of 1000 draws in [{ms}, {}) ms", ms + 1);
+        }
+    }
     use super::*;
 
     #[test]
