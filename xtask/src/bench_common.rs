@@ -541,7 +541,8 @@ impl<'a> Flags<'a> {
 
 /// The soak's storm program: it exits 0 at once. Linked statically where
 /// `cc` can, its exec skips the dynamic loader that `/bin/true` pays for
-/// (about 10% more execs/s from the same two workers on a 2-vCPU host).
+/// (7–33% more execs/s from the same workers on a 2-vCPU host, in the
+/// runs of docs/RELIABILITY.md).
 pub const NOOP_C: &str = "/* Written by `cargo xtask reliability soak`: exits 0. */\nint main(void) { return 0; }\n";
 
 pub const STORM_C: &str = r#"/* Exec storm, written by `cargo xtask bench-watch` and `reliability`: `storm RATE WORKERS PROGRAM`.

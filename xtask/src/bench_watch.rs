@@ -213,7 +213,7 @@ Needs root. Builds ffrtmp (release), the probe and the storm helper first.
   --gap-ms MS          sleep before each spawn (default 100: each target starts
                        on a settled host; 0 = back to back, which keeps the
                        kernel's cgroup-migration lock warm and flatters everyone)
-  --gap-jitter-ms MS   add 0..MS ms (the same pseudo-random sequence for every
+  --gap-jitter-ms MS   add 0 to MS ms (at most 1000) (the same pseudo-random sequence for every
                        governor) to each gap, so spawns do not lock onto the
                        kernel's tick (default 0)
   --timeout-ms MS      the probe reports \"missed\" after MS (default 2000)
@@ -360,6 +360,11 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         "--spawns and --poll-spawns must be at least 1"
     );
     ensure!(o.timeout_ms >= 1, "--timeout-ms must be at least 1");
+    ensure!(
+        o.gap_jitter_ms <= 1000,
+        "--gap-jitter-ms {} is too large: expected 0 to 1000",
+        o.gap_jitter_ms
+    );
     ensure!(o.storm_rate >= 1, "--storm-rate must be at least 1");
     ensure!((1..=64).contains(&o.storm_workers), "--storm-workers must be 1..64");
     ensure!(
@@ -1747,6 +1752,9 @@ fn render(results: &[RunResult], o: &Options, m: &Machine, info: &RunInfo) -> St
     let pacing = match (o.gap_ms, o.gap_jitter_ms) {
         (0, 0) => "back to back".to_string(),
         (gap, 0) => format!("each {gap} ms after the previous probe exited"),
+        (0, j) => format!(
+            "0–{j} ms (one pseudo-random sequence, the same for every governor) after the previous probe exited"
+        ),
         (gap, j) => format!(
             "each {gap} ms plus 0–{j} ms (one pseudo-random sequence, the same for every governor) \
              after the previous probe exited"
@@ -1972,6 +1980,7 @@ impl Jitter {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_gap_jitter_is_bounded_repeatable_and_spread() {
@@ -1990,7 +1999,6 @@ mod tests {
             assert!(n > 50, "{n} of 1000 draws in [{ms}, {}) ms", ms + 1);
         }
     }
-    use super::*;
 
     #[test]
     fn args_defaults_and_errors() {

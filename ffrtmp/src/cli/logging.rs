@@ -195,9 +195,10 @@ impl tracing::field::Visit for Message {
 
 /// Go's `log.LstdFlags`: local date and time, `2006/01/02 15:04:05`.
 pub fn go_time(at: std::time::SystemTime) -> String {
-    // The time zone is read at the first line, not at start: `run` logs
-    // its first line after its child started, so reading /etc/localtime
-    // (7 system calls) is not on the way to the child's exec.
+    // The time zone is read at the first line, not at start: a `run`
+    // without limits logs its first line after its child started, so
+    // reading /etc/localtime (7 system calls) is not on the way to the
+    // child's exec (with limits, the `applied …` lines come before it).
     static TZ: std::sync::Once = std::sync::Once::new();
     // SAFETY: tzset only reads TZ and /etc/localtime into libc's globals,
     // under libc's own lock; the Once makes every caller wait for it, so no
