@@ -30,7 +30,9 @@ pub enum JobError {
 /// The governor for `root`: detect the hierarchy (logged once) and tidy
 /// leftovers of earlier jobs. Every front door starts with this.
 pub fn governor(root: CgroupRoot) -> Result<Governor, JobError> {
-    delegated_governor(root, None)
+    let (governor, housekeeping) = governor_for_run(root)?;
+    housekeeping.done(&governor);
+    Ok(governor)
 }
 
 /// [`governor`] with the work a new job does not need left for later: the
