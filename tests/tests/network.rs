@@ -585,12 +585,38 @@ fn net_an_ffmpeg_stream_is_held_to_the_rate() {
 
 /// `attach`: connections the process opens after the move are held to the
 /// rate, and the result says what it cannot reach (sockets from before).
+/// A flow below the rate is measured again with a new sender, as
+/// [`assert_rate`] says (the CI of 8244732 failed on a 5.10 guest's 15.3 of
+/// 20 Mbit/s in one try).
 #[test]
 fn net_attach_limits_connections_opened_after_the_move() {
     let Some(host) = privileged() else { return };
     let root = TestRoot::new(host);
     let pair = NetPair::new();
-    let recv = receiver(&pair, &pair.b, 5007, None);
+    let capacity = unlimited_rate(&pair, &pair.a, &pair.b, &pair.addr_b);
+    let mut attempt = 0;
+    let out = loop {
+        attempt += 1;
+        let (got, said, out) = attach_a_sender(&pair, &root);
+        let what = format!("attached at 20mbit: {said}");
+        if assert_rate(got, 20e6, capacity, &what, attempt == MEASURES) == Rate::Held {
+            break out;
+        }
+    };
+    let r = result(&out);
+    let applied = r["limits"]["applied"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["limit"] == "net_egress_max"))
+        .unwrap_or_else(|| panic!("net_egress_max not applied: {r}"));
+    let note = applied["note"].as_str().unwrap_or_default();
+    assert!(note.contains("opened before it was moved keep their old cgroup"), "{r}");
+}
+
+/// One sender that opens its connection only once it is in the test root,
+/// adopted by `ffrtmp attach --net-egress-max 20mbit`: the rate the
+/// receiver measured, its output and attach's.
+fn attach_a_sender(pair: &NetPair, root: &TestRoot) -> (f64, String, std::process::Output) {
+    let recv = receiver(pair, &pair.b, 5007, None);
     let blast = stub_bin("net-blast");
     // The connection must open after the move: the workload waits until
     // its own cgroup (the v2 line, which sockets record) is in the test
@@ -625,14 +651,7 @@ fn net_attach_limits_connections_opened_after_the_move() {
     let _ = workload.wait();
     assert!(out.status.success(), "{out:?}");
     let (got, said) = measured(recv);
-    assert!(within(got, 20e6), "attached at 20mbit: measured {got:.0} bit/s: {said}");
-    let r = result(&out);
-    let applied = r["limits"]["applied"]
-        .as_array()
-        .and_then(|a| a.iter().find(|o| o["limit"] == "net_egress_max"))
-        .unwrap_or_else(|| panic!("net_egress_max not applied: {r}"));
-    let note = applied["note"].as_str().unwrap_or_default();
-    assert!(note.contains("opened before it was moved keep their old cgroup"), "{r}");
+    (got, said, out)
 }
 
 #[test]
