@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 
 use crate::bench_common::{
-    CleanupGuard, Flags, Machine, Stats, c_helper, ffrtmp_binary, monotonic_ns, ms, own_hierarchies, target_dir,
-    workspace_root, write_section,
+    CleanupGuard, Flags, Hierarchy, Machine, Stats, c_helper, ffrtmp_binary, monotonic_ns, ms, own_hierarchies,
+    target_dir, workspace_root, write_section,
 };
 
 const DEFAULT_ITERATIONS: usize = 300;
@@ -47,22 +47,116 @@ int main(void)
 }
 "#;
 
+pub const WRAPFLOOR_C: &str = r#"/* The floor of a wrapper, written by `cargo xtask bench`.
+ *
+ * `wrapfloor [v1:DIR | v2:DIR]... -- PROGRAM [ARG]...`
+ *
+ * Without a DIR: fork, exec PROGRAM, wait, exit with its status: what any
+ * wrapper between a caller and its workload costs at least.
+ * With DIRs: first make DIR/floor-<pid> in each (DIR is the job root of one
+ * hierarchy, made if missing), then born inside it the way `ffrtmp run` is:
+ * v1, the child writes "0" to each job's `tasks` (a thread moving itself
+ * skips the global lock); v2, clone3(CLONE_INTO_CGROUP). After the wait the
+ * job directories are removed, and the roots when empty. No limits, no
+ * marks, no log: the least a governing wrapper does. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_DIRS 8
+
+static void die(const char *what, const char *arg) {
+    fprintf(stderr, "wrapfloor: %s %s: %s\n", what, arg, strerror(errno));
+    _exit(125);
+}
+
+int main(int argc, char **argv) {
+    char jobs[MAX_DIRS][4096];
+    int tasks[MAX_DIRS], v2_fd = -1, n = 0, i = 1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *a = argv[i];
+        int v2 = strncmp(a, "v2:", 3) == 0;
+        if (n == MAX_DIRS || (!v2 && strncmp(a, "v1:", 3) != 0)) {
+            fprintf(stderr, "wrapfloor: %s: expected v1:DIR or v2:DIR (at most %d)\n", a, MAX_DIRS);
+            return 2;
+        }
+        if (mkdir(a + 3, 0755) != 0 && errno != EEXIST) die("mkdir", a + 3);
+        snprintf(jobs[n], sizeof jobs[n], "%s/floor-%d", a + 3, (int)getpid());
+        if (mkdir(jobs[n], 0755) != 0) die("mkdir", jobs[n]);
+        if (v2) {
+            v2_fd = open(jobs[n], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (v2_fd < 0) die("open", jobs[n]);
+            tasks[n] = -1;
+        } else {
+            char f[4160];
+            snprintf(f, sizeof f, "%s/tasks", jobs[n]);
+            tasks[n] = open(f, O_WRONLY | O_CLOEXEC);
+            if (tasks[n] < 0) die("open", f);
+        }
+        n++;
+    }
+    if (i + 1 >= argc) {
+        fprintf(stderr, "wrapfloor: expected -- PROGRAM [ARG]...\n");
+        return 2;
+    }
+    char **cmd = argv + i + 1;
+    struct clone_args ca;
+    memset(&ca, 0, sizeof ca);
+    ca.exit_signal = SIGCHLD;
+    if (v2_fd >= 0) {
+        ca.flags = CLONE_INTO_CGROUP;
+        ca.cgroup = (uint64_t)v2_fd;
+    }
+    long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid < 0) die("clone3", cmd[0]);
+    if (pid == 0) {
+        for (int k = 0; k < n; k++)
+            if (tasks[k] >= 0 && write(tasks[k], "0", 1) != 1) die("joining", jobs[k]);
+        execv(cmd[0], cmd);
+        die("exec", cmd[0]);
+    }
+    int status = 0;
+    while (waitpid((pid_t)pid, &status, 0) < 0)
+        if (errno != EINTR) die("waitpid", cmd[0]);
+    /* As `run` does: the job, then the root if no other job holds it. */
+    for (int k = 0; k < n; k++) {
+        if (rmdir(jobs[k]) != 0) die("rmdir", jobs[k]);
+        *strrchr(jobs[k], '/') = 0;
+        if (rmdir(jobs[k]) != 0 && errno != ENOTEMPTY && errno != EBUSY) die("rmdir", jobs[k]);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+"#;
+
 const USAGE: &str = "\
 usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--also PATH] [--ffrtmp PATH]
                          [--prebuilt] [--write]
 
 Measures the median time from invoking `ffrtmp run … -- probe` to the probe's
 first instruction, against spawning the probe directly, interleaved in one run.
-Needs root (ffrtmp creates cgroups). Builds ffrtmp (release) and the probe first.
+In the same rounds, two static C wrappers give the floors: one that only forks,
+execs and waits (what any wrapper costs), one that also makes the job's cgroups
+and joins them as `run` does (what any governing wrapper costs).
+Needs root (ffrtmp creates cgroups). Builds ffrtmp (release), the probe and the
+wrappers first.
 
   --iterations N  measured rounds (default 300); each round runs every mode once
   --warmup N      rounds run first and discarded (default 20)
   --gap-ms MS     sleep MS ms before every sample (default 0: back to back);
                   e.g. 50 shows the cost of a `run` on an otherwise idle host
   --also PATH     also measure `PATH run`, no limits: another build of ffrtmp
-                  (e.g. static), in the same rounds as the others
+                  (e.g. static), in the same rounds as the others; repeatable
   --ffrtmp PATH   use this ffrtmp binary instead of building one
-  --prebuilt      use the probe an earlier run compiled (target/bench/probe)
+  --prebuilt      use the probe and wrapper an earlier run compiled (target/bench/)
                   instead of compiling it: for a guest without a C compiler
   --write         also update the run-overhead section of docs/BENCHMARKS.md
 ";
@@ -71,7 +165,7 @@ struct Options {
     iterations: usize,
     warmup: usize,
     gap_ms: u64,
-    also: Option<PathBuf>,
+    also: Vec<PathBuf>,
     ffrtmp: Option<PathBuf>,
     prebuilt: bool,
     write: bool,
@@ -82,7 +176,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         iterations: DEFAULT_ITERATIONS,
         warmup: DEFAULT_WARMUP,
         gap_ms: 0,
-        also: None,
+        also: Vec::new(),
         ffrtmp: None,
         prebuilt: false,
         write: false,
@@ -93,7 +187,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--iterations" | "-n" => o.iterations = flags.number(flag)? as usize,
             "--warmup" => o.warmup = flags.number(flag)? as usize,
             "--gap-ms" => o.gap_ms = flags.number(flag)?,
-            "--also" => o.also = Some(PathBuf::from(flags.text(flag)?)),
+            "--also" => o.also.push(PathBuf::from(flags.text(flag)?)),
             "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(flags.text(flag)?)),
             "--prebuilt" if !flags.has_inline() => o.prebuilt = true,
             "--write" if !flags.has_inline() => o.write = true,
@@ -128,6 +222,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "bench",
     )?;
 
+    let (wrapper, _) = c_helper(
+        &target_dir(&root).join("bench"),
+        "wrapfloor",
+        WRAPFLOOR_C,
+        opts.prebuilt,
+        "bench",
+    )?;
+
     let cgroup_root = format!("ffrtmp-bench-{}", std::process::id());
     let hierarchies = own_hierarchies()?;
     for h in &hierarchies {
@@ -145,16 +247,24 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         done: false,
     };
 
+    let mut join_args = floor_joins(&hierarchies, &cgroup_root);
+    join_args.extend(["--".to_string(), probe.display().to_string()]);
     let mut modes = vec![
         Mode::new("direct spawn", &probe, Vec::new()),
-        Mode::new("`ffrtmp run`, no limits", &ffrtmp, run_args(&cgroup_root, &[], &probe)),
+        Mode::new(
+            FLOOR_WRAP,
+            &wrapper,
+            vec!["--".to_string(), probe.display().to_string()],
+        ),
+        Mode::new(FLOOR_JOIN, &wrapper, join_args),
+        Mode::new(RUN_PLAIN, &ffrtmp, run_args(&cgroup_root, &[], &probe)),
         Mode::new(
             "`ffrtmp run`, cpu + memory limits",
             &ffrtmp,
             run_args(&cgroup_root, &LIMIT_ARGS, &probe),
         ),
     ];
-    if let Some(also) = &opts.also {
+    for also in &opts.also {
         ensure!(also.is_file(), "--also {}: no such file", also.display());
         let label = format!("`{} run`, no limits", also.display());
         modes.push(Mode::new(label, also, run_args(&cgroup_root, &[], &probe)));
@@ -180,6 +290,34 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         write_section(&root, &section, MARK_START, MARK_END, "bench")?;
     }
     Ok(())
+}
+
+const RUN_PLAIN: &str = "`ffrtmp run`, no limits";
+const FLOOR_WRAP: &str = "a wrapper that forks, execs and waits (static C)";
+const FLOOR_JOIN: &str = "a wrapper that also makes and joins the job's cgroups as `run` does (static C)";
+
+/// The wrapper floor's `v1:DIR` / `v2:DIR` arguments: the job root in the
+/// hierarchies a `run` without limits uses (ffrtmp's v1 set, the ones with
+/// cpu, cpuacct or memory; without any of them, the cgroup2 hierarchy).
+fn floor_joins(hierarchies: &[Hierarchy], cgroup_root: &str) -> Vec<String> {
+    let used = |h: &&Hierarchy| {
+        h.controllers
+            .split(',')
+            .any(|c| matches!(c, "cpu" | "cpuacct" | "memory"))
+    };
+    let v1: Vec<String> = hierarchies
+        .iter()
+        .filter(used)
+        .map(|h| format!("v1:{}", h.dir.join(cgroup_root).display()))
+        .collect();
+    if !v1.is_empty() {
+        return v1;
+    }
+    hierarchies
+        .iter()
+        .filter(|h| h.controllers.is_empty())
+        .map(|h| format!("v2:{}", h.dir.join(cgroup_root).display()))
+        .collect()
 }
 
 fn run_args(cgroup_root: &str, limits: &[&str], probe: &Path) -> Vec<String> {
@@ -370,6 +508,7 @@ fn render(
             if over <= GOAL_NS as i64 { "met" } else { "**not met**" }
         );
     }
+    floor_split(w, modes, stats);
     start_table(w, modes, stats);
     let _ = writeln!(w, "\nMachine and run:\n");
     let _ = writeln!(w, "- date: {} (UTC)", m.date);
@@ -383,6 +522,49 @@ fn render(
     }
     let _ = writeln!(w, "{MARK_END}");
     s
+}
+
+/// `run`'s overhead split at the joining wrapper: below it, what any
+/// governing wrapper pays here (one more process, the job's cgroups); above
+/// it, what ffrtmp adds.
+fn floor_split(w: &mut String, modes: &[Mode], stats: &[Stats]) {
+    let p50 = |label: &str| {
+        modes
+            .iter()
+            .zip(stats)
+            .find(|(m, _)| m.label == label)
+            .map(|(_, st)| st.p50 as i64)
+    };
+    let (Some(direct), Some(wrap), Some(join), Some(run)) =
+        (p50("direct spawn"), p50(FLOOR_WRAP), p50(FLOOR_JOIN), p50(RUN_PLAIN))
+    else {
+        return;
+    };
+    let d = |ns: i64| {
+        format!(
+            "{}{:.3} ms",
+            if ns >= 0 { "+" } else { "−" },
+            ns.unsigned_abs() as f64 / 1e6
+        )
+    };
+    let _ = writeln!(
+        w,
+        "\n`run`'s overhead without limits ({}) split at the floors, p50: one more process (the forking wrapper \
+         over the direct spawn) {}; making and joining the job's cgroups (the joining wrapper over the forking \
+         one) {}; ffrtmp's own part (`run` over the joining wrapper: its start, hierarchy reads, job marks, log) {}.",
+        d(run - direct),
+        d(wrap - direct),
+        d(join - wrap),
+        d(run - join)
+    );
+    if join - direct > GOAL_NS as i64 {
+        let _ = writeln!(
+            w,
+            "The joining wrapper alone is {} over the direct spawn: on this host the goal is below what even \
+             this least governing wrapper reaches.",
+            d(join - direct)
+        );
+    }
 }
 
 /// The start (and exit) of ffrtmp alone, in the same rounds: spawn → exit
@@ -422,4 +604,31 @@ fn start_table(w: &mut String, modes: &[Mode], stats: &[Stats]) {
         if start >= 0 { "+" } else { "−" },
         start.unsigned_abs() as f64 / 1e6
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(controllers: &str, dir: &str) -> Hierarchy {
+        Hierarchy {
+            controllers: controllers.to_string(),
+            path: "/".to_string(),
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    #[test]
+    fn the_floor_joins_the_hierarchies_run_uses() {
+        let hybrid = [
+            h("cpu,cpuacct", "/c/cpu,cpuacct"),
+            h("memory", "/c/memory/me"),
+            h("pids", "/c/pids"),
+            h("name=systemd", "/c/systemd"),
+            h("", "/c/unified"),
+        ];
+        assert_eq!(floor_joins(&hybrid, "r"), ["v1:/c/cpu,cpuacct/r", "v1:/c/memory/me/r"]);
+        let v2 = [h("", "/c/me")];
+        assert_eq!(floor_joins(&v2, "r"), ["v2:/c/me/r"]);
+    }
 }

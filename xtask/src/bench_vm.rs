@@ -264,6 +264,13 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         TAG,
     )?;
     let (run_probe, _) = c_helper(&target.join("bench"), "probe", crate::bench::PROBE_C, false, TAG)?;
+    let (wrapper, _) = c_helper(
+        &target.join("bench"),
+        "wrapfloor",
+        crate::bench::WRAPFLOOR_C,
+        false,
+        TAG,
+    )?;
     let cgred = find_cgrulesengd(true).map_err(anyhow::Error::msg)?;
     let xtask = std::env::current_exe().context("this program's path")?;
 
@@ -278,7 +285,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "--timeout",
         &o.timeout_secs.to_string(),
     ]);
-    for p in [&xtask, &ffrtmp, &watch_probe, &storm, &run_probe, &cgred] {
+    for p in [&xtask, &ffrtmp, &watch_probe, &storm, &run_probe, &wrapper, &cgred] {
         cmd.arg("--include").arg(p);
     }
     cmd.arg("--exec").arg(&script);
