@@ -949,6 +949,13 @@ impl JobCgroup {
         self.dirs.iter().map(|d| d.dir.join(files::PROCS)).collect()
     }
 
+    /// Whether one of the job's directories carries the cpuset controller,
+    /// whose attach acts on the joining process's memory (it rebinds the
+    /// memory policy and, on v2 always, migrates the pages of its mm).
+    pub fn has_cpuset(&self) -> bool {
+        self.dirs.iter().any(|d| d.controllers.contains(&Controller::Cpuset))
+    }
+
     /// v1: the `tasks` file of every hierarchy used. A single-threaded
     /// process (a child between fork and exec) that writes `0` to each joins
     /// the job without taking the global migration lock.

@@ -122,14 +122,18 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         // into a cpuset cgroup kept its parent's CPUs and memory nodes
         // (cpuset_fork() ignored CLONE_INTO_CGROUP), while a write runs
         // cpuset_attach(), which sets them, on every kernel.
-        Some(j) if j.version() == Version::V2 && (limits.cpus.is_some() || limits.mems.is_some()) => {
-            Placement::V1 { tasks: j.procs_files() }
-        }
+        Some(j) if j.version() == Version::V2 && (limits.cpus.is_some() || limits.mems.is_some()) => Placement::V1 {
+            tasks: j.procs_files(),
+            moves_memory: true,
+        },
         Some(j) if j.version() == Version::V2 => Placement::V2 {
             dir: j.dirs()[0].to_path_buf(),
             procs: j.procs_files()[0].clone(),
         },
-        Some(j) => Placement::V1 { tasks: j.tasks_files() },
+        Some(j) => Placement::V1 {
+            tasks: j.tasks_files(),
+            moves_memory: j.has_cpuset(),
+        },
     };
     let foreground = in_terminal_foreground();
     let request = Spawn {

@@ -60,7 +60,11 @@ pub enum Placement {
     /// job's `tasks` in every hierarchy used (see the module docs); v2, the
     /// `cgroup.procs` of a job that `CLONE_INTO_CGROUP` would not place
     /// fully (a cpuset job, see `cli/run.rs`).
-    V1 { tasks: Vec<PathBuf> },
+    ///
+    /// `moves_memory`: a join acts on the joiner's memory (cpuset's attach
+    /// rebinds and migrates its mm), so the child must not share ours
+    /// until its exec: it is forked, not started vfork-style.
+    V1 { tasks: Vec<PathBuf>, moves_memory: bool },
 }
 
 /// What to run, and how.
@@ -163,6 +167,8 @@ struct ChildPlan {
     strict: bool,
     foreground: bool,
     report_fd: RawFd,
+    /// Started by [`clone_vfork`]: the child shares our memory until exec.
+    shares_memory: bool,
 }
 
 /// Find `program` like `execvp` would: a name with `/` is used as is,
@@ -249,7 +255,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             })?;
             (Some(OwnedFd::from(dir)), Vec::new())
         }
-        Placement::V1 { tasks } => (None, tasks.iter().map(|p| open_procs(p)).collect::<Result<_, _>>()?),
+        Placement::V1 { tasks, .. } => (None, tasks.iter().map(|p| open_procs(p)).collect::<Result<_, _>>()?),
     };
 
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Os {
@@ -273,6 +279,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
         strict: req.strict,
         foreground: req.foreground,
         report_fd: report_w.as_raw_fd(),
+        shares_memory: false,
     };
 
     let mut joined_by = match req.placement {
@@ -293,13 +300,14 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             }
             other => other,
         },
+        (_, Placement::V1 { moves_memory: true, .. }) => {
+            plan.procs_fds = std::mem::take(&mut procs_fds);
+            clone3(None, &plan)
+        }
         _ => {
             plan.procs_fds = std::mem::take(&mut procs_fds);
-            match clone_vfork(&plan) {
-                // CLONE_PIDFD with clone() needs 5.2; fork the slow way.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => clone3(None, &plan),
-                other => other,
-            }
+            plan.shares_memory = true;
+            clone_vfork(&plan)
         }
     };
     let (pid, pidfd) = forked.map_err(|source| SpawnError::Os {
@@ -456,13 +464,11 @@ fn clone_vfork(plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
     let top = (stack.as_mut_ptr() as usize + VFORK_STACK) & !15;
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
-    // SAFETY: sigset_t is plain data; sigfillset/sigprocmask get valid pointers.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    // Every signal, glibc's own two (32, 33: cancellation, setxid) too,
+    // which its sigfillset leaves out; so the raw call, as posix_spawn.
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    set_mask(&all, Some(&mut old));
     // SAFETY: `entry` only makes async-signal-safe calls on `plan`, which
     // outlives the call, and on its own stack; CLONE_PIDFD stores the pidfd
     // through the parent_tid argument (clone(2)).
@@ -476,13 +482,52 @@ fn clone_vfork(plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
         )
     };
     let err = io::Error::last_os_error();
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    set_mask(&old, None);
     drop(stack);
     match ret {
         -1 => Err(err),
+        // A kernel before 5.2 ignores CLONE_PIDFD (an old, unused bit) and
+        // gives no pidfd; the child is our child still, so pidfd_open (5.3)
+        // cannot name another process. ffrtmp needs 5.3 in any case.
+        pid if pidfd < 0 => Ok((pid as u32, PidFd::open(pid as u32)?)),
         // SAFETY: CLONE_PIDFD stored a new fd that only we own.
         pid => Ok((pid as u32, PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }))),
+    }
+}
+
+/// This thread's signal mask (the kernel's 64-bit set), the old one kept.
+fn set_mask(mask: &u64, old: Option<&mut u64>) {
+    let old = old.map_or(std::ptr::null_mut(), |o| o as *mut u64);
+    // SAFETY: both pointers are valid for the 8 bytes the kernel's set has.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            mask as *const u64,
+            old,
+            8usize,
+        )
+    };
+}
+
+/// In a child that shares our memory: every caught signal back to its
+/// default before the mask is opened, so no handler of ours runs in it
+/// (a signal that came while it was blocked is delivered then). Ignored
+/// ones stay ignored, as exec keeps them.
+unsafe fn reset_handlers() {
+    for sig in 1..libc::SIGRTMAX() + 1 {
+        // SAFETY: sigaction reads and writes only the structs given.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+                && sa.sa_sigaction != libc::SIG_IGN
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
     }
 }
 
@@ -563,6 +608,9 @@ unsafe fn child_exec(plan: &ChildPlan) -> ! {
         }
         // The parent blocks the signals it forwards; the workload must not
         // inherit that mask.
+        if plan.shares_memory {
+            reset_handlers();
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
