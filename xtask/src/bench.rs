@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--iterations N] [--warmup N] [--gap-ms MS] [--also PATH] [--ffrtmp PATH]
-                         [--prebuilt] [--write]
+                         [--beside-a-job] [--prebuilt] [--write]
 
 Measures the median time from invoking `ffrtmp run … -- probe` to the probe's
 first instruction, against spawning the probe directly, interleaved in one run.
@@ -156,6 +156,9 @@ wrappers first.
   --also PATH     also measure `PATH run`, no limits: another build of ffrtmp
                   (e.g. static), in the same rounds as the others; repeatable
   --ffrtmp PATH   use this ffrtmp binary instead of building one
+  --beside-a-job  keep one long job (`ffrtmp run … -- sleep`) under the root
+                  throughout, as on a node with work or a daemon: the root's
+                  directories exist, so no sample makes or removes them
   --prebuilt      use the probe and wrapper an earlier run compiled (target/bench/)
                   instead of compiling it: for a guest without a C compiler
   --write         also update the run-overhead section of docs/BENCHMARKS.md
@@ -169,6 +172,7 @@ struct Options {
     ffrtmp: Option<PathBuf>,
     prebuilt: bool,
     write: bool,
+    beside_a_job: bool,
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
@@ -180,6 +184,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         ffrtmp: None,
         prebuilt: false,
         write: false,
+        beside_a_job: false,
     };
     let mut flags = Flags::new(args);
     while let Some((a, flag)) = flags.next_flag() {
@@ -191,6 +196,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(flags.text(flag)?)),
             "--prebuilt" if !flags.has_inline() => o.prebuilt = true,
             "--write" if !flags.has_inline() => o.write = true,
+            "--beside-a-job" if !flags.has_inline() => o.beside_a_job = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -277,8 +283,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         opts.iterations,
         modes.len()
     );
+    let holder = match opts.beside_a_job {
+        true => Some(Holder::start(&ffrtmp, &cgroup_root)?),
+        false => None,
+    };
     let gap = Duration::from_millis(opts.gap_ms);
-    let samples = measure(&modes, opts.warmup, opts.iterations, gap)?;
+    let samples = measure(&modes, opts.warmup, opts.iterations, gap);
+    if let Some(holder) = holder {
+        holder.stop()?;
+    }
+    let samples = samples?;
     let leftovers = guard.finish();
 
     let stats: Vec<Stats> = samples.iter().map(|s| Stats::of(s)).collect();
@@ -290,6 +304,54 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         write_section(&root, &section, MARK_START, MARK_END, "bench")?;
     }
     Ok(())
+}
+
+/// The long job of `--beside-a-job`: `ffrtmp run -- sleep` under the
+/// bench's root, so the root exists in every hierarchy a sample uses.
+struct Holder {
+    child: std::process::Child,
+}
+
+impl Holder {
+    fn start(ffrtmp: &Path, cgroup_root: &str) -> anyhow::Result<Self> {
+        let child = Command::new(ffrtmp)
+            .args([
+                "run",
+                "--cgroup-root",
+                cgroup_root,
+                "--job-id",
+                "bench-holder",
+                "--",
+                "sleep",
+                "100000",
+            ])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the job of --beside-a-job")?;
+        // Its cgroups exist once its workload runs: wait for the sleep.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let children = format!("/proc/{}/task/{}/children", child.id(), child.id());
+        while std::fs::read_to_string(&children).unwrap_or_default().trim().is_empty() {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the job of --beside-a-job did not start its workload in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self { child })
+    }
+
+    /// SIGTERM to `run`, which forwards it to the sleep and removes the job.
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().context("waiting for the job of --beside-a-job")?;
+        eprintln!("bench: the job of --beside-a-job ended ({status})");
+        Ok(())
+    }
 }
 
 const RUN_PLAIN: &str = "`ffrtmp run`, no limits";
@@ -460,11 +522,16 @@ fn render(
         "a dynamically linked C binary built with `cc -O2`: the stamp comes after the \
          dynamic loader and libc start-up"
     };
-    let pacing = if o.gap_ms == 0 {
+    let mut pacing = if o.gap_ms == 0 {
         "back to back".to_string()
     } else {
         format!("each sample after {} ms of sleep", o.gap_ms)
     };
+    if o.beside_a_job {
+        pacing.push_str(
+            ", beside one long job under the root (`--beside-a-job`: the root's directories exist throughout)",
+        );
+    }
     let _ = writeln!(
         w,
         "Time from invoking the command (CLOCK_MONOTONIC read in the parent right \
