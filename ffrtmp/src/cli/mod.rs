@@ -41,7 +41,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `defer`: a subcommand's arguments are built only when it is the one
+/// used (or for help, completions and man pages, which build them all).
+/// Building every subcommand's arguments at each start cost `run` about a
+/// fifth of a millisecond (docs/BENCHMARKS.md).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Spawn a command inside its own cgroup, limits in place before it starts.
     #[command(
