@@ -167,7 +167,7 @@ struct ChildPlan {
     strict: bool,
     foreground: bool,
     report_fd: RawFd,
-    /// Started by [`clone_vfork`]: the child shares our memory until exec.
+    /// Set by [`clone_vfork`]: the child shares our memory until exec.
     shares_memory: bool,
 }
 
@@ -246,7 +246,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
 
-    let (dir_fd, mut procs_fds) = match &req.placement {
+    let (dir_fd, procs_fds) = match &req.placement {
         Placement::None => (None, Vec::new()),
         Placement::V2 { dir, .. } => {
             let dir = std::fs::File::open(dir).map_err(|source| SpawnError::Setup {
@@ -272,7 +272,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             .as_ref()
             .map(|w| cstring(w.as_os_str(), "workdir"))
             .transpose()?,
-        procs_fds: Vec::new(),
+        procs_fds,
         nice: req.nice,
         oom: req.oom_score_adj.map(oom_bytes),
         ioprio: req.io_class.map(IoClass::ioprio),
@@ -293,22 +293,14 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             // clone3 (ENOSYS): join by writing cgroup.procs instead.
             Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOSYS | libc::EINVAL)) => {
                 tracing::debug!("clone3(CLONE_INTO_CGROUP) unavailable ({e}); joining through cgroup.procs");
-                procs_fds = vec![open_procs(procs)?];
+                plan.procs_fds = vec![open_procs(procs)?];
                 joined_by = JoinedBy::PreExecWrite;
-                plan.procs_fds = std::mem::take(&mut procs_fds);
                 clone3(None, &plan)
             }
             other => other,
         },
-        (_, Placement::V1 { moves_memory: true, .. }) => {
-            plan.procs_fds = std::mem::take(&mut procs_fds);
-            clone3(None, &plan)
-        }
-        _ => {
-            plan.procs_fds = std::mem::take(&mut procs_fds);
-            plan.shares_memory = true;
-            clone_vfork(&plan)
-        }
+        (_, Placement::V1 { moves_memory: true, .. }) => clone3(None, &plan),
+        _ => clone_vfork(&mut plan),
     };
     let (pid, pidfd) = forked.map_err(|source| SpawnError::Os {
         what: "forking the child",
@@ -453,7 +445,9 @@ const VFORK_STACK: usize = 64 * 1024;
 /// Used wherever the child is not placed by `CLONE_INTO_CGROUP`, which
 /// only `clone3` can pass. Signals are blocked around the call: a handler
 /// must not run in the child on memory it shares with us.
-fn clone_vfork(plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
+fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
+    plan.shares_memory = true;
+    let plan: &ChildPlan = plan;
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `&ChildPlan` below, alive while we run (the
         // parent is suspended until our exec or exit).
@@ -606,11 +600,11 @@ unsafe fn child_exec(plan: &ChildPlan) -> ! {
             report(STAGE_CHDIR);
             libc::_exit(125);
         }
-        // The parent blocks the signals it forwards; the workload must not
-        // inherit that mask.
         if plan.shares_memory {
             reset_handlers();
         }
+        // The parent blocks the signals it forwards; the workload must not
+        // inherit that mask.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -645,6 +639,21 @@ mod tests {
         );
     }
 
+    /// `program args…` with nothing but defaults: no cgroup, no limits.
+    fn plain(program: &str, args: &[&str]) -> Spawn {
+        Spawn {
+            program: program.into(),
+            args: args.iter().map(|a| a.into()).collect(),
+            workdir: None,
+            nice: None,
+            oom_score_adj: None,
+            io_class: None,
+            strict: false,
+            foreground: false,
+            placement: Placement::None,
+        }
+    }
+
     /// The `SigBlk` mask of a thread, from its `status` file.
     fn blocked(status: &str) -> String {
         let text = std::fs::read_to_string(status).unwrap();
@@ -664,18 +673,7 @@ mod tests {
         usr1.add(nix::sys::signal::Signal::SIGUSR1);
         let before = usr1.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK).unwrap();
         let mine = blocked(&me);
-        let child = spawn(&Spawn {
-            program: "sleep".into(),
-            args: vec!["5".into()],
-            workdir: None,
-            nice: None,
-            oom_score_adj: None,
-            io_class: None,
-            strict: false,
-            foreground: false,
-            placement: Placement::None,
-        })
-        .unwrap();
+        let child = spawn(&plain("sleep", &["5"])).unwrap();
         let after = blocked(&me);
         let theirs = blocked(&format!("/proc/{}/status", child.pid));
         let pid = nix::unistd::Pid::from_raw(child.pid as i32);
@@ -689,17 +687,7 @@ mod tests {
 
     #[test]
     fn spawns_without_a_cgroup_and_reports_exec_errors() {
-        let req = |program: &str| Spawn {
-            program: program.into(),
-            args: vec!["-c".into(), "exit 3".into()],
-            workdir: None,
-            nice: None,
-            oom_score_adj: None,
-            io_class: None,
-            strict: false,
-            foreground: false,
-            placement: Placement::None,
-        };
+        let req = |program: &str| plain(program, &["-c", "exit 3"]);
         let child = spawn(&req("sh")).unwrap();
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.pid as i32), None).unwrap();
         assert_eq!(
