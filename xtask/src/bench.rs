@@ -256,7 +256,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut join_args = floor_joins(&hierarchies, &cgroup_root);
     join_args.extend(["--".to_string(), probe.display().to_string()]);
     let mut modes = vec![
-        Mode::new("direct spawn", &probe, Vec::new()),
+        Mode::new(DIRECT, &probe, Vec::new()),
         Mode::new(
             FLOOR_WRAP,
             &wrapper,
@@ -289,9 +289,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     };
     let gap = Duration::from_millis(opts.gap_ms);
     let samples = measure(&modes, opts.warmup, opts.iterations, gap);
-    if let Some(holder) = holder {
-        holder.stop()?;
-    }
+    drop(holder);
     let samples = samples?;
     let leftovers = guard.finish();
 
@@ -331,9 +329,13 @@ impl Holder {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the job of --beside-a-job")?;
+        // From here on, dropping the holder ends the job (a start that
+        // times out too).
+        let holder = Self { child };
         // Its cgroups exist once its workload runs: wait for the sleep.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let children = format!("/proc/{}/task/{}/children", child.id(), child.id());
+        let id = holder.child.id();
+        let children = format!("/proc/{id}/task/{id}/children");
         while std::fs::read_to_string(&children).unwrap_or_default().trim().is_empty() {
             ensure!(
                 std::time::Instant::now() < deadline,
@@ -341,19 +343,23 @@ impl Holder {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Self { child })
-    }
-
-    /// SIGTERM to `run`, which forwards it to the sleep and removes the job.
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: kill has no memory preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = self.child.wait().context("waiting for the job of --beside-a-job")?;
-        eprintln!("bench: the job of --beside-a-job ended ({status})");
-        Ok(())
+        Ok(holder)
     }
 }
 
+impl Drop for Holder {
+    /// SIGTERM to `run`, which forwards it to the sleep and removes the job.
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        match self.child.wait() {
+            Ok(status) => eprintln!("bench: the job of --beside-a-job ended ({status})"),
+            Err(e) => eprintln!("bench: waiting for the job of --beside-a-job: {e}"),
+        }
+    }
+}
+
+const DIRECT: &str = "direct spawn";
 const RUN_PLAIN: &str = "`ffrtmp run`, no limits";
 const FLOOR_WRAP: &str = "a wrapper that forks, execs and waits (static C)";
 const FLOOR_JOIN: &str = "a wrapper that also makes and joins the job's cgroups as `run` does (static C)";
@@ -567,10 +573,9 @@ fn render(
         let over = st.p50 as i64 - base as i64;
         let _ = writeln!(
             w,
-            "| {} | {}{:.3} ms | {:.1}× | {} |",
+            "| {} | {} | {:.1}× | {} |",
             mode.label,
-            if over >= 0 { "+" } else { "−" },
-            over.unsigned_abs() as f64 / 1e6,
+            signed_ms(over),
             st.p50 as f64 / base.max(1) as f64,
             if over <= GOAL_NS as i64 { "met" } else { "**not met**" }
         );
@@ -591,6 +596,12 @@ fn render(
     s
 }
 
+/// A difference of two times in ns, as "+1.234 ms" or "−0.012 ms".
+fn signed_ms(ns: i64) -> String {
+    let sign = if ns >= 0 { "+" } else { "−" };
+    format!("{sign}{:.3} ms", ns.unsigned_abs() as f64 / 1e6)
+}
+
 /// `run`'s overhead split at the joining wrapper: below it, what any
 /// governing wrapper pays here (one more process, the job's cgroups); above
 /// it, what ffrtmp adds.
@@ -603,33 +614,26 @@ fn floor_split(w: &mut String, modes: &[Mode], stats: &[Stats]) {
             .map(|(_, st)| st.p50 as i64)
     };
     let (Some(direct), Some(wrap), Some(join), Some(run)) =
-        (p50("direct spawn"), p50(FLOOR_WRAP), p50(FLOOR_JOIN), p50(RUN_PLAIN))
+        (p50(DIRECT), p50(FLOOR_WRAP), p50(FLOOR_JOIN), p50(RUN_PLAIN))
     else {
         return;
-    };
-    let d = |ns: i64| {
-        format!(
-            "{}{:.3} ms",
-            if ns >= 0 { "+" } else { "−" },
-            ns.unsigned_abs() as f64 / 1e6
-        )
     };
     let _ = writeln!(
         w,
         "\n`run`'s overhead without limits ({}) split at the floors, p50: one more process (the forking wrapper \
          over the direct spawn) {}; making and joining the job's cgroups (the joining wrapper over the forking \
          one) {}; ffrtmp's own part (`run` over the joining wrapper: its start, hierarchy reads, job marks, log) {}.",
-        d(run - direct),
-        d(wrap - direct),
-        d(join - wrap),
-        d(run - join)
+        signed_ms(run - direct),
+        signed_ms(wrap - direct),
+        signed_ms(join - wrap),
+        signed_ms(run - join)
     );
     if join - direct > GOAL_NS as i64 {
         let _ = writeln!(
             w,
             "The joining wrapper alone is {} over the direct spawn: on this host the goal is below what even \
              this least governing wrapper reaches.",
-            d(join - direct)
+            signed_ms(join - direct)
         );
     }
 }
@@ -665,11 +669,10 @@ fn start_table(w: &mut String, modes: &[Mode], stats: &[Stats]) {
     let start = ffrtmp.p50 as i64 - probe.p50 as i64;
     let _ = writeln!(
         w,
-        "\nffrtmp's start and exit cost {}{:.3} ms over the probe's at p50. Its start is a part of `run`'s \
+        "\nffrtmp's start and exit cost {} over the probe's at p50. Its start is a part of `run`'s \
          overhead that is not its set-up; its exit is not in `run`'s figure (which stops at the probe's stamp), \
          and `--version` skips the start-up work `run` does: a rough split, not a bound.",
-        if start >= 0 { "+" } else { "−" },
-        start.unsigned_abs() as f64 / 1e6
+        signed_ms(start)
     );
 }
 
