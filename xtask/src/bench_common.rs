@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::{ErrorKind, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,19 +27,31 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// `cargo build --release -p ffrtmp`; returns the binary.
+/// The shipped build of ffrtmp (packaging/release-build: release, static-pie);
+/// returns the binary.
 pub fn build_ffrtmp(root: &Path, tag: &str) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("{tag}: cargo build --release -p ffrtmp");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "ffrtmp"])
+    script_output_path(root, "packaging/release-build", tag)
+}
+
+/// Run `script` (packaging/release-build, build-deb, build-oci-image): the
+/// path it prints last.
+pub fn script_output_path(root: &Path, script: &str, tag: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("{tag}: building with {script}");
+    let out = Command::new(root.join(script))
         .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "cargo build --release -p ffrtmp failed ({status})");
-    let bin = target_dir(root).join("release/ffrtmp");
-    ensure!(bin.is_file(), "{} not found after the build", bin.display());
-    Ok(bin)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {script}"))?;
+    ensure!(out.status.success(), "{script} failed ({})", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default().trim();
+    let path = if Path::new(last).is_absolute() {
+        PathBuf::from(last)
+    } else {
+        root.join(last)
+    };
+    ensure!(path.is_file(), "{script} printed '{last}', which is not a file");
+    Ok(path)
 }
 
 /// The ffrtmp binary a bench measures: `given` (`--ffrtmp PATH`), else a

@@ -190,7 +190,8 @@ pub fn scan(targets: &Targets) -> std::io::Result<Scan> {
 /// Is this process ffrtmp itself or one of its descendants? ffrtmp never
 /// governs itself or its own children. The walk starts at the parent the
 /// caller has already read; it is skipped when ffrtmp has no child at all
-/// (the daemon forks nothing), which saves the hot path a `stat` read.
+/// (the daemon forks nothing but a short `getent` for a user filter), which
+/// saves the hot path a `stat` read.
 pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
     let own_pid = std::process::id();
     // Itself or a child: no look needed (and a child reaped meanwhile is

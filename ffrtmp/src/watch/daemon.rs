@@ -719,8 +719,8 @@ impl Daemon {
                     ..
                 } => {
                     let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
-                    // Here unless a filter may look users up (NSS can take
-                    // seconds) or a limit is a network one (rtnetlink, and
+                    // Here unless a filter may look users up (`getent` can
+                    // take seconds) or a limit is a network one (rtnetlink, and
                     // loading eBPF programs the first time): a hand-off to a
                     // blocking thread costs a wake-up (~80 µs on a VM) on the
                     // path to the move, and how soon the move is written

@@ -7,8 +7,8 @@
 //! parsing), and `prefix` dir matching is by path component. `min_runtime`
 //! is not checked here: the daemon delays adoption by it.
 //!
-//! [`check`] may call into NSS (`getpwuid_r`), so it runs on a blocking
-//! thread.
+//! [`check`] may ask the name service (`getent passwd`, see
+//! [`super::user_names`]), so it runs on a blocking thread.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -57,19 +57,14 @@ pub trait FilterEnv {
     fn parent_of(&self, pid: u32) -> Option<u32>;
 }
 
-/// The real system: NSS for names, `/proc/<pid>/stat` for parents.
+/// The real system: the name service for names (through `getent`, kept a
+/// minute), `/proc/<pid>/stat` for parents.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemEnv;
 
 impl FilterEnv for SystemEnv {
     fn user_name(&self, uid: u32) -> Option<String> {
-        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(user) => user.map(|u| u.name),
-            Err(e) => {
-                tracing::warn!("looking up the user name of uid {uid}: {e}; treating it as a uid without a name");
-                None
-            }
-        }
+        super::user_names::name_of(uid)
     }
 
     fn parent_of(&self, pid: u32) -> Option<u32> {

@@ -17,6 +17,7 @@ mod service;
 mod source;
 pub mod state;
 mod tracker;
+mod user_names;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

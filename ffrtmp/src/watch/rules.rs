@@ -58,7 +58,8 @@ pub enum ParentMatch {
 /// One set of include/exclude rules. Empty lists and `None` allow everything.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filters {
-    /// User names, resolved through the system's name service (NSS).
+    /// User names, resolved through the system's name service (NSS, asked
+    /// with `getent`: see `watch::user_names`).
     pub allowed_users: Vec<String>,
     pub blocked_users: Vec<String>,
     /// Real uids (from `/proc/<pid>/status`).
@@ -109,7 +110,7 @@ impl Rules {
     }
 
     /// May the daemon adopt on its loop (docs/architecture.md, "The hot
-    /// path")? Not when a filter may look users up (NSS can take seconds)
+    /// path")? Not when a filter may look users up (`getent` can take seconds)
     /// or a limit is a network one (rtnetlink dumps, and loading eBPF
     /// programs the first time).
     pub fn adopts_on_loop(&self) -> bool {

@@ -12,13 +12,13 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
 use super::{QemuBoot, Run, prereq, run_qemu};
-use crate::bench_common::{target_dir, workspace_root};
+use crate::bench_common::{script_output_path, target_dir, workspace_root};
 
 const USAGE: &str = "\
 usage: cargo xtask vm-systemd [--release bookworm|trixie] [options]
@@ -155,11 +155,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let boot = Boot::find(&rootfs)?;
     let deb = match &opts.deb {
         Some(d) => d.clone(),
-        None => last_line_path(&root, "packaging/build-deb")?,
+        None => script_output_path(&root, "packaging/build-deb", "vm-systemd")?,
     };
     let oci = match &opts.oci {
         Some(o) => o.clone(),
-        None => last_line_path(&root, "packaging/build-oci-image")?,
+        None => script_output_path(&root, "packaging/build-oci-image", "vm-systemd")?,
     };
     let configmap = configmap_watch_config(&root)?;
     eprintln!("vm-systemd: package {}, image {}", deb.display(), oci.display());
@@ -261,27 +261,6 @@ impl Boot {
             release,
         })
     }
-}
-
-/// Run `script` (packaging/build-deb, packaging/build-oci-image): the path
-/// it prints last.
-fn last_line_path(root: &Path, script: &str) -> anyhow::Result<PathBuf> {
-    eprintln!("vm-systemd: building with {script}");
-    let out = Command::new(root.join(script))
-        .current_dir(root)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {script}"))?;
-    ensure!(out.status.success(), "{script} failed ({})", out.status);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default().trim();
-    let path = if Path::new(last).is_absolute() {
-        PathBuf::from(last)
-    } else {
-        root.join(last)
-    };
-    ensure!(path.is_file(), "{script} printed '{last}', which is not a file");
-    Ok(path)
 }
 
 /// The `watch-config.yaml` of the shipped ConfigMap
