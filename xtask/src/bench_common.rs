@@ -336,7 +336,7 @@ pub struct Machine {
 
 impl Machine {
     /// Which ffrtmp a bench measured: the binary given with `--ffrtmp`, or
-    /// a release build of the tree.
+    /// the shipped build of the tree (packaging/release-build).
     pub fn ffrtmp(&self, given: Option<&Path>) -> String {
         match given {
             Some(p) => format!(
@@ -344,7 +344,10 @@ impl Machine {
                 p.display(),
                 self.commit
             ),
-            None => format!("release build of {}", self.commit),
+            None => format!(
+                "the shipped build of {} (packaging/release-build: profile dist, static-pie)",
+                self.commit
+            ),
         }
     }
 

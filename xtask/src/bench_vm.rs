@@ -41,7 +41,7 @@ Runs `cargo xtask bench-watch` (floor, ffrtmp ebpf and netlink, cgrulesengd) and
 `cargo xtask bench` (`run` overhead, back to back and 50 ms apart) inside the
 cgroup v2 guest of `cargo xtask vm-test` (qemu, software emulation), once with
 favordynmods off and once on, in the same boot (a round; even rounds run on
-first). Needs root. Builds ffrtmp (release) and compiles the C helpers on the
+first). Needs root. Builds ffrtmp (packaging/release-build) and compiles the C helpers on the
 host; installs cgroup-tools when cgrulesengd is missing.
 
   --kernel K        the guest kernel, as vm-test's --kernel (default 6.12)
@@ -51,6 +51,8 @@ host; installs cgroup-tools when cgrulesengd is missing.
   --storm           also the exec-storm runs (emulated, the guest reaches a
                     fraction of the 1,000 execs/s asked for)
   --ffrtmp PATH     use this ffrtmp binary instead of building one
+  --also PATH       also measure `PATH run` in the `bench` runs (another
+                    build of ffrtmp, in the same rounds); repeatable
   --timeout SECS    give up on the guest after SECS (default 3600)
   --write           write the sections into the vm section of
                     docs/BENCHMARKS.md and the plots beside it
@@ -63,6 +65,7 @@ struct Options {
     iterations: u64,
     storm: bool,
     ffrtmp: Option<PathBuf>,
+    also: Vec<PathBuf>,
     timeout_secs: u64,
     write: bool,
 }
@@ -75,6 +78,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         iterations: 100,
         storm: false,
         ffrtmp: None,
+        also: Vec::new(),
         timeout_secs: 3600,
         write: false,
     };
@@ -87,6 +91,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--iterations" => o.iterations = flags.number(flag)?,
             "--storm" if !flags.has_inline() => o.storm = true,
             "--ffrtmp" => o.ffrtmp = Some(PathBuf::from(flags.text(flag)?)),
+            "--also" => o.also.push(PathBuf::from(flags.text(flag)?)),
             "--timeout" => o.timeout_secs = flags.number(flag)?,
             "--write" if !flags.has_inline() => o.write = true,
             "-h" | "--help" => {
@@ -126,8 +131,9 @@ fn guest_script(o: &Options, xtask: &Path, ffrtmp: &Path, target: &Path, tree: &
         o.spawns,
         if o.storm { "" } else { " --no-storm" }
     );
+    let also: String = o.also.iter().map(|p| format!(" --also {}", q(p))).collect();
     let run = format!(
-        "bench --prebuilt --ffrtmp {} --iterations {} --warmup 10",
+        "bench --prebuilt --ffrtmp {} --iterations {} --warmup 10{also}",
         q(ffrtmp),
         o.iterations
     );
@@ -238,7 +244,7 @@ fn nest(section: &str, title: &str, plots: &[(String, String)]) -> String {
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let Some(o) = parse_args(args)? else {
+    let Some(mut o) = parse_args(args)? else {
         return Ok(());
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -249,6 +255,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let root = workspace_root();
     let target = fs::canonicalize(target_dir(&root)).context("the target directory")?;
     let ffrtmp = ffrtmp_binary(o.ffrtmp.as_deref(), &root, TAG)?;
+    o.also = o
+        .also
+        .iter()
+        .map(|p| fs::canonicalize(p).with_context(|| format!("--also {}", p.display())))
+        .collect::<anyhow::Result<_>>()?;
     let (watch_probe, _) = c_helper(
         &target.join("bench-watch"),
         "probe",
@@ -285,7 +296,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "--timeout",
         &o.timeout_secs.to_string(),
     ]);
-    for p in [&xtask, &ffrtmp, &watch_probe, &storm, &run_probe, &wrapper, &cgred] {
+    for p in [&xtask, &ffrtmp, &watch_probe, &storm, &run_probe, &wrapper, &cgred]
+        .into_iter()
+        .chain(&o.also)
+    {
         cmd.arg("--include").arg(p);
     }
     cmd.arg("--exec").arg(&script);
