@@ -107,6 +107,28 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
     Ok(Some(o))
 }
 
+/// Copies the `--also` builds into `dir` (the target directory is in the
+/// guest at the same path; a host path such as /tmp may not be: the guest
+/// mounts its own), each as `<n>-<file name>`; returns the copies.
+fn copy_into(dir: &Path, builds: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if builds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut copies = Vec::new();
+    for (n, build) in builds.iter().enumerate() {
+        let name = build
+            .file_name()
+            .with_context(|| format!("--also {}: no file name", build.display()))?;
+        let copy = dir.join(format!("{}-{}", n + 1, name.to_string_lossy()));
+        fs::copy(build, &copy)
+            .with_context(|| format!("--also {}: copying it to {}", build.display(), copy.display()))?;
+        copies.push(copy);
+    }
+    Ok(copies)
+}
+
 /// The favordynmods states of each round, in the order they are measured.
 fn states(rounds: u64) -> Vec<(u64, &'static str)> {
     (1..=rounds)
@@ -255,11 +277,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let root = workspace_root();
     let target = fs::canonicalize(target_dir(&root)).context("the target directory")?;
     let ffrtmp = ffrtmp_binary(o.ffrtmp.as_deref(), &root, TAG)?;
-    o.also = o
-        .also
-        .iter()
-        .map(|p| fs::canonicalize(p).with_context(|| format!("--also {}", p.display())))
-        .collect::<anyhow::Result<_>>()?;
+    o.also = copy_into(&target.join("bench-vm/also"), &o.also)?;
     let (watch_probe, _) = c_helper(
         &target.join("bench-watch"),
         "probe",
@@ -485,6 +503,20 @@ mod tests {
         assert!(s.contains("X='/x'\n"));
         assert!(s.ends_with("exit $failed\n"));
         assert!(parse_args(&["--rounds".into(), "0".into()]).is_err());
+    }
+
+    #[test]
+    fn also_builds_join_every_run_bench() {
+        let args = ["--also", "/a", "--also", "/b"].map(String::from);
+        let o = parse_args(&args).unwrap().unwrap();
+        let s = guest_script(&o, Path::new("/x"), Path::new("/f"), Path::new("/t"), "abc1234");
+        let with_both = " --warmup 10 --also '/a' --also '/b'";
+        assert_eq!(
+            s.matches(with_both).count(),
+            4,
+            "back to back and 50 ms apart, off and on:\n{s}"
+        );
+        assert!(!s.contains("bench-watch --prebuilt --no-install --ffrtmp '/f' --also"));
     }
 
     #[test]

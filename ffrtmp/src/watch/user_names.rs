@@ -1,15 +1,15 @@
 //! User names for the `*_users` filters, asked of the system's name service
 //! through `getent passwd <uid>`, in a process of its own.
 //!
-//! Why not `getpwuid_r` here: the release build of ffrtmp is linked
-//! statically (static-pie; a shorter start for `ffrtmp run`, see
-//! docs/BENCHMARKS.md), and a statically linked glibc cannot load the NSS
-//! modules a host's `nsswitch.conf` names (`systemd`, `sss`, `ldap`): it
-//! crashes in them. `getent` is the system's own, dynamically linked client
-//! of the same name service, so every backend keeps working. Every build
-//! (debug and tests included) takes this path, so they behave alike; the
-//! release build's link fails if anything pulls an NSS function back in
-//! (`--fatal-warnings`, see packaging/release-build).
+//! Why not `getpwuid_r` here: the shipped build of ffrtmp is linked
+//! statically (static-pie, packaging/release-build; a shorter start for
+//! `ffrtmp run`, see docs/BENCHMARKS.md), and a statically linked glibc
+//! cannot load the NSS modules a host's `nsswitch.conf` names (`systemd`,
+//! `sss`, `ldap`): it crashes in them. `getent` is the system's own,
+//! dynamically linked client of the same name service, so every backend
+//! keeps working. Every build (debug and tests included) takes this path,
+//! so they behave alike; packaging/release-build fails if the shipped
+//! binary links a glibc name-service function after all.
 //!
 //! Answers are kept for [`TTL`], so a lookup process is started at most once
 //! a minute per uid however many processes that uid starts.
