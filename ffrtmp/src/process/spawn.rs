@@ -288,19 +288,20 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
         Placement::V1 { .. } => JoinedBy::PreExecWrite,
     };
     let forked = match (&dir_fd, &req.placement) {
-        (Some(dir), Placement::V2 { procs, .. }) => match clone3(Some(dir.as_raw_fd()), &plan) {
-            // Kernels before 5.7 (E2BIG: clone_args too big) or without
-            // clone3 (ENOSYS): join by writing cgroup.procs instead.
+        (Some(dir), Placement::V2 { procs, .. }) => match clone3_vfork(Some(dir.as_raw_fd()), &mut plan) {
+            // Kernels before 5.7 (E2BIG: clone_args too big, or EINVAL: an
+            // unknown flag) or a seccomp profile refusing clone3 (ENOSYS):
+            // join by writing cgroup.procs instead.
             Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOSYS | libc::EINVAL)) => {
                 tracing::debug!("clone3(CLONE_INTO_CGROUP) unavailable ({e}); joining through cgroup.procs");
                 plan.procs_fds = vec![open_procs(procs)?];
                 joined_by = JoinedBy::PreExecWrite;
-                clone3(None, &plan)
+                start_shared(&mut plan)
             }
             other => other,
         },
         (_, Placement::V1 { moves_memory: true, .. }) => clone3(None, &plan),
-        _ => clone_vfork(&mut plan),
+        _ => start_shared(&mut plan),
     };
     let (pid, pidfd) = forked.map_err(|source| SpawnError::Os {
         what: "forking the child",
@@ -433,18 +434,116 @@ fn clone3(cgroup_fd: Option<RawFd>, plan: &ChildPlan) -> io::Result<(u32, PidFd)
     }
 }
 
-/// Bytes of stack for the child of [`clone_vfork`]: `child_exec` needs a
+/// Bytes of stack for the child of [`clone3_vfork`]: `child_exec` needs a
 /// few hundred; glibc's `execv` and `tcsetpgrp` little more.
 const VFORK_STACK: usize = 64 * 1024;
 
 /// Start the child the way glibc's `posix_spawn` does: `CLONE_VM |
-/// CLONE_VFORK`, on a stack of its own. It shares this address space until
-/// its `execve` (or exit), and this thread waits until then, so no page
-/// table is copied and no page is copied on write afterwards (a `run` on
-/// the host of docs/BENCHMARKS.md spent ~0.2 ms in a fork-like `clone3`).
-/// Used wherever the child is not placed by `CLONE_INTO_CGROUP`, which
-/// only `clone3` can pass. Signals are blocked around the call: a handler
+/// CLONE_VFORK`, on a stack of its own, through `clone3` so that
+/// `CLONE_INTO_CGROUP` can be given too (`cgroup_fd`). The child shares this
+/// address space until its `execve` (or exit), and this thread waits until
+/// then, so no page table is copied and no page is copied on write
+/// afterwards (a `run` on the host of docs/BENCHMARKS.md spent ~0.2 ms in
+/// a fork-like `clone3`). Signals are blocked around the call: a handler
 /// must not run in the child on memory it shares with us.
+///
+/// glibc has no `clone3` wrapper, and the child of a raw `clone3` with a new
+/// stack cannot return from the system call into Rust (nothing it would
+/// return to is on that stack), so a few instructions of assembly start it:
+/// the kernel gives the child `rax` = 0 and `rsp` = the top of its stack,
+/// and every other register as the parent had it; it calls [`vfork_entry`]
+/// with the plan, which never returns.
+#[cfg(target_arch = "x86_64")]
+fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
+    #[cfg(test)]
+    if tests::REFUSE_CLONE3.get() {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    plan.shares_memory = true;
+    let plan: &ChildPlan = plan;
+    let mut stack = vec![0u8; VFORK_STACK];
+    // The stack grows down: its top, 16-byte aligned as the ABI wants
+    // before a call (clone3 starts the child at stack + stack_size).
+    let base = stack.as_mut_ptr() as u64;
+    let top = (base + VFORK_STACK as u64) & !15;
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: base,
+        stack_size: top - base,
+        ..CloneArgs::default()
+    };
+    if let Some(fd) = cgroup_fd {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // Every signal, glibc's own two (32, 33: cancellation, setxid) too,
+    // which its sigfillset leaves out; so the raw call, as posix_spawn.
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    set_mask(&all, Some(&mut old));
+    let ret: i64;
+    // SAFETY: the parent only makes the system call (which clobbers rcx and
+    // r11) and reads rax. The child runs on `stack`, which outlives its
+    // exec because the parent is suspended until then, calls `vfork_entry`
+    // with `plan` (alive as long) and never comes back to this code (`ud2`
+    // would trap if it did). `args` is read by the kernel before either
+    // returns, and CLONE_PIDFD stores the pidfd before the child runs.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") plan as *const ChildPlan,
+            in("r13") vfork_entry as unsafe extern "C" fn(*const ChildPlan) -> !,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    set_mask(&old, None);
+    drop(stack);
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret as i32));
+    }
+    // SAFETY: CLONE_PIDFD stored a new fd that only we own.
+    Ok((ret as u32, PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) })))
+}
+
+/// Elsewhere no trampoline is written: a fork-like `clone3` where the child
+/// joins by `CLONE_INTO_CGROUP`, else glibc's `clone` (see [`start_shared`]).
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
+    match cgroup_fd {
+        Some(_) => clone3(cgroup_fd, plan),
+        None => Err(io::Error::from_raw_os_error(libc::ENOSYS)),
+    }
+}
+
+/// A vfork-style start of a child that joins no cgroup by `clone3`:
+/// [`clone3_vfork`], or [`clone_vfork`] where `clone3` is refused.
+fn start_shared(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
+    match clone3_vfork(None, plan) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => clone_vfork(plan),
+        other => other,
+    }
+}
+
+/// [`clone3_vfork`] through glibc's `clone` (which cannot pass
+/// `CLONE_INTO_CGROUP`): where `clone3` is refused (ENOSYS, from a seccomp
+/// profile older than it, as container runtimes' were), and on
+/// architectures without the trampoline. Signals are blocked around the
+/// call, as there.
 fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
     plan.shares_memory = true;
     let plan: &ChildPlan = plan;
@@ -487,6 +586,17 @@ fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
         // SAFETY: CLONE_PIDFD stored a new fd that only we own.
         pid => Ok((pid as u32, PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }))),
     }
+}
+
+/// Where the child of [`clone3_vfork`] starts, on its own stack.
+///
+/// # Safety
+/// `plan` points to the parent's `ChildPlan`, alive while the child runs
+/// (the parent is suspended until its exec or exit).
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn vfork_entry(plan: *const ChildPlan) -> ! {
+    // SAFETY: as this function's contract says.
+    unsafe { child_exec(&*plan) }
 }
 
 /// This thread's signal mask (the kernel's 64-bit set), the old one kept.
@@ -618,6 +728,12 @@ unsafe fn child_exec(plan: &ChildPlan) -> ! {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Makes this thread's `clone3_vfork` fail as a seccomp profile
+        /// without clone3 makes it (ENOSYS), to test the fallback.
+        pub(super) static REFUSE_CLONE3: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     #[test]
     fn resolves_like_execvp() {
         assert!(resolve_program(OsStr::new("sh")).unwrap().ends_with("sh"));
@@ -683,6 +799,27 @@ mod tests {
         assert_eq!(after, mine, "this thread's mask changed");
         assert_ne!(mine, "0000000000000000", "SIGUSR1 was not blocked here");
         assert_eq!(theirs, "0000000000000000", "the child inherited a blocked signal");
+    }
+
+    /// Where clone3 is refused, glibc's clone starts the child: it runs
+    /// with no signal blocked, its exit status and exec errors come back,
+    /// and this thread's mask is as it was.
+    #[test]
+    fn without_clone3_the_child_starts_through_glibc_clone() {
+        REFUSE_CLONE3.set(true);
+        let me = format!("/proc/self/task/{}/status", nix::unistd::gettid());
+        let mine = blocked(&me);
+        // Exit status 4 only if nothing is blocked in the workload.
+        let check = "grep -q '^SigBlk:[[:space:]]*0000000000000000$' /proc/self/status && exit 4; exit 5";
+        let child = spawn(&plain("sh", &["-c", check]));
+        let missing = spawn(&plain("/no/such/file", &[]));
+        REFUSE_CLONE3.set(false);
+        let child = child.unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.pid as i32);
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 4));
+        assert_eq!(blocked(&me), mine, "this thread's mask changed");
+        assert_eq!(missing.unwrap_err().exit_code(), 127);
     }
 
     #[test]
