@@ -23,12 +23,15 @@ const GUEST_TARGET: &str = "/t";
 /// --install` leaves existing files alone), because the tests assume them:
 /// `sh -c` scripts are written on Debian, where sh is dash, and tests copy
 /// `/bin/sleep` under a new name, which a busybox symlink does not survive.
-/// `busybox sh` and the other applets stay available.
+/// `busybox sh` and the other applets stay available. ffrtmp itself runs
+/// `getent passwd <uid>` for the user filters of `watch`
+/// (`ffrtmp/src/watch/user_names.rs`).
 const HOST_PROGRAMS: &[(&str, &str)] = &[
     ("bin/sh", "/usr/bin/dash"),
     ("bin/sleep", "/usr/bin/sleep"),
     ("bin/true", "/usr/bin/true"),
     ("bin/false", "/usr/bin/false"),
+    ("usr/bin/getent", "/usr/bin/getent"),
 ];
 
 pub struct Plan<'a> {
