@@ -27,7 +27,7 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// The shipped build of ffrtmp (packaging/release-build: release, static-pie);
+/// The shipped build of ffrtmp (packaging/release-build: profile dist, static-pie);
 /// returns the binary.
 pub fn build_ffrtmp(root: &Path, tag: &str) -> anyhow::Result<PathBuf> {
     script_output_path(root, "packaging/release-build", tag)

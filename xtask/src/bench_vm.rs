@@ -109,20 +109,26 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
 
 /// Copies the `--also` builds into `dir` (the target directory is in the
 /// guest at the same path; a host path such as /tmp may not be: the guest
-/// mounts its own), each as `<n>-<file name>`; returns the copies.
+/// mounts its own), each as `<n>-<file name>`; returns the copies. A build
+/// already in `dir` (an earlier run's copy) is used where it is.
 fn copy_into(dir: &Path, builds: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if builds.is_empty() {
         return Ok(Vec::new());
     }
-    let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
     let mut copies = Vec::new();
     for (n, build) in builds.iter().enumerate() {
+        let build = fs::canonicalize(build).with_context(|| format!("--also {}", build.display()))?;
+        if build.parent() == Some(dir.as_path()) {
+            copies.push(build);
+            continue;
+        }
         let name = build
             .file_name()
             .with_context(|| format!("--also {}: no file name", build.display()))?;
         let copy = dir.join(format!("{}-{}", n + 1, name.to_string_lossy()));
-        fs::copy(build, &copy)
+        fs::copy(&build, &copy)
             .with_context(|| format!("--also {}: copying it to {}", build.display(), copy.display()))?;
         copies.push(copy);
     }

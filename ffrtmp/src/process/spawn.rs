@@ -167,7 +167,8 @@ struct ChildPlan {
     strict: bool,
     foreground: bool,
     report_fd: RawFd,
-    /// Set by [`clone_vfork`]: the child shares our memory until exec.
+    /// Set by [`clone3_vfork`] and [`clone_vfork`]: the child shares our
+    /// memory until exec.
     shares_memory: bool,
 }
 
@@ -290,9 +291,10 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
     let forked = match (&dir_fd, &req.placement) {
         (Some(dir), Placement::V2 { procs, .. }) => match clone3_vfork(Some(dir.as_raw_fd()), &mut plan) {
             // Kernels before 5.7 (E2BIG: clone_args too big, or EINVAL: an
-            // unknown flag) or a seccomp profile refusing clone3 (ENOSYS):
-            // join by writing cgroup.procs instead.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOSYS | libc::EINVAL)) => {
+            // unknown flag) or a seccomp profile refusing clone3 (ENOSYS,
+            // EPERM; a cgroup refusing the child says EACCES, ENOENT or
+            // EBUSY): join by writing cgroup.procs instead.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::EINVAL)) || clone3_refused(&e) => {
                 tracing::debug!("clone3(CLONE_INTO_CGROUP) unavailable ({e}); joining through cgroup.procs");
                 plan.procs_fds = vec![open_procs(procs)?];
                 joined_by = JoinedBy::PreExecWrite;
@@ -300,7 +302,7 @@ pub fn spawn(req: &Spawn) -> Result<Child, SpawnError> {
             }
             other => other,
         },
-        (_, Placement::V1 { moves_memory: true, .. }) => clone3(None, &plan),
+        (_, Placement::V1 { moves_memory: true, .. }) => start_forked(&plan),
         _ => start_shared(&mut plan),
     };
     let (pid, pidfd) = forked.map_err(|source| SpawnError::Os {
@@ -404,6 +406,10 @@ fn read_reports(fd: OwnedFd) -> Vec<(i32, i32)> {
 /// Fork with clone3, optionally straight into the cgroup given by `cgroup_fd`.
 /// Returns the child's pid and pidfd in the parent; never returns in the child.
 fn clone3(cgroup_fd: Option<RawFd>, plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
+    #[cfg(test)]
+    if tests::REFUSE_CLONE3.get() {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: libc::CLONE_PIDFD as u64,
@@ -450,9 +456,11 @@ const VFORK_STACK: usize = 64 * 1024;
 /// glibc has no `clone3` wrapper, and the child of a raw `clone3` with a new
 /// stack cannot return from the system call into Rust (nothing it would
 /// return to is on that stack), so a few instructions of assembly start it:
-/// the kernel gives the child `rax` = 0 and `rsp` = the top of its stack,
-/// and every other register as the parent had it; it calls [`vfork_entry`]
-/// with the plan, which never returns.
+/// the kernel gives the child `rax` = 0 and every other register as the
+/// parent had it; the child sets `rsp` to the top of its stack itself (the
+/// kernel does too since "clone3: validate stack arguments", 5.5 and the
+/// 5.3/5.4 stable releases; before it, x86 started the child at the
+/// *bottom*) and calls [`vfork_entry`] with the plan, which never returns.
 #[cfg(target_arch = "x86_64")]
 fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
     #[cfg(test)]
@@ -496,6 +504,7 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
             "syscall",
             "test rax, rax",
             "jnz 2f",
+            "mov rsp, r14",
             "xor ebp, ebp",
             "mov rdi, r12",
             "call r13",
@@ -506,6 +515,7 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
             in("rsi") std::mem::size_of::<CloneArgs>(),
             in("r12") plan as *const ChildPlan,
             in("r13") vfork_entry as unsafe extern "C" fn(*const ChildPlan) -> !,
+            in("r14") top,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -534,9 +544,36 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
 /// [`clone3_vfork`], or [`clone_vfork`] where `clone3` is refused.
 fn start_shared(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
     match clone3_vfork(None, plan) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => clone_vfork(plan),
+        Err(e) if clone3_refused(&e) => clone_vfork(plan),
         other => other,
     }
+}
+
+/// A fork-like start (the child must not share our memory): `clone3`, or
+/// glibc's `fork` and `pidfd_open` where `clone3` is refused.
+fn start_forked(plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
+    match clone3(None, plan) {
+        Err(e) if clone3_refused(&e) => {
+            // SAFETY: the child runs `child_exec`, which only makes
+            // async-signal-safe calls and never returns.
+            match unsafe { libc::fork() } {
+                -1 => Err(io::Error::last_os_error()),
+                // SAFETY: we are the freshly forked child.
+                0 => unsafe { child_exec(plan) },
+                // Our child cannot be reaped before we wait for it, so the
+                // pid names it still.
+                pid => Ok((pid as u32, PidFd::open(pid as u32)?)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `clone3` refused as such, not failed: ENOSYS, or EPERM from a seccomp
+/// profile older than `clone3` (container runtimes' defaults answered it
+/// with either, so that glibc falls back to `clone`).
+fn clone3_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 
 /// [`clone3_vfork`] through glibc's `clone` (which cannot pass
@@ -729,8 +766,9 @@ mod tests {
     use super::*;
 
     thread_local! {
-        /// Makes this thread's `clone3_vfork` fail as a seccomp profile
-        /// without clone3 makes it (ENOSYS), to test the fallback.
+        /// Makes this thread's `clone3_vfork` and `clone3` fail as seccomp
+        /// profiles without clone3 make them (ENOSYS, EPERM), to test the
+        /// fallbacks.
         pub(super) static REFUSE_CLONE3: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
@@ -801,25 +839,37 @@ mod tests {
         assert_eq!(theirs, "0000000000000000", "the child inherited a blocked signal");
     }
 
-    /// Where clone3 is refused, glibc's clone starts the child: it runs
-    /// with no signal blocked, its exit status and exec errors come back,
-    /// and this thread's mask is as it was.
+    /// Where clone3 is refused, glibc's clone (and, for a child that must
+    /// not share our memory, glibc's fork) starts the child: it runs with
+    /// no signal blocked, its exit status and exec errors come back, and
+    /// this thread's mask is as it was.
     #[test]
-    fn without_clone3_the_child_starts_through_glibc_clone() {
-        REFUSE_CLONE3.set(true);
+    fn without_clone3_the_child_starts_through_glibc_clone_or_fork() {
         let me = format!("/proc/self/task/{}/status", nix::unistd::gettid());
         let mine = blocked(&me);
         // Exit status 4 only if nothing is blocked in the workload.
         let check = "grep -q '^SigBlk:[[:space:]]*0000000000000000$' /proc/self/status && exit 4; exit 5";
-        let child = spawn(&plain("sh", &["-c", check]));
+        let forked = |mut req: Spawn| {
+            req.placement = Placement::V1 {
+                tasks: Vec::new(),
+                moves_memory: true,
+            };
+            req
+        };
+        REFUSE_CLONE3.set(true);
+        let shared = spawn(&plain("sh", &["-c", check]));
+        let own = spawn(&forked(plain("sh", &["-c", check])));
         let missing = spawn(&plain("/no/such/file", &[]));
+        let missing_forked = spawn(&forked(plain("/no/such/file", &[])));
         REFUSE_CLONE3.set(false);
-        let child = child.unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.pid as i32);
-        let status = nix::sys::wait::waitpid(pid, None).unwrap();
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 4));
+        for child in [shared.unwrap(), own.unwrap()] {
+            let pid = nix::unistd::Pid::from_raw(child.pid as i32);
+            let status = nix::sys::wait::waitpid(pid, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 4));
+        }
         assert_eq!(blocked(&me), mine, "this thread's mask changed");
         assert_eq!(missing.unwrap_err().exit_code(), 127);
+        assert_eq!(missing_forked.unwrap_err().exit_code(), 127);
     }
 
     #[test]

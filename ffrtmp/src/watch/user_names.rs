@@ -36,21 +36,36 @@ pub enum Answer {
 /// The name of `uid`, from the cache or a fresh `getent` lookup. A failed
 /// lookup is logged once per [`TTL`] and counts as no name. The cache is not
 /// held during a lookup: a slow name service (LDAP) delays only the lookups
-/// that need it.
+/// that need it. Lookups of one uid take turns (a lock per uid, of
+/// [`LANES`]), so a burst of processes of a new uid starts one `getent`,
+/// and the others read its answer.
 pub fn name_of(uid: u32) -> Option<String> {
     static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+    static LANE: [Mutex<()>; LANES] = [const { Mutex::new(()) }; LANES];
     let cache = || CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let now = Instant::now();
-    if let Some(answer) = cache().get_or_insert_with(Cache::default).get(uid, now) {
+    let cached = || cache().get_or_insert_with(Cache::default).get(uid, Instant::now());
+    if let Some(answer) = cached() {
+        return answer.into_name();
+    }
+    let _turn = LANE[uid as usize % LANES]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Another thread may have looked it up while this one waited its turn.
+    if let Some(answer) = cached() {
         return answer.into_name();
     }
     let answer = lookup(uid);
     if let Answer::Failed(error) = &answer {
         tracing::warn!("looking up the user name of uid {uid}: {error}; treating it as a uid without a name");
     }
-    cache().get_or_insert_with(Cache::default).put(uid, answer.clone(), now);
+    cache()
+        .get_or_insert_with(Cache::default)
+        .put(uid, answer.clone(), Instant::now());
     answer.into_name()
 }
+
+/// How many uids can be looked up at once.
+const LANES: usize = 16;
 
 impl Answer {
     fn into_name(self) -> Option<String> {
