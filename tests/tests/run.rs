@@ -137,7 +137,10 @@ fn pids_refused(events: &str) -> u64 {
 
 /// `--pids-max 20`: `pids.max` is 20 (v1's pids hierarchy, v2) and a fork
 /// bomb in the job stops there: the kernel refuses the forks past it
-/// (`pids.events` counts them) and `pids.current` never passes 20.
+/// (`pids.events` counts them) and the job never holds more than 20
+/// processes. (Not `pids.current`: the kernel adds a fork to it before it
+/// compares with the limit and takes it back when refused, so a read can
+/// see 21 for a moment; one did, in the 6.12 guest.)
 #[test]
 fn pids_max_stops_a_fork_bomb() {
     let host = require_privileged!();
@@ -161,15 +164,14 @@ fn pids_max_stops_a_fork_bomb() {
     let dir = root.job_dir(Controller::Pids, "forks");
     let mut most = 0u64;
     let refused = wait_until(Duration::from_secs(10), || {
-        let current = std::fs::read_to_string(dir.join("pids.current")).unwrap_or_default();
-        most = most.max(current.trim().parse().unwrap_or(0));
+        most = most.max(root.procs(Controller::Pids, "forks").len() as u64);
         std::fs::read_to_string(dir.join("pids.events")).is_ok_and(|e| pids_refused(&e) > 0)
     });
     let max = std::fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
     let out = run.wait(EXIT_TIMEOUT);
     assert!(refused, "no fork was refused: {out:?}");
     assert_eq!(max.trim(), "20", "{}/pids.max", dir.display());
-    assert!(most <= 20, "pids.current reached {most}");
+    assert!(most <= 20, "the job held {most} processes");
     assert!(
         out.stderr.contains("applied pids_max=20"),
         "the outcome is reported: {out:?}"
