@@ -469,11 +469,8 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
     }
     plan.shares_memory = true;
     let plan: &ChildPlan = plan;
-    let mut stack = vec![0u8; VFORK_STACK];
-    // The stack grows down: its top, 16-byte aligned as the ABI wants
-    // before a call (clone3 starts the child at stack + stack_size).
-    let base = stack.as_mut_ptr() as u64;
-    let top = (base + VFORK_STACK as u64) & !15;
+    let mut stack = ChildStack::new();
+    let (base, top) = (stack.base() as u64, stack.top() as u64);
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64,
@@ -487,19 +484,14 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
     }
-    // Every signal, glibc's own two (32, 33: cancellation, setxid) too,
-    // which its sigfillset leaves out; so the raw call, as posix_spawn.
-    let all: u64 = !0;
-    let mut old: u64 = 0;
-    set_mask(&all, Some(&mut old));
-    let ret: i64;
     // SAFETY: the parent only makes the system call (which clobbers rcx and
     // r11) and reads rax. The child runs on `stack`, which outlives its
     // exec because the parent is suspended until then, calls `vfork_entry`
     // with `plan` (alive as long) and never comes back to this code (`ud2`
     // would trap if it did). `args` is read by the kernel before either
     // returns, and CLONE_PIDFD stores the pidfd before the child runs.
-    unsafe {
+    let ret = with_all_signals_blocked(|| unsafe {
+        let ret: i64;
         std::arch::asm!(
             "syscall",
             "test rax, rax",
@@ -520,8 +512,8 @@ fn clone3_vfork(cgroup_fd: Option<RawFd>, plan: &mut ChildPlan) -> io::Result<(u
             lateout("r11") _,
             options(nostack),
         );
-    }
-    set_mask(&old, None);
+        ret
+    });
     drop(stack);
     if ret < 0 {
         return Err(io::Error::from_raw_os_error(-ret as i32));
@@ -589,30 +581,23 @@ fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
         // parent is suspended until our exec or exit).
         unsafe { child_exec(&*arg.cast::<ChildPlan>()) }
     }
-    let mut stack = vec![0u8; VFORK_STACK];
-    // The stack grows down: its top, 16-byte aligned as the ABI wants.
-    let top = (stack.as_mut_ptr() as usize + VFORK_STACK) & !15;
+    let mut stack = ChildStack::new();
+    let top = stack.top();
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
-    // Every signal, glibc's own two (32, 33: cancellation, setxid) too,
-    // which its sigfillset leaves out; so the raw call, as posix_spawn.
-    let all: u64 = !0;
-    let mut old: u64 = 0;
-    set_mask(&all, Some(&mut old));
     // SAFETY: `entry` only makes async-signal-safe calls on `plan`, which
     // outlives the call, and on its own stack; CLONE_PIDFD stores the pidfd
     // through the parent_tid argument (clone(2)).
-    let ret = unsafe {
-        libc::clone(
+    let (ret, err) = with_all_signals_blocked(|| unsafe {
+        let ret = libc::clone(
             entry,
             top as *mut libc::c_void,
             flags,
             (plan as *const ChildPlan).cast_mut().cast(),
             &mut pidfd as *mut libc::c_int,
-        )
-    };
-    let err = io::Error::last_os_error();
-    set_mask(&old, None);
+        );
+        (ret, io::Error::last_os_error())
+    });
     drop(stack);
     match ret {
         -1 => Err(err),
@@ -634,6 +619,39 @@ fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
 unsafe extern "C" fn vfork_entry(plan: *const ChildPlan) -> ! {
     // SAFETY: as this function's contract says.
     unsafe { child_exec(&*plan) }
+}
+
+/// The stack of a child that shares our memory until its exec.
+struct ChildStack(Vec<u8>);
+
+impl ChildStack {
+    fn new() -> ChildStack {
+        ChildStack(vec![0u8; VFORK_STACK])
+    }
+
+    /// Through `as_mut_ptr`: the child writes to it.
+    fn base(&mut self) -> usize {
+        self.0.as_mut_ptr() as usize
+    }
+
+    /// Where the child starts: the stack grows down, and the ABI wants it
+    /// 16-byte aligned before a call.
+    fn top(&mut self) -> usize {
+        (self.base() + self.0.len()) & !15
+    }
+}
+
+/// `f` with every signal blocked in this thread, glibc's own two (32, 33:
+/// cancellation, setxid) too, which its sigfillset leaves out (so the raw
+/// call, as posix_spawn): no handler of ours may run in a child that shares
+/// our memory before it resets them. The old mask is back afterwards.
+fn with_all_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    set_mask(&all, Some(&mut old));
+    let out = f();
+    set_mask(&old, None);
+    out
 }
 
 /// This thread's signal mask (the kernel's 64-bit set), the old one kept.
