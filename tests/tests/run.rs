@@ -2,12 +2,13 @@
 //! its own relative cgroup root, so they run in parallel).
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use tests::{
-    Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestDisk, TestRoot, Value,
-    Version, comm, cpus_allowed, descendants, ffrtmp, ioprio_of, missing_block_device, nice_of, on_path, proc_state,
-    require_privileged, run_ffrtmp, skip, stub_bin, threads, unique_name, wait_until,
+    Clone3Refused, Controller, EXIT_TIMEOUT, ForbiddenDirs, Host, Output, PidGuard, Signal, Spawned, TestDisk,
+    TestRoot, Value, Version, comm, cpus_allowed, descendants, ffrtmp, ioprio_of, missing_block_device, nice_of,
+    on_path, proc_state, require_privileged, run_ffrtmp, skip, stub_bin, threads, unique_name, wait_until,
 };
 
 /// `ffrtmp run --cgroup-root <root> --job-id <job> <flags> -- cat`: the
@@ -78,7 +79,15 @@ fn child_is_born_in_its_cgroup() {
         "/proc/self/cgroup",
     ]);
     assert_eq!(out.code(), 0, "{out:?}");
-    for c in host.job_controllers() {
+    assert_born_in(&root, "born", &host.job_controllers(), &out);
+}
+
+/// `out` (cat's `/proc/self/cgroup`, then ffrtmp's report) shows the job
+/// cgroup `job` in the hierarchy of each of `controllers`.
+#[track_caller]
+fn assert_born_in(root: &TestRoot, job: &str, controllers: &[Controller], out: &Output) {
+    let host = root.host();
+    for &c in controllers {
         let line = out
             .stdout
             .lines()
@@ -94,7 +103,53 @@ fn child_is_born_in_its_cgroup() {
             })
             .unwrap_or_else(|| panic!("no {} line in the child's /proc/self/cgroup: {out:?}", c.v1_name()));
         let path = line.splitn(3, ':').nth(2).unwrap_or_default();
-        assert_eq!(path, root.job_cgroup(c, "born"), "{} hierarchy: {out:?}", c.v1_name());
+        assert_eq!(path, root.job_cgroup(c, job), "{} hierarchy: {out:?}", c.v1_name());
+    }
+}
+
+/// In a container whose seccomp profile refuses `clone3` (ENOSYS from
+/// moby's and containers-common's defaults without `CAP_SYS_ADMIN`, EPERM
+/// from Docker's before 20.10.10), `run` starts its child through glibc's
+/// `clone`, or `fork` for a cpuset job. The child still joins before its
+/// exec: cat's only read shows the job cgroup in every hierarchy, and the
+/// result says the child wrote its way in (on v2, that is the fallback from
+/// `CLONE_INTO_CGROUP`). Without the fallback the start fails.
+#[test]
+fn without_clone3_the_child_is_still_born_in_its_cgroup() {
+    let host = require_privileged!();
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    for errno in [libc::ENOSYS, libc::EPERM] {
+        let refused = Clone3Refused { errno };
+        let answer = refused.answer().expect("installing the seccomp filter");
+        assert_eq!(
+            answer, errno,
+            "clone3 under the filter answered errno {answer}, not {errno}"
+        );
+        let mut controllers = host.job_controllers();
+        controllers.push(Controller::Cpuset);
+        for (case, flags, controllers) in [
+            ("plain", &[][..], &controllers[..controllers.len() - 1]),
+            ("cpuset", &["--cpus", "0"][..], &controllers[..]),
+        ] {
+            let root = TestRoot::new(host);
+            let result = tmp.path().join(format!("{case}-{errno}.json"));
+            let mut args = vec!["run", "--cgroup-root", root.name(), "--job-id", "born"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["--result-file", result.to_str().expect("UTF-8")]);
+            args.extend_from_slice(&["--", "cat", "/proc/self/cgroup"]);
+            let mut cmd = ffrtmp(&args);
+            refused.apply(&mut cmd);
+            let out = Spawned::start_with_stdin(cmd, Stdio::null()).wait(EXIT_TIMEOUT);
+            assert_eq!(out.code(), 0, "{case}, clone3 answering errno {errno}: {out:?}");
+            assert_born_in(&root, "born", controllers, &out);
+            let text = std::fs::read_to_string(&result).unwrap_or_else(|e| panic!("{}: {e}", result.display()));
+            let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(
+                json["cgroup"]["joined_by"], "pre_exec_write",
+                "{case}, errno {errno}: {json}"
+            );
+            root.assert_job_gone("born");
+        }
     }
 }
 

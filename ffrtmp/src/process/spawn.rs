@@ -561,16 +561,17 @@ fn start_forked(plan: &ChildPlan) -> io::Result<(u32, PidFd)> {
     }
 }
 
-/// `clone3` refused as such, not failed: ENOSYS, or EPERM from a seccomp
-/// profile older than `clone3` (container runtimes' defaults answered it
-/// with either, so that glibc falls back to `clone`).
+/// `clone3` refused as such, not failed: ENOSYS (what moby's and
+/// containers-common's default seccomp profiles answer in a container
+/// without `CAP_SYS_ADMIN`, so that glibc falls back to `clone`), or EPERM
+/// (Docker's profiles before 20.10.10).
 fn clone3_refused(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 
 /// [`clone3_vfork`] through glibc's `clone` (which cannot pass
-/// `CLONE_INTO_CGROUP`): where `clone3` is refused (ENOSYS, from a seccomp
-/// profile older than it, as container runtimes' were), and on
+/// `CLONE_INTO_CGROUP`): where `clone3` is refused (see [`clone3_refused`]),
+/// and on
 /// architectures without the trampoline. Signals are blocked around the
 /// call, as there.
 fn clone_vfork(plan: &mut ChildPlan) -> io::Result<(u32, PidFd)> {
