@@ -559,6 +559,8 @@ pub fn offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         signal_live: field("signal_struct", "live", 4)?,
         signal_flags: field("signal_struct", "flags", 4)?,
         signal_group_exit_code: field("signal_struct", "group_exit_code", 4)?,
+        task_mm: field("task_struct", "mm", 8)?,
+        mm_arg_start: field("mm_struct", "arg_start", 8)?,
     })
 }
 
@@ -812,8 +814,12 @@ mod tests {
             off.task_start_boottime,
             off.task_exit_code,
             off.task_signal,
+            off.task_mm,
         ] {
             assert!(o > 0 && o < task_size, "{o} outside task_struct ({task_size} bytes)");
         }
+        // `arg_start, arg_end, env_start, env_end` are adjacent unsigned
+        // longs in mm_struct (include/linux/mm_types.h, since 2.6).
+        assert_eq!(off.mm_arg_start + 8, btf.member("mm_struct", "arg_end").unwrap().offset);
     }
 }

@@ -20,6 +20,13 @@ use core::mem::{offset_of, size_of};
 /// at most 15 of them name bytes, NUL-padded.
 pub const TASK_COMM_LEN: usize = 16;
 
+/// Bytes of argv[0] an EXEC event has room for, its NUL included. An
+/// argv[0] of up to `ARGV0_LEN - 2` bytes is carried: the kernel's string
+/// read returns the same length for one that fills the room exactly and
+/// for one it cut, so neither is (user space reads `/proc/<pid>/cmdline`
+/// instead). 124 keeps [`Event`] a multiple of 8 bytes without padding.
+pub const ARGV0_LEN: usize = 124;
+
 /// Map and program names in the eBPF object, so both sides spell them alike.
 pub mod names {
     /// `HashMap<CommKey, u8>`: the comm names whose exec is reported.
@@ -241,7 +248,7 @@ impl fmt::Debug for EscapedComm<'_> {
 /// Fields are `u32`/`u64` rather than `pid_t`/`bool`/enums so that every bit
 /// pattern is a valid value and the layout has no padding.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Event {
     /// [`Event::EXEC`] or [`Event::EXIT`]. A `u32`, not a Rust enum, so an
     /// unexpected value from the kernel is a decode error, not UB.
@@ -271,6 +278,12 @@ pub struct Event {
     pub time_ns: u64,
     /// The task's comm (for EXEC: the new image's basename, 15 bytes max).
     pub comm: [u8; TASK_COMM_LEN],
+    /// EXEC only: the length of argv[0] in `argv0`, without its NUL, read
+    /// from the new image's memory at the exec. 0 when it is unknown: not
+    /// read, empty, or longer than `argv0` has room for.
+    pub argv0_len: u32,
+    /// EXEC only: argv[0]'s bytes (the first `argv0_len`), then NULs.
+    pub argv0: [u8; ARGV0_LEN],
 }
 
 impl Event {
@@ -303,6 +316,9 @@ impl Event {
         let c = offset_of!(Event, comm);
         let mut comm = [0u8; TASK_COMM_LEN];
         comm.copy_from_slice(&b[c..c + TASK_COMM_LEN]);
+        let a = offset_of!(Event, argv0);
+        let mut argv0 = [0u8; ARGV0_LEN];
+        argv0.copy_from_slice(&b[a..a + ARGV0_LEN]);
         Ok(Event {
             kind,
             pid: u32_at(offset_of!(Event, pid)),
@@ -313,6 +329,8 @@ impl Event {
             start_time_ns: u64_at(offset_of!(Event, start_time_ns)),
             time_ns: u64_at(offset_of!(Event, time_ns)),
             comm,
+            argv0_len: u32_at(offset_of!(Event, argv0_len)),
+            argv0,
         })
     }
 
@@ -329,7 +347,18 @@ impl Event {
         put(offset_of!(Event, start_time_ns), &self.start_time_ns.to_ne_bytes());
         put(offset_of!(Event, time_ns), &self.time_ns.to_ne_bytes());
         put(offset_of!(Event, comm), &self.comm);
+        put(offset_of!(Event, argv0_len), &self.argv0_len.to_ne_bytes());
+        put(offset_of!(Event, argv0), &self.argv0);
         b
+    }
+
+    /// argv[0] as the exec event carried it, or None when it is unknown
+    /// (see [`Event::argv0_len`]; a length past the array is unknown too).
+    pub fn argv0(&self) -> Option<&[u8]> {
+        match self.argv0_len as usize {
+            0 => None,
+            n => self.argv0.get(..n),
+        }
     }
 
     /// The comm name bytes, up to the first NUL.
@@ -349,6 +378,24 @@ impl Event {
     }
 }
 
+impl Default for Event {
+    fn default() -> Event {
+        Event {
+            kind: 0,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            uid: 0,
+            exit_status: 0,
+            start_time_ns: 0,
+            time_ns: 0,
+            comm: [0; TASK_COMM_LEN],
+            argv0_len: 0,
+            argv0: [0; ARGV0_LEN],
+        }
+    }
+}
+
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
@@ -361,6 +408,7 @@ impl fmt::Debug for Event {
             .field("start_time_ns", &self.start_time_ns)
             .field("time_ns", &self.time_ns)
             .field("comm", &EscapedComm(self.comm_name()))
+            .field("argv0", &self.argv0().map(EscapedComm))
             .finish()
     }
 }
@@ -417,23 +465,31 @@ pub struct Offsets {
     pub signal_flags: u32,
     /// `signal_struct.group_exit_code` (`int`).
     pub signal_group_exit_code: u32,
+    /// `task_struct.mm` (`struct mm_struct *`).
+    pub task_mm: u32,
+    /// `mm_struct.arg_start` (`unsigned long`): where argv[0] begins in the
+    /// process's memory.
+    pub mm_arg_start: u32,
 }
 
 impl Offsets {
-    /// Marks a filled entry ("ffrt" in ASCII). Bump it if the struct changes,
+    /// Marks a filled entry ("ffru" in ASCII, "ffrt" before `task_mm`). Bump it if the struct changes,
     /// so an object and a loader of different versions fail closed.
-    pub const MAGIC: u32 = 0x6666_7274;
+    pub const MAGIC: u32 = 0x6666_7275;
 }
 
 // Layout checks: sizes are sums of the fields (no implicit padding) and the
 // 64-bit field is 8-aligned on every target.
 const _: () = {
     assert!(size_of::<CommKey>() == TASK_COMM_LEN);
-    assert!(size_of::<Event>() == 6 * 4 + 2 * 8 + TASK_COMM_LEN);
+    assert!(size_of::<Event>() == 6 * 4 + 2 * 8 + TASK_COMM_LEN + 4 + ARGV0_LEN);
+    assert!(size_of::<Event>().is_multiple_of(8));
     assert!(offset_of!(Event, start_time_ns) == 24);
     assert!(offset_of!(Event, time_ns) == 32);
     assert!(offset_of!(Event, comm) == 40);
-    assert!(size_of::<Offsets>() == 10 * 4);
+    assert!(offset_of!(Event, argv0_len) == 56);
+    assert!(offset_of!(Event, argv0) == 60);
+    assert!(size_of::<Offsets>() == 12 * 4);
     assert!(size_of::<net::NetKey>() == 16);
     assert!(size_of::<net::NetBucket>() == 4 * 8);
     assert!(size_of::<net::NetCounters>() == 5 * 8);
@@ -474,6 +530,7 @@ mod tests {
             start_time_ns: 123_456_789_012,
             time_ns: 223_456_789_012,
             comm: CommKey::new(b"ffmpeg").comm,
+            ..Event::default()
         }
     }
 
@@ -507,13 +564,21 @@ mod tests {
     fn rejects_short_long_and_unknown() {
         let b = sample().to_bytes();
         assert_eq!(
-            Event::from_bytes(&b[..55]),
-            Err(DecodeError::Length { len: 55, need: 56 })
+            Event::from_bytes(&b[..183]),
+            Err(DecodeError::Length { len: 183, need: 184 })
         );
-        assert_eq!(Event::from_bytes(&[]), Err(DecodeError::Length { len: 0, need: 56 }));
+        assert_eq!(Event::from_bytes(&[]), Err(DecodeError::Length { len: 0, need: 184 }));
+        // The record before argv[0] was carried (an older object).
+        assert_eq!(
+            Event::from_bytes(&b[..56]),
+            Err(DecodeError::Length { len: 56, need: 184 })
+        );
         let mut long = Vec::from(&b[..]);
         long.push(0);
-        assert_eq!(Event::from_bytes(&long), Err(DecodeError::Length { len: 57, need: 56 }));
+        assert_eq!(
+            Event::from_bytes(&long),
+            Err(DecodeError::Length { len: 185, need: 184 })
+        );
         let mut bad = b;
         bad[..4].copy_from_slice(&7u32.to_ne_bytes());
         assert_eq!(Event::from_bytes(&bad), Err(DecodeError::UnknownKind(7)));
@@ -542,31 +607,56 @@ mod tests {
         assert!(format!("{e:?}").contains(r#"comm: "a\"b\xff""#), "{e:?}");
     }
 
+    #[test]
+    fn argv0_is_known_only_when_it_fits() {
+        let mut e = sample();
+        assert_eq!(e.argv0(), None, "0: unknown");
+        e.argv0[..15].copy_from_slice(b"/usr/bin/ffmpeg");
+        e.argv0_len = 15;
+        assert_eq!(e.argv0(), Some(&b"/usr/bin/ffmpeg"[..]));
+        assert_eq!(
+            Event::from_bytes(&e.to_bytes()).map(|d| d.argv0().map(<[u8]>::to_vec)),
+            Ok(Some(b"/usr/bin/ffmpeg".to_vec()))
+        );
+        e.argv0_len = ARGV0_LEN as u32;
+        assert_eq!(e.argv0().map(<[u8]>::len), Some(ARGV0_LEN));
+        e.argv0_len = ARGV0_LEN as u32 + 1;
+        assert_eq!(e.argv0(), None, "a length past the array");
+        assert!(format!("{e:?}").contains("argv0: None"), "{e:?}");
+    }
+
     fn any_event() -> impl Strategy<Value = Event> {
         (
             prop_oneof![Just(Event::EXEC), Just(Event::EXIT)],
             any::<(u32, u32, u32, u32, u32)>(),
             any::<(u64, u64)>(),
             any::<[u8; 16]>(),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), ARGV0_LEN)),
         )
             .prop_map(
-                |(kind, (pid, tid, ppid, uid, exit_status), (start_time_ns, time_ns), comm)| Event {
-                    kind,
-                    pid,
-                    tid,
-                    ppid,
-                    uid,
-                    exit_status,
-                    start_time_ns,
-                    time_ns,
-                    comm,
+                |(kind, (pid, tid, ppid, uid, exit_status), (start_time_ns, time_ns), comm, (argv0_len, bytes))| {
+                    let mut argv0 = [0u8; ARGV0_LEN];
+                    argv0.copy_from_slice(&bytes);
+                    Event {
+                        kind,
+                        pid,
+                        tid,
+                        ppid,
+                        uid,
+                        exit_status,
+                        start_time_ns,
+                        time_ns,
+                        comm,
+                        argv0_len,
+                        argv0,
+                    }
                 },
             )
     }
 
     proptest! {
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             match Event::from_bytes(&bytes) {
                 Ok(e) => {
                     prop_assert_eq!(bytes.len(), Event::SIZE);

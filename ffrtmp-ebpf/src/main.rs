@@ -1,7 +1,9 @@
 //! ffrtmp's kernel side: two raw tracepoints feeding one ring buffer.
 //!
 //! - `sched_process_exec`: if the new image's comm is in `TARGETS`, emit an
-//!   EXEC event. Any other exec emits nothing and never wakes user space.
+//!   EXEC event (with argv[0], so user space need not read
+//!   `/proc/<pid>/cmdline`, which waits on the target's mmap lock). Any
+//!   other exec emits nothing and never wakes user space.
 //! - `sched_process_exit`: fires per *thread*; for a tgid in `GOVERNED`,
 //!   emit one EXIT event when the last thread of the group exits, and drop
 //!   the tgid from `GOVERNED`.
@@ -25,7 +27,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
-use ffrtmp_common::{CommKey, Event, Offsets, errors, limits};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
+use ffrtmp_common::{ARGV0_LEN, CommKey, Event, Offsets, errors, limits};
 
 /// Comm names whose exec is reported; filled by user space.
 #[map]
@@ -92,7 +97,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let off = offsets()?;
     let task: u64 = ctx.arg(0);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let event = Event {
+    let mut event = Event {
         kind: Event::EXEC,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -102,8 +107,34 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         start_time_ns: leader_start_time(task, &off)?,
         time_ns: now_ns(),
         comm,
+        argv0_len: 0,
+        argv0: [0; ARGV0_LEN],
     };
+    event.argv0_len = read_argv0(task, &off, &mut event.argv0);
     emit(&event)
+}
+
+/// Copies argv[0] of the new image into `buf` and returns its length
+/// without the NUL; 0 (unknown: user space reads `/proc/<pid>/cmdline`)
+/// when it cannot be read, is empty or does not fit. At this tracepoint
+/// `create_elf_tables()` has set `mm->arg_start` and the strings are in
+/// pages `copy_strings()` faulted in, and `current == task`, so a read of
+/// user memory (which cannot fault here) finds them.
+fn read_argv0(task: u64, off: &Offsets, buf: &mut [u8; ARGV0_LEN]) -> u32 {
+    let Ok(mm) = read::<u64>(task, off.task_mm) else { return 0 };
+    let Ok(arg_start) = read::<u64>(mm, off.mm_arg_start) else { return 0 };
+    // SAFETY: the helper checks the user address and writes at most
+    // ARGV0_LEN bytes, always NUL-terminated, into `buf`.
+    let len = unsafe {
+        bpf_probe_read_user_str(buf.as_mut_ptr().cast(), ARGV0_LEN as u32, arg_start as *const c_void)
+    };
+    // The length with the NUL; ARGV0_LEN when the string was cut there.
+    if len > 1 && len < ARGV0_LEN as i64 {
+        (len - 1) as u32
+    } else {
+        *buf = [0; ARGV0_LEN];
+        0
+    }
 }
 
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
@@ -167,6 +198,8 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         start_time_ns,
         time_ns: now_ns(),
         comm,
+        argv0_len: 0,
+        argv0: [0; ARGV0_LEN],
     })
 }
 

@@ -7,12 +7,14 @@
 //! each other's processes.
 
 use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ffrtmp::events::btf;
-use ffrtmp::events::ebpf::{EbpfSource, Event, KernelErrors};
+use ffrtmp::events::ebpf::{ARGV0_LEN, EbpfSource, Event, KernelErrors};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long "nothing more arrives" is watched for.
@@ -138,8 +140,30 @@ async fn exec_and_exit_events() {
     assert_eq!(exec.uid, unsafe { libc::getuid() });
     assert_eq!(exec.exit_status, 0);
     assert_eq!(exec.start_time_ticks(clk_tck()), proc_start_ticks(pid), "{exec:?}");
+    assert_eq!(exec.argv0(), Some(sleep.as_os_str().as_bytes()), "{exec:?}");
     child.kill().expect("killing the sleep probe");
     child.wait().expect("reaping the sleep probe");
+
+    // argv[0] as the caller set it, up to ARGV0_LEN - 2 bytes (a string
+    // that fills the buffer reads like a cut one); a longer one is unknown.
+    let longest = "y".repeat(ARGV0_LEN - 2);
+    let too_long = "x".repeat(ARGV0_LEN - 1);
+    for (arg0, carried) in [("ffmpeg", true), (longest.as_str(), true), (too_long.as_str(), false)] {
+        let mut child = Command::new(&sleep)
+            .arg0(arg0)
+            .arg("30")
+            .spawn()
+            .expect("spawning the probe");
+        let pid = child.id();
+        let (exec, _) = wait_for(&mut source, "EXEC of the renamed probe", |e| {
+            e.kind == Event::EXEC && e.pid == pid
+        })
+        .await;
+        let expected = carried.then_some(arg0.as_bytes());
+        assert_eq!(exec.argv0(), expected, "argv[0] of {} bytes: {exec:?}", arg0.len());
+        child.kill().expect("killing the probe");
+        child.wait().expect("reaping the probe");
+    }
 
     // 2. Non-target execs, and the exit of a pid nobody governs: nothing.
     let other_pid = {

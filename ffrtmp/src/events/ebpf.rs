@@ -18,7 +18,7 @@ use std::time::Instant;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-pub use ffrtmp_common::Event;
+pub use ffrtmp_common::{ARGV0_LEN, Event};
 use ffrtmp_common::{CommKey, Offsets, errors, limits, names};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;

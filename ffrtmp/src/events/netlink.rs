@@ -263,6 +263,7 @@ impl Reader {
                     pid: tgid,
                     start_time: None,
                     time_ns: Some(msg.timestamp_ns),
+                    argv0: None,
                 }),
                 // Per thread: only the leader's exit carries the process's
                 // status; process exit itself is detected with a pidfd.

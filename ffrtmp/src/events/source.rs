@@ -1,7 +1,7 @@
 //! What every event source produces for the watch loop.
 
 /// A process event, already reduced to what the watch loop needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
     /// A process (thread group) exec'd; whether it is a target is confirmed
     /// by reading `/proc/<pid>`.
@@ -15,6 +15,10 @@ pub enum SourceEvent {
         /// when the source cannot tell): the start of "exec → limits in
         /// place".
         time_ns: Option<u64>,
+        /// argv[0] as the exec left it, when the source carries it (eBPF,
+        /// for an argv[0] of up to 122 bytes): `/proc/<pid>/cmdline` need
+        /// not be read, which would wait on the target's mmap lock.
+        argv0: Option<String>,
     },
     /// A process exited with this wait(2)-style status.
     Exit {

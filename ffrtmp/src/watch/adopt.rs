@@ -84,17 +84,21 @@ pub fn inspect(pid: u32, targets: &Targets, governor: &Governor) -> Checked {
 /// and one `stat` read both check the identity and give comm, state and
 /// parent, where [`inspect`] then [`adopt`] read `comm` and `stat` before
 /// the pin and `stat` again in it (this is the hot path of every adoption).
+/// `argv0`: argv[0] as the exec event carried it, which spares the read of
+/// `/proc/<pid>/cmdline` (it waits on the target's mmap lock, busy while
+/// the new image maps its libraries).
 pub fn inspect_and_adopt(
     governor: &Governor,
     rules: &Rules,
     pid: u32,
     start_time: Option<u64>,
+    argv0: Option<&str>,
 ) -> FusedCheck<Governed> {
     // Without an identity nothing is adopted at once (see adopt_at_once).
     let Some(start_time) = start_time else {
         return FusedCheck::Checked(inspect(pid, &rules.targets, governor));
     };
-    let (found, pinned) = match inspect_pinned(pid, start_time, &rules.targets, governor) {
+    let (found, pinned) = match inspect_pinned(pid, start_time, argv0, &rules.targets, governor) {
         Ok(read) => read,
         Err(checked) => return FusedCheck::Checked(checked),
     };
@@ -126,6 +130,7 @@ struct PinnedAt {
 fn inspect_pinned(
     pid: u32,
     start_time: u64,
+    argv0: Option<&str>,
     targets: &Targets,
     governor: &Governor,
 ) -> Result<(Found, PinnedAt), Checked> {
@@ -140,11 +145,20 @@ fn inspect_pinned(
     if pinned.info.is_kernel_thread() || !targets.comm_text_matches(&pinned.info.comm) {
         return Err(Checked::NotTarget);
     }
-    let command = match scan::argv0(pid) {
-        Ok(argv0) => argv0.as_deref().and_then(|a| targets.argv0_match(a)).map(str::to_owned),
-        Err(CheckError::Gone { .. }) => return Err(Checked::Gone),
-        Err(e) => return Err(Checked::Failed { error: e.to_string() }),
+    // The process pinned is the one that exec'd: the event's argv[0] is its own.
+    let read;
+    let argv0 = match argv0 {
+        Some(a) => Some(a),
+        None => {
+            read = match scan::argv0(pid) {
+                Ok(read) => read,
+                Err(CheckError::Gone { .. }) => return Err(Checked::Gone),
+                Err(e) => return Err(Checked::Failed { error: e.to_string() }),
+            };
+            read.as_deref()
+        }
     };
+    let command = argv0.and_then(|a| targets.argv0_match(a)).map(str::to_owned);
     let Some(command) = command else {
         return Err(Checked::NotTarget);
     };
@@ -642,7 +656,10 @@ mod tests {
         let fake = tempfile::tempdir().unwrap();
         let governor = fake_governor(fake.path());
         let sleep = Targets::new(["sleep".to_string()]);
-        let read = |pid, start_time, targets: &Targets| inspect_pinned(pid, start_time, targets, &governor).map(|_| ());
+        let read_with = |pid, start_time, argv0, targets: &Targets| {
+            inspect_pinned(pid, start_time, argv0, targets, &governor).map(|_| ())
+        };
+        let read = |pid, start_time, targets: &Targets| read_with(pid, start_time, None, targets);
 
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
@@ -677,6 +694,16 @@ mod tests {
             read(rpid, rstart, &Targets::new(["ffmpeg".to_string()])),
             Err(Checked::NotTarget)
         );
+        // The exec event's argv[0] stands in for /proc/<pid>/cmdline.
+        let skipped = Err(Checked::Skipped {
+            pid: rpid,
+            why: "ffrtmp itself or its child",
+        });
+        assert_eq!(read_with(rpid, rstart, Some("/bin/sleep"), &sleep), skipped);
+        assert_eq!(
+            read_with(pid, start_time, Some("ffmpeg"), &sleep),
+            Err(Checked::NotTarget)
+        );
         renamed.kill().unwrap();
         renamed.wait().unwrap();
         child.kill().unwrap();
@@ -700,7 +727,7 @@ mod tests {
         // `$!` is known once forked, maybe before the exec.
         wait_exec(pid, "sleep", "sleep");
         let start_time = ProcessInfo::read(pid).unwrap().id.start_time;
-        let read = inspect_pinned(pid, start_time, &Targets::new(["sleep".to_string()]), &governor);
+        let read = inspect_pinned(pid, start_time, None, &Targets::new(["sleep".to_string()]), &governor);
         // Ours to end (started above), by its pid.
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

@@ -166,6 +166,9 @@ struct Daemon {
     state_dirty: bool,
     /// Stopping: no new adoptions, reads or timers; work in flight finishes.
     stopping: bool,
+    /// argv[0] of the exec event being handled, when it carried one
+    /// (eBPF): its read takes it instead of reading `/proc/<pid>/cmdline`.
+    exec_argv0: Option<(u32, String)>,
     /// The source's kernel-side drop count when last looked at.
     kernel_drops: u64,
     /// The source's count of datagrams from other senders, when last looked at.
@@ -414,6 +417,7 @@ pub async fn start(config: WatchConfig, sink: Option<EventSink>, options: StartO
         saving: false,
         state_dirty: false,
         stopping: false,
+        exec_argv0: None,
         kernel_drops: 0,
         foreign: 0,
         metrics,
@@ -538,7 +542,13 @@ impl Daemon {
                     pid,
                     start_time,
                     time_ns,
-                } => self.tracker.exec(pid, start_time, time_ns),
+                    argv0,
+                } => {
+                    // For the read of this exec, if the tracker asks for one
+                    // now (a retry later reads /proc/<pid>/cmdline).
+                    self.exec_argv0 = argv0.map(|a| (pid, a));
+                    self.tracker.exec(pid, start_time, time_ns)
+                }
                 SourceEvent::Exit {
                     pid,
                     start_time,
@@ -551,6 +561,7 @@ impl Daemon {
                 }
             };
             self.act(actions);
+            self.exec_argv0 = None;
         }
         // Kernel-side drops (eBPF ring buffer full) are a running total.
         let dropped = self.source.drops();
@@ -719,6 +730,7 @@ impl Daemon {
                     ..
                 } => {
                     let (rules, governor) = (Arc::clone(self.tracker.rules()), Arc::clone(&self.governor));
+                    let argv0 = self.exec_argv0.take().filter(|(p, _)| *p == pid).map(|(_, a)| a);
                     // Here unless a filter may look users up (`getent` can
                     // take seconds) or a limit is a network one (rtnetlink, and
                     // loading eBPF programs the first time): a hand-off to a
@@ -737,7 +749,7 @@ impl Daemon {
                         |result: &tracker::FusedCheck<Governed>| matches!(result, tracker::FusedCheck::Adopted { .. });
                     if rules.adopts_on_loop() {
                         let read = std::panic::AssertUnwindSafe(|| {
-                            adopt::inspect_and_adopt(&governor, &rules, pid, start_time)
+                            adopt::inspect_and_adopt(&governor, &rules, pid, start_time, argv0.as_deref())
                         });
                         let result = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                             // As a panic on the blocking pool is logged and
@@ -754,7 +766,7 @@ impl Daemon {
                         on_loop_done.push(fused(result));
                     } else {
                         self.work.spawn_blocking(move || {
-                            let result = adopt::inspect_and_adopt(&governor, &rules, pid, start_time);
+                            let result = adopt::inspect_and_adopt(&governor, &rules, pid, start_time, argv0.as_deref());
                             if adopted(&result) {
                                 governor.refill_spares();
                             }

@@ -109,6 +109,7 @@ impl Source {
                             pid: e.pid,
                             start_time,
                             time_ns: Some(e.time_ns),
+                            argv0: e.argv0().map(|a| String::from_utf8_lossy(a).into_owned()),
                         },
                     }
                 }));
