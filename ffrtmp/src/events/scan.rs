@@ -193,7 +193,7 @@ pub fn scan(targets: &Targets) -> std::io::Result<Scan> {
 /// (the daemon forks nothing but a short `getent` for a user filter), which
 /// saves the hot path a `stat` read.
 pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
-    let own_pid = std::process::id();
+    let own_pid = crate::process::identity::own_pid();
     // Itself or a child: no look needed (and a child reaped meanwhile is
     // still known as one).
     if info.id.pid == own_pid || info.ppid == own_pid {
@@ -205,13 +205,13 @@ pub fn is_self_or_descendant(info: &ProcessInfo) -> bool {
         return false;
     }
     static ME: std::sync::OnceLock<Option<ProcessId>> = std::sync::OnceLock::new();
-    let me = ME.get_or_init(|| ProcessInfo::read(std::process::id()).ok().map(|i| i.id));
+    let me = ME.get_or_init(|| ProcessInfo::read(own_pid).ok().map(|i| i.id));
     match me {
         Some(me) => descends_from(*me, info, |pid| ProcessInfo::read(pid).ok()),
         // Without its own start time, the plain walk up to init.
         None => descends_from(
             ProcessId {
-                pid: std::process::id(),
+                pid: own_pid,
                 start_time: 0,
             },
             info,

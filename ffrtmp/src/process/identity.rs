@@ -141,7 +141,7 @@ impl ProcessInfo {
     /// Check that this is a process ffrtmp may govern.
     pub fn check_governable(&self) -> Result<(), ProcError> {
         let pid = self.id.pid;
-        if pid == std::process::id() {
+        if pid == own_pid() {
             return Err(ProcError::Myself { pid });
         }
         if self.is_kernel_thread() {
@@ -305,6 +305,36 @@ pub fn descendants_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// This process's pid, asked of the kernel once: `getpid` is a system call
+/// (glibc caches nothing), and the hot path of every adoption asks twice.
+/// A `fork` forgets it in the child (a program embedding the library may
+/// fork and go on); `run`'s raw `clone3` children only exec.
+pub fn own_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static OWN: AtomicU32 = AtomicU32::new(0);
+    static FORGET_ON_FORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        OWN.store(0, Ordering::Relaxed);
+    }
+    FORGET_ON_FORK.call_once(|| {
+        // SAFETY: `forget` is async-signal-safe (one atomic store), as a
+        // child handler must be. Without it (ENOMEM) nothing is cached.
+        if unsafe { libc::pthread_atfork(None, None, Some(forget)) } != 0 {
+            OWN.store(u32::MAX, Ordering::Relaxed);
+        }
+    });
+    match OWN.load(Ordering::Relaxed) {
+        u32::MAX => std::process::id(),
+        0 => {
+            let pid = std::process::id();
+            // Unless a failed registration said "never cache" meanwhile.
+            let _ = OWN.compare_exchange(0, pid, Ordering::Relaxed, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
 /// Clock ticks per second, for turning start times into seconds.
 pub fn clock_ticks() -> u64 {
     rustix::param::clock_ticks_per_second().max(1)
@@ -315,6 +345,37 @@ pub fn boot_time_now() -> f64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod own_pid_tests {
+    use super::own_pid;
+
+    /// The cached pid is this process's, and a forked child asks again.
+    #[test]
+    fn own_pid_is_ours_and_a_fork_forgets_it() {
+        assert_eq!(own_pid(), std::process::id());
+        assert_eq!(own_pid(), std::process::id());
+        // SAFETY: the child makes only async-signal-safe calls (getpid
+        // through own_pid: an atomic load and a system call) and `_exit`s.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: getpid and _exit have no preconditions.
+                let right = own_pid() == unsafe { libc::getpid() } as u32;
+                unsafe { libc::_exit(if right { 0 } else { 1 }) }
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            child => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "the child saw its parent's pid"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
